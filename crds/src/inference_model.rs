@@ -207,7 +207,10 @@ pub struct Parallelism {
 
 impl Default for Parallelism {
     fn default() -> Self {
-        Self { tensor: 1, pipeline: 1 }
+        Self {
+            tensor: 1,
+            pipeline: 1,
+        }
     }
 }
 

@@ -27,7 +27,8 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 /// (`[a-z0-9]`, inner `-` and, when `allow_dots`, `.`).
 pub fn is_dns_name(value: &str, max: usize, allow_dots: bool) -> bool {
     let bytes = value.as_bytes();
-    let inner_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || (allow_dots && *b == b'.');
+    let inner_ok =
+        |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || (allow_dots && *b == b'.');
     let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     !bytes.is_empty()
         && bytes.len() <= max
@@ -72,7 +73,10 @@ pub fn validate_inference_model(spec: &InferenceModelSpec) -> Vec<SpecError> {
     if spec.replicas.min > spec.replicas.max {
         errors.push(error(
             "replicas.min",
-            format!("{} must not exceed replicas.max ({})", spec.replicas.min, spec.replicas.max),
+            format!(
+                "{} must not exceed replicas.max ({})",
+                spec.replicas.min, spec.replicas.max
+            ),
         ));
     }
     if spec.replicas.max == 0 {
@@ -118,18 +122,19 @@ pub fn validate_inference_model(spec: &InferenceModelSpec) -> Vec<SpecError> {
     if spec.autoscaling.target == 0 {
         errors.push(error("autoscaling.target", "must be at least 1"));
     }
-    if let Some(gpu) = &spec.gpu {
-        if crate::planner::lookup_gpu(&gpu.type_).is_none() && gpu.memory_gib.is_none() {
-            let known: Vec<&str> = crate::planner::gpu_catalog().iter().map(|g| g.name).collect();
-            errors.push(error(
-                "gpu.type",
-                format!(
-                    "{:?} is not in the GPU catalog ({}); set gpu.memoryGiB to use it anyway",
-                    gpu.type_,
-                    known.join(", ")
-                ),
-            ));
-        }
+    if let Some(gpu) = &spec.gpu
+        && crate::planner::lookup_gpu(&gpu.type_).is_none()
+        && gpu.memory_gib.is_none()
+    {
+        let known: Vec<&str> = crate::planner::gpu_catalog().iter().map(|g| g.name).collect();
+        errors.push(error(
+            "gpu.type",
+            format!(
+                "{:?} is not in the GPU catalog ({}); set gpu.memoryGiB to use it anyway",
+                gpu.type_,
+                known.join(", ")
+            ),
+        ));
     }
     errors
 }
@@ -142,8 +147,14 @@ pub fn validate_tier(spec: &TierSpec) -> Vec<SpecError> {
     }
     if let Some(pricing) = &spec.pricing {
         let prices = [
-            ("pricing.inputPerMillionTokens", Some(&pricing.input_per_million_tokens)),
-            ("pricing.outputPerMillionTokens", Some(&pricing.output_per_million_tokens)),
+            (
+                "pricing.inputPerMillionTokens",
+                Some(&pricing.input_per_million_tokens),
+            ),
+            (
+                "pricing.outputPerMillionTokens",
+                Some(&pricing.output_per_million_tokens),
+            ),
             ("pricing.gpuHour", pricing.gpu_hour.as_ref()),
         ];
         for (field, value) in prices {
@@ -157,7 +168,10 @@ pub fn validate_tier(spec: &TierSpec) -> Vec<SpecError> {
     }
     for (index, model) in spec.models.iter().enumerate() {
         if !is_dns_name(model, 63, true) {
-            errors.push(error(format!("models[{index}]"), format!("{model:?} is not a valid servedName")));
+            errors.push(error(
+                format!("models[{index}]"),
+                format!("{model:?} is not a valid servedName"),
+            ));
         }
     }
     errors
@@ -178,19 +192,25 @@ pub fn validate_tenant(spec: &TenantSpec) -> Vec<SpecError> {
             ));
         }
         if !seen.insert(key.name.as_str()) {
-            errors.push(error(format!("apiKeys[{index}].name"), format!("{:?} is listed twice", key.name)));
+            errors.push(error(
+                format!("apiKeys[{index}].name"),
+                format!("{:?} is listed twice", key.name),
+            ));
         }
     }
     if spec.api_keys.len() > 32 {
-        errors.push(error("apiKeys", format!("{} keys exceed the limit of 32", spec.api_keys.len())));
+        errors.push(error(
+            "apiKeys",
+            format!("{} keys exceed the limit of 32", spec.api_keys.len()),
+        ));
     }
-    if let Some(budget) = &spec.budget {
-        if !is_decimal(&budget.monthly_limit) {
-            errors.push(error(
-                "budget.monthlyLimit",
-                format!("{:?} must be a decimal such as \"250.00\"", budget.monthly_limit),
-            ));
-        }
+    if let Some(budget) = &spec.budget
+        && !is_decimal(&budget.monthly_limit)
+    {
+        errors.push(error(
+            "budget.monthlyLimit",
+            format!("{:?} must be a decimal such as \"250.00\"", budget.monthly_limit),
+        ));
     }
     errors
 }
@@ -230,7 +250,10 @@ mod tests {
         let spec = model(
             "servedName: Bad_Name\nsource: {uri: ftp://x}\nreplicas: {min: 3, max: 2}\nparallelism: {tensor: 3}\n",
         );
-        let fields: Vec<String> = validate_inference_model(&spec).into_iter().map(|e| e.to_string()).collect();
+        let fields: Vec<String> = validate_inference_model(&spec)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
         assert_eq!(fields.len(), 4, "{fields:?}");
         assert!(fields[0].starts_with("spec.servedName: \"Bad_Name\""));
         assert!(fields[1].starts_with("spec.source.uri"));
@@ -250,10 +273,9 @@ mod tests {
 
     #[test]
     fn tier_prices_must_be_decimals() {
-        let spec: TierSpec = serde_yaml::from_str(
-            "pricing: {inputPerMillionTokens: '0.5', outputPerMillionTokens: '1e3'}\n",
-        )
-        .expect("parses");
+        let spec: TierSpec =
+            serde_yaml::from_str("pricing: {inputPerMillionTokens: '0.5', outputPerMillionTokens: '1e3'}\n")
+                .expect("parses");
         let errors = validate_tier(&spec);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "pricing.outputPerMillionTokens");

@@ -28,7 +28,9 @@ fn committed_crd_yaml_is_fresh() {
 }
 
 /// The `openAPIV3Schema` of a CRD, as JSON.
-fn schema_of(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
     let crd = serde_json::to_value(crd).expect("CRD serialises");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
@@ -49,9 +51,15 @@ fn schema_errors(kind: &str, object: &Value) -> Vec<String> {
 
 fn cel_errors(kind: &str, object: &Value) -> Result<(), String> {
     let result = match kind {
-        "InferenceModel" => kube::core::cel::validate_cel(&serde_json::from_value::<InferenceModel>(object.clone()).map_err(|e| e.to_string())?),
-        "Tenant" => kube::core::cel::validate_cel(&serde_json::from_value::<Tenant>(object.clone()).map_err(|e| e.to_string())?),
-        "Tier" => kube::core::cel::validate_cel(&serde_json::from_value::<Tier>(object.clone()).map_err(|e| e.to_string())?),
+        "InferenceModel" => kube::core::cel::validate_cel(
+            &serde_json::from_value::<InferenceModel>(object.clone()).map_err(|e| e.to_string())?,
+        ),
+        "Tenant" => kube::core::cel::validate_cel(
+            &serde_json::from_value::<Tenant>(object.clone()).map_err(|e| e.to_string())?,
+        ),
+        "Tier" => kube::core::cel::validate_cel(
+            &serde_json::from_value::<Tier>(object.clone()).map_err(|e| e.to_string())?,
+        ),
         other => panic!("unexpected kind {other}"),
     };
     result.map_err(|e| format!("{e:?}"))
@@ -85,7 +93,11 @@ fn example_documents() -> Vec<(PathBuf, Value)> {
 #[test]
 fn every_example_passes_schema_and_cel() {
     let documents = example_documents();
-    assert!(documents.len() >= 8, "expected the example CRs, found {}", documents.len());
+    assert!(
+        documents.len() >= 8,
+        "expected the example CRs, found {}",
+        documents.len()
+    );
     for (path, object) in documents {
         let kind = object["kind"].as_str().expect("example has a kind").to_string();
         let errors = schema_errors(&kind, &object);
@@ -107,13 +119,21 @@ fn model(spec: Value) -> Value {
 
 #[test]
 fn schema_refuses_bad_fields_and_names_them() {
-    let bad_type = model(serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "replicas": {"min": "two"}}));
+    let bad_type = model(
+        serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "replicas": {"min": "two"}}),
+    );
     let errors = schema_errors("InferenceModel", &bad_type);
-    assert!(errors.iter().any(|e| e.starts_with("/spec/replicas/min")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.starts_with("/spec/replicas/min")),
+        "{errors:?}"
+    );
 
     let bad_name = model(serde_json::json!({"servedName": "Not_DNS", "source": {"uri": "hf://a/b"}}));
     let errors = schema_errors("InferenceModel", &bad_name);
-    assert!(errors.iter().any(|e| e.starts_with("/spec/servedName")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.starts_with("/spec/servedName")),
+        "{errors:?}"
+    );
 
     let bad_uri = model(serde_json::json!({"servedName": "m", "source": {"uri": "ftp://x"}}));
     assert!(!schema_errors("InferenceModel", &bad_uri).is_empty());
@@ -123,30 +143,50 @@ fn schema_refuses_bad_fields_and_names_them() {
         "spec": {"pricing": {"inputPerMillionTokens": "1e3", "outputPerMillionTokens": "1"}},
     });
     let errors = schema_errors("Tier", &bad_price);
-    assert!(errors.iter().any(|e| e.starts_with("/spec/pricing/inputPerMillionTokens")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("/spec/pricing/inputPerMillionTokens")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn cel_rules_refuse_what_the_issue_names() {
-    let inverted = model(serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "replicas": {"min": 3, "max": 2}}));
+    let inverted = model(
+        serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "replicas": {"min": 3, "max": 2}}),
+    );
     let error = cel_errors("InferenceModel", &inverted).expect_err("min > max refused");
-    assert!(error.contains("replicas.min must not exceed replicas.max"), "{error}");
+    assert!(
+        error.contains("replicas.min must not exceed replicas.max"),
+        "{error}"
+    );
 
-    let tensor_three = model(serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "parallelism": {"tensor": 3}}));
+    let tensor_three = model(
+        serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "parallelism": {"tensor": 3}}),
+    );
     let error = cel_errors("InferenceModel", &tensor_three).expect_err("tensor 3 refused");
     assert!(error.contains("power of two"), "{error}");
 
-    let ok = model(serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "parallelism": {"tensor": 8}}));
+    let ok = model(
+        serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}, "parallelism": {"tensor": 8}}),
+    );
     assert_eq!(cel_errors("InferenceModel", &ok), Ok(()));
 }
 
 #[test]
 fn source_uri_is_immutable_unless_allowed() {
-    let old: InferenceModel = serde_json::from_value(model(serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}}))).expect("parses");
+    let old: InferenceModel = serde_json::from_value(model(
+        serde_json::json!({"servedName": "m", "source": {"uri": "hf://a/b"}}),
+    ))
+    .expect("parses");
     let mut changed = old.clone();
     changed.spec.source.uri = "hf://a/c".into();
     let error = kube::core::cel::validate_cel_update(&changed, &old).expect_err("uri change refused");
-    assert!(format!("{error:?}").contains("source.uri is immutable"), "{error:?}");
+    assert!(
+        format!("{error:?}").contains("source.uri is immutable"),
+        "{error:?}"
+    );
     changed.spec.source.allow_uri_change = true;
     assert!(kube::core::cel::validate_cel_update(&changed, &old).is_ok());
     let mut other_field = old.clone();

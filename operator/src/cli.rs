@@ -1,0 +1,83 @@
+//! Command-line interface of `hearth-operator`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Hearth's operator binary.
+#[derive(Debug, Parser)]
+#[command(name = "hearth-operator", version, about)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "HEARTH_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for clusters).
+    Json,
+    /// Human-readable lines (for terminals).
+    Text,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile InferenceModels, Tenants and Tiers in a cluster.
+    Controller(ControllerArgs),
+    /// Run the same CRs on this machine without a cluster.
+    Local(LocalArgs),
+}
+
+/// Options of `hearth-operator controller`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` server.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "HEARTH_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// Image of runtime-node pods (engine and meter sidecar).
+    #[arg(long, default_value = hearth_crds::constants::DEFAULT_RUNTIME_IMAGE, env = "HEARTH_RUNTIME_IMAGE")]
+    pub runtime_image: String,
+    /// Prometheus URL that KEDA ScaledObjects query.
+    #[arg(
+        long,
+        default_value = "http://prometheus-operated.monitoring.svc:9090",
+        env = "HEARTH_PROMETHEUS_URL"
+    )]
+    pub prometheus_url: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "hearth-system", env = "POD_NAMESPACE")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "hearth-operator-leader")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Options of `hearth-operator local`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalArgs {
+    /// Folder of Tier, Tenant and InferenceModel YAML files.
+    #[arg(long, default_value = "examples/local")]
+    pub config: PathBuf,
+    /// Validate and plan, print the result and exit without starting engines.
+    #[arg(long)]
+    pub check: bool,
+    /// Path of the runtime-node binary; by default the one next to this binary.
+    #[arg(long, env = "HEARTH_RUNTIME_NODE_BIN")]
+    pub runtime_node_bin: Option<PathBuf>,
+    /// First port handed to engines on 127.0.0.1.
+    #[arg(long, default_value_t = 8100)]
+    pub base_port: u16,
+    /// Where state (generated keys) is written.
+    #[arg(long, default_value = ".hearth-local")]
+    pub state_dir: PathBuf,
+}

@@ -1,0 +1,195 @@
+//! `hearth-operator controller`: leader election, then one kube-runtime Controller per CRD,
+//! plus the metrics/health server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use hearth_crds::constants::LABEL_TENANT;
+use hearth_crds::{InferenceModel, Tenant, Tier};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::DeserializeGuard;
+use kube::runtime::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tracing::{error, info, warn};
+
+use crate::cli::ControllerArgs;
+use crate::context::{Context, Settings};
+use crate::http::{HealthState, app};
+use crate::leader::LeaseLock;
+use crate::metrics::Metrics;
+use crate::{model, tenant, tier};
+
+/// Label selector of children this operator manages.
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hearth-operator";
+
+/// Runs the controllers until SIGTERM/Ctrl-C or until leadership is lost.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    let health = app(HealthState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, health).await {
+            error!(%error, "health server stopped");
+        }
+    });
+
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("hearth-operator-{}", std::process::id()));
+    let lock = LeaseLock::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        Duration::from_secs(15),
+    );
+    // A standby replica is healthy and ready to take over.
+    ready.store(true, Ordering::Relaxed);
+    info!(%identity, "waiting for leadership");
+    loop {
+        tokio::select! {
+            acquired = lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()) => {
+                if acquired.unwrap_or_else(|error| { warn!(%error, "lease check failed"); false }) {
+                    break;
+                }
+            }
+            _ = shutdown_signal() => return Ok(()),
+        }
+        tokio::time::sleep(lock.renew_interval()).await;
+    }
+    info!(%identity, "leading; starting controllers");
+
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lock.renew_interval()).await;
+            match lock
+                .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => warn!(%error, "lease renewal failed"),
+            }
+        }
+        let _ = lost_tx.send(());
+    });
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => info!("shutting down"),
+            _ = lost_rx => error!("leadership lost; stopping so a single leader writes"),
+        }
+    }
+    .shared();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics,
+        settings: Settings {
+            runtime_image: args.runtime_image,
+            prometheus_url: args.prometheus_url,
+        },
+    });
+    let managed = || watcher::Config::default().labels(MANAGED_SELECTOR);
+
+    let models = Controller::new(
+        Api::<DeserializeGuard<InferenceModel>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), managed())
+    .owns(Api::<Service>::all(client.clone()), managed())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
+    .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), managed())
+    .graceful_shutdown_on(stop.clone())
+    .run(model::reconcile, model::error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+
+    let tenant_controller = Controller::new(
+        Api::<DeserializeGuard<Tenant>>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let tenant_store = tenant_controller.store();
+    let tenants = tenant_controller
+        .owns(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_TENANT),
+        )
+        .watches(
+            Api::<DeserializeGuard<Tier>>::all(client.clone()),
+            watcher::Config::default(),
+            move |tier| {
+                let tier_name = tier
+                    .0
+                    .as_ref()
+                    .ok()
+                    .and_then(|t| t.metadata.name.clone())
+                    .unwrap_or_default();
+                tenant_store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.0.as_ref().is_ok_and(|t| t.spec.tier_ref == tier_name))
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop.clone())
+        .run(tenant::reconcile, tenant::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let tiers = Controller::new(
+        Api::<DeserializeGuard<Tier>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<DeserializeGuard<Tenant>>::all(client.clone()),
+        watcher::Config::default(),
+        |tenant| {
+            tenant
+                .0
+                .as_ref()
+                .ok()
+                .map(|t| ObjectRef::<DeserializeGuard<Tier>>::new(&t.spec.tier_ref))
+        },
+    )
+    .graceful_shutdown_on(stop.clone())
+    .run(tier::reconcile, tier::error_policy, ctx)
+    .for_each(|_| futures::future::ready(()));
+
+    futures::join!(models, tenants, tiers);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = futures::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,130 @@
+//! Starting one runtime-node process per InferenceModel on 127.0.0.1 and waiting until each
+//! reports ready.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hearth_crds::InferenceModel;
+use tokio::process::{Child, Command};
+
+/// A running engine process.
+pub struct Engine {
+    /// Served model name.
+    pub served_name: String,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// The process.
+    pub child: Child,
+}
+
+/// The GGUF or safetensors path a local model serves from: `file://` sources only.
+pub fn local_model_path(model: &InferenceModel) -> anyhow::Result<PathBuf> {
+    let name = model.metadata.name.as_deref().unwrap_or_default();
+    let uri = &model.spec.source.uri;
+    let path = uri.strip_prefix("file://").map(PathBuf::from).with_context(|| {
+        format!("InferenceModel {name}: spec.source.uri {uri:?}: local mode serves file:// sources only")
+    })?;
+    if !path.exists() {
+        anyhow::bail!(
+            "InferenceModel {name}: spec.source.uri: model path {} does not exist",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Fails early, naming the port, when something already listens on it.
+pub fn ensure_port_free(port: u16) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| {
+            format!("port {port} on 127.0.0.1 is already in use (choose another with --base-port)")
+        })
+}
+
+/// The runtime-node binary: the explicit path, or the one beside this executable.
+pub fn runtime_node_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let beside = std::env::current_exe()?.with_file_name("runtime-node");
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        anyhow::bail!(
+            "runtime-node binary not found at {}; build it or pass --runtime-node-bin",
+            beside.display()
+        )
+    }
+}
+
+/// Starts `runtime-node serve` for `model` on `port`.
+pub fn start_engine(binary: &Path, model: &InferenceModel, port: u16) -> anyhow::Result<Engine> {
+    let path = local_model_path(model)?;
+    ensure_port_free(port)?;
+    let spec = &model.spec;
+    let child = Command::new(binary)
+        .arg("serve")
+        .arg("--model")
+        .arg(&path)
+        .args([
+            "--served-name",
+            &spec.served_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--max-batch-size", &spec.engine.max_batch_size.to_string()])
+        .args([
+            "--max-context-tokens",
+            &spec.engine.max_context_tokens.to_string(),
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    Ok(Engine {
+        served_name: spec.served_name.clone(),
+        port,
+        child,
+    })
+}
+
+/// Polls `/ready` until the engine answers 200, the process exits, or `timeout` passes.
+pub async fn wait_ready(engine: &mut Engine, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = engine.child.try_wait()? {
+            anyhow::bail!(
+                "engine for {} exited during start-up ({status})",
+                engine.served_name
+            );
+        }
+        if probe_ready(engine.port).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "engine for {} not ready after {}s",
+                engine.served_name,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// True when `GET /ready` on the port answers 200 (plain HTTP/1.1 over a socket).
+async fn probe_ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = format!("GET /ready HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.is_ok() && head.starts_with(b"HTTP/1.1 200")
+}

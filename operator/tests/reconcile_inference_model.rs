@@ -1,0 +1,299 @@
+//! InferenceModel reconciles against a scripted API server: the exact calls and patch bodies
+//! for a first create, an idle second pass, a spec change, a model that does not fit, and an
+//! object that fails to deserialise.
+
+mod support;
+
+use std::sync::Arc;
+
+use hearth_crds::InferenceModel;
+use hearth_operator::error::Error;
+use hearth_operator::model::{error_policy, reconcile};
+use http::{Method, StatusCode};
+use kube::core::{DeserializeGuard, ObjectList};
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use support::{Expect, Seen, scripted, writes};
+
+const NS: &str = "/apis/apps/v1/namespaces/ml";
+
+fn paths() -> [String; 5] {
+    [
+        format!("{NS}/deployments/llama"),
+        "/api/v1/namespaces/ml/services/llama".to_string(),
+        "/apis/policy/v1/namespaces/ml/poddisruptionbudgets/llama".to_string(),
+        "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers/llama".to_string(),
+        "/apis/keda.sh/v1alpha1/namespaces/ml/scaledobjects/llama".to_string(),
+    ]
+}
+const STATUS: &str = "/apis/hearth.dev/v1alpha1/namespaces/ml/inferencemodels/llama/status";
+
+fn model_json() -> Value {
+    json!({
+        "apiVersion": "hearth.dev/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": "llama", "namespace": "ml", "uid": "uid-1", "generation": 1},
+        "spec": {
+            "servedName": "llama-3.1-8b",
+            "source": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "engine": {"maxBatchSize": 32, "maxContextTokens": 8192, "dtype": "bfloat16"},
+            "parallelism": {"tensor": 2},
+            "gpu": {"type": "nvidia-a100-80gb"},
+            "replicas": {"min": 1, "max": 4},
+            "autoscaling": {"mode": "hpa", "metric": "inflightRequests", "target": 16},
+            "metering": {"enabled": true}
+        }
+    })
+}
+
+fn guarded(value: Value) -> Arc<DeserializeGuard<InferenceModel>> {
+    Arc::new(serde_json::from_value(value).expect("guard always deserialises"))
+}
+
+/// What the server holds after applying `body`: the body plus fields the server adds.
+fn as_stored(body: &Value) -> Value {
+    let mut stored = body.clone();
+    stored["metadata"]["resourceVersion"] = json!("1");
+    stored["metadata"]["generation"] = json!(1);
+    if stored["kind"] == "Deployment" {
+        stored["spec"]["progressDeadlineSeconds"] = json!(600);
+        stored["status"] =
+            json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
+    }
+    stored
+}
+
+async fn first_create() -> Vec<Seen> {
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let (ctx, script) = scripted(vec![
+        Expect::get_missing(&deployment),
+        Expect::get_missing(&service),
+        Expect::get_missing(&pdb),
+        Expect::get_missing(&hpa),
+        Expect::get_missing(&scaled),
+        Expect::apply(&service),
+        Expect::apply(&pdb),
+        Expect::apply(&deployment),
+        Expect::apply(&hpa),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    let action = reconcile(guarded(model_json()), ctx)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    script.await.expect("script ran")
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_every_child_with_our_field_manager() {
+    let seen = first_create().await;
+    for call in seen.iter().filter(|s| s.method == Method::PATCH) {
+        assert!(call.uri.contains("fieldManager=hearth-operator"), "{}", call.uri);
+        assert!(call.uri.contains("force=true"), "{}", call.uri);
+    }
+    let deployment = &seen[7].body;
+    assert_eq!(deployment["kind"], "Deployment");
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the HPA owns replicas"
+    );
+    let engine = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(engine["resources"]["limits"]["nvidia.com/gpu"], "2");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "meter"
+    );
+    let service = &seen[5].body;
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 8001);
+    let hpa = &seen[8].body;
+    assert_eq!(hpa["spec"]["maxReplicas"], 4);
+
+    let status = &seen[9].body["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["endpoint"], "http://llama.ml.svc:80/v1");
+    let fits = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Fits")
+        .expect("Fits");
+    assert_eq!(fits["status"], "True");
+    assert_eq!(fits["reason"], "MemoryFits");
+    assert!(status["memoryPlan"]["perGpuGiB"].is_string());
+}
+
+#[tokio::test]
+async fn second_reconcile_with_everything_in_place_writes_nothing() {
+    let seen = first_create().await;
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    // The server now holds what was applied; the model carries the status that was written.
+    let mut model = model_json();
+    model["status"] = seen[9].body["status"].clone();
+    // The status was computed before the Deployment reported ready; recompute once with it.
+    let (ctx, script) = scripted(vec![
+        Expect::get(&deployment, as_stored(&seen[7].body)),
+        Expect::get(&service, as_stored(&seen[5].body)),
+        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get_missing(&scaled),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    reconcile(guarded(model.clone()), ctx)
+        .await
+        .expect("reconcile succeeds");
+    let settled = script.await.expect("script ran");
+    model["status"] = settled[5].body["status"].clone();
+
+    let (ctx, script) = scripted(vec![
+        Expect::get(&deployment, as_stored(&seen[7].body)),
+        Expect::get(&service, as_stored(&seen[5].body)),
+        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get_missing(&scaled),
+    ]);
+    reconcile(guarded(model), ctx.clone())
+        .await
+        .expect("reconcile succeeds");
+    let idle = script.await.expect("script ran");
+    assert_eq!(writes(&idle), 0, "an idle reconcile issues no write: {idle:#?}");
+    assert!(
+        !ctx.metrics.render().contains("hearth_operator_writes_total{"),
+        "no write counted"
+    );
+}
+
+#[tokio::test]
+async fn spec_change_reapplies_only_what_changed() {
+    let seen = first_create().await;
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let mut model = model_json();
+    model["metadata"]["generation"] = json!(2);
+    model["spec"]["engine"]["maxBatchSize"] = json!(64);
+    model["status"] = seen[9].body["status"].clone();
+    let (ctx, script) = scripted(vec![
+        Expect::get(&deployment, as_stored(&seen[7].body)),
+        Expect::get(&service, as_stored(&seen[5].body)),
+        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get_missing(&scaled),
+        Expect::apply(&deployment),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    reconcile(guarded(model), ctx).await.expect("reconcile succeeds");
+    let changed = script.await.expect("script ran");
+    let args = changed[5].body["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .clone();
+    let position = args
+        .iter()
+        .position(|a| a == "--max-batch-size")
+        .expect("flag present");
+    assert_eq!(args[position + 1], "64");
+    assert_eq!(changed[6].body["status"]["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn model_that_does_not_fit_gets_fits_false_and_no_children() {
+    let mut model = model_json();
+    model["spec"]["source"]["uri"] = json!("hf://meta-llama/Llama-3.1-70B-Instruct");
+    model["spec"]["parallelism"]["tensor"] = json!(1);
+    model["spec"]["gpu"]["type"] = json!("nvidia-h100-80gb");
+    let (ctx, script) = scripted(vec![Expect::apply_status(STATUS, model_json())]);
+    let action = reconcile(guarded(model), ctx).await.expect("not an error");
+    assert_eq!(action, Action::await_change());
+    let seen = script.await.expect("script ran");
+    let conditions = seen[0].body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .clone();
+    let fits = conditions.iter().find(|c| c["type"] == "Fits").expect("Fits");
+    assert_eq!(fits["status"], "False");
+    assert_eq!(fits["reason"], "InsufficientGpuMemory");
+    let message = fits["message"].as_str().expect("message");
+    assert!(
+        message.contains("planned 212.9 GiB per GPU") && message.contains("vs 79.6 GiB on nvidia-h100-80gb"),
+        "{message}"
+    );
+    assert!(
+        seen[0].body["status"]["memoryPlan"]["headroomGiB"]
+            .as_str()
+            .expect("headroom")
+            .starts_with('-')
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_gets_a_condition_naming_the_field() {
+    let mut model = model_json();
+    model["spec"]["replicas"] = json!({"min": 5, "max": 2});
+    let (ctx, script) = scripted(vec![Expect::apply_status(STATUS, model_json())]);
+    let error = reconcile(guarded(model.clone()), ctx.clone())
+        .await
+        .expect_err("invalid spec");
+    assert!(matches!(error, Error::InvalidSpec(_)));
+    assert_eq!(error_policy(guarded(model), &error, ctx), Action::await_change());
+    let seen = script.await.expect("script ran");
+    let ready = &seen[0].body["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(
+        ready["message"],
+        "spec.replicas.min: 5 must not exceed replicas.max (2)"
+    );
+}
+
+#[tokio::test]
+async fn malformed_object_gets_invalid_object_condition_and_waits_for_change() {
+    let mut model = model_json();
+    model["spec"]["replicas"]["min"] = json!("two");
+    let guard = guarded(model);
+    assert!(guard.0.is_err(), "the guard holds the deserialisation error");
+    let (ctx, script) = scripted(vec![Expect::new(
+        Method::PATCH,
+        STATUS,
+        StatusCode::OK,
+        json!({}),
+    )]);
+    let error = reconcile(guard.clone(), ctx.clone())
+        .await
+        .expect_err("reported as invalid");
+    assert_eq!(error_policy(guard, &error, ctx), Action::await_change());
+    let seen = script.await.expect("script ran");
+    assert!(
+        !seen[0].uri.contains("fieldManager"),
+        "a merge patch, not an apply"
+    );
+    let condition = &seen[0].body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "InvalidObject");
+    assert_eq!(condition["reason"], "DeserializationFailed");
+    assert!(
+        condition["message"]
+            .as_str()
+            .expect("message")
+            .to_lowercase()
+            .contains("invalid type"),
+        "{condition}"
+    );
+}
+
+#[test]
+fn a_list_with_one_malformed_object_still_yields_the_good_ones() {
+    // The watcher lists into `DeserializeGuard`s: one bad object cannot break the stream.
+    let mut bad = model_json();
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["parallelism"]["tensor"] = json!([1]);
+    let list = json!({"apiVersion": "hearth.dev/v1alpha1", "kind": "InferenceModelList", "metadata": {}, "items": [bad, model_json()]});
+    let list: ObjectList<DeserializeGuard<InferenceModel>> =
+        serde_json::from_value(list).expect("list parses");
+    assert!(list.items[0].0.is_err());
+    assert_eq!(
+        list.items[1]
+            .0
+            .as_ref()
+            .ok()
+            .and_then(|m| m.metadata.name.as_deref()),
+        Some("llama")
+    );
+}

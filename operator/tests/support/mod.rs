@@ -1,0 +1,154 @@
+#![allow(dead_code)] // Each test binary uses a different part of this shared harness.
+
+//! A scripted fake API server on `tower_test::mock::pair`: each expected call names the method
+//! and path it must see and the response to give; the script records every request body so
+//! tests can assert the exact sequence of calls and patch bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_operator::context::{Context, Settings};
+use hearth_operator::metrics::Metrics;
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+/// One call the fake API server expects, in order.
+pub struct Expect {
+    /// HTTP method.
+    pub method: Method,
+    /// Path (without query) the request must have.
+    pub path: String,
+    /// Status code to answer with.
+    pub status: StatusCode,
+    /// JSON body to answer with.
+    pub response: Value,
+}
+
+impl Expect {
+    /// A GET answered with 404.
+    pub fn get_missing(path: &str) -> Self {
+        Self::new(Method::GET, path, StatusCode::NOT_FOUND, not_found())
+    }
+
+    /// A GET answered with `object`.
+    pub fn get(path: &str, object: Value) -> Self {
+        Self::new(Method::GET, path, StatusCode::OK, object)
+    }
+
+    /// A call answered with `response`.
+    pub fn new(method: Method, path: &str, status: StatusCode, response: Value) -> Self {
+        Self {
+            method,
+            path: path.to_string(),
+            status,
+            response,
+        }
+    }
+
+    /// A server-side-apply PATCH that echoes the applied body back (as the server would).
+    pub fn apply(path: &str) -> Self {
+        Self::new(Method::PATCH, path, StatusCode::OK, Value::Null)
+    }
+
+    /// A status PATCH answered with `object` carrying the patched status, as the server would.
+    pub fn apply_status(path: &str, object: Value) -> Self {
+        Self::new(
+            Method::PATCH,
+            path,
+            StatusCode::OK,
+            json!({"mergeStatusInto": object}),
+        )
+    }
+}
+
+/// What the fake server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    /// Parsed JSON body (Null when empty).
+    pub body: Value,
+}
+
+/// A Kubernetes `Status` 404 body.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// A context whose client talks to a script; returns the context and the running script.
+pub fn scripted(expectations: Vec<Expect>) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context {
+        client,
+        metrics: Metrics::new(),
+        settings: Settings::default(),
+    });
+    let script = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for expect in expectations {
+            let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "expected {} {} but no request came; saw {seen:#?}",
+                        expect.method, expect.path
+                    )
+                })
+                .expect("client alive");
+            let method = request.method().clone();
+            let uri = request.uri().to_string();
+            let body = request.into_body().collect_bytes().await.expect("request body");
+            let body: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).expect("JSON body")
+            };
+            assert_eq!(
+                (&method, uri.split('?').next().unwrap_or_default()),
+                (&expect.method, expect.path.as_str()),
+                "unexpected call #{}; earlier calls: {seen:#?}",
+                seen.len() + 1
+            );
+            let response = match expect.response.get("mergeStatusInto") {
+                Some(object) => {
+                    let mut object = object.clone();
+                    object["status"] = body["status"].clone();
+                    object
+                }
+                None if expect.response.is_null() => body.clone(),
+                None => expect.response.clone(),
+            };
+            seen.push(Seen { method, uri, body });
+            send.send_response(
+                Response::builder()
+                    .status(expect.status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&response).expect("serialisable")))
+                    .expect("response"),
+            );
+        }
+        // Any further call is a failure: answer it with an error the test will see.
+        if let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+        {
+            let uri = request.uri().to_string();
+            send.send_error(format!("unexpected extra call {} {uri}", request.method()));
+            panic!(
+                "unexpected extra call {} {uri}; after {seen:#?}",
+                request.method()
+            );
+        }
+        seen
+    });
+    (ctx, script)
+}
+
+/// Number of writes (non-GET/LIST calls) among `seen`.
+pub fn writes(seen: &[Seen]) -> usize {
+    seen.iter().filter(|s| s.method != Method::GET).count()
+}
