@@ -31,6 +31,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Reconcile InferenceModels, Tenants and Tiers in a cluster.
     Controller(ControllerArgs),
+    /// Serve the OpenAI-compatible gateway in front of the models.
+    Gateway(crate::gateway::GatewayArgs),
     /// Run the same CRs on this machine without a cluster.
     Local(LocalArgs),
 }

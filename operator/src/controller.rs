@@ -172,6 +172,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Tenants to re-reconcile when `tier` changes: those whose `tierRef` names it.
+pub fn tenants_of_tier(
+    tenants: &[Arc<DeserializeGuard<Tenant>>],
+    tier: &DeserializeGuard<Tier>,
+) -> Vec<ObjectRef<DeserializeGuard<Tenant>>> {
+    let Some(tier_name) = tier.0.as_ref().ok().and_then(|t| t.metadata.name.as_deref()) else {
+        return Vec::new();
+    };
+    tenants
+        .iter()
+        .filter(|t| t.0.as_ref().is_ok_and(|t| t.spec.tier_ref == tier_name))
+        .map(|t| ObjectRef::from_obj(&**t))
+        .collect()
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -191,5 +206,34 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard<K: serde::de::DeserializeOwned + kube::Resource>(value: serde_json::Value) -> DeserializeGuard<K> {
+        serde_json::from_value(value).expect("guard always deserialises")
+    }
+
+    #[test]
+    fn a_tier_change_requeues_exactly_its_tenants() {
+        let tenant = |name: &str, tier: &str| {
+            Arc::new(guard::<Tenant>(serde_json::json!({
+                "apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
+                "metadata": {"name": name, "namespace": "ns"}, "spec": {"tierRef": tier}
+            })))
+        };
+        let broken = Arc::new(guard::<Tenant>(serde_json::json!({
+            "apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "broken", "namespace": "ns"}, "spec": {"tierRef": 7}
+        })));
+        let tenants = vec![tenant("a", "gold"), tenant("b", "free"), tenant("c", "gold"), broken];
+        let gold: DeserializeGuard<Tier> = guard(serde_json::json!({
+            "apiVersion": "hearth.dev/v1alpha1", "kind": "Tier", "metadata": {"name": "gold"}, "spec": {}
+        }));
+        let names: Vec<String> = tenants_of_tier(&tenants, &gold).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "c"]);
     }
 }

@@ -1,10 +1,11 @@
 //! Hearth's control plane: the reconcilers for `InferenceModel`, `Tenant` and `Tier`, leader
-//! election, and the operator's metrics and health endpoints.
+//! election, the gateway, local mode, and the operator's metrics and health endpoints.
 
 pub mod cli;
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod invalid;
 pub mod leader;
@@ -23,6 +24,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         cli::Command::Controller(args) => controller::run(args).await,
+        cli::Command::Gateway(args) => gateway::run(args).await,
         cli::Command::Local(args) => local::run(args).await,
     }
 }
