@@ -44,7 +44,7 @@ generate: deps
 	$(CARGO) run -q -p hearth-crds --bin crdgen -- .
 
 check-generated: generate
-	@git diff --exit-code -- crds/yaml charts/hearth/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- crds/yaml charts/hearth/crds docs/crds.md || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all -- --check

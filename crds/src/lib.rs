@@ -4,6 +4,7 @@
 
 pub mod conditions;
 pub mod constants;
+pub mod crd_docs;
 pub mod crdgen;
 pub mod inference_model;
 pub mod planner;

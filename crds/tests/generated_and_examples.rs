@@ -27,6 +27,22 @@ fn committed_crd_yaml_is_fresh() {
     }
 }
 
+#[test]
+fn committed_crd_reference_is_fresh() {
+    let expected = hearth_crds::crd_docs::render().expect("reference renders");
+    let path = workspace_root().join(hearth_crds::crd_docs::CRD_DOCS_PATH);
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{} is stale: run `make generate` and commit the result",
+        path.display()
+    );
+    assert!(
+        expected.contains("| `replicas.min` | integer |"),
+        "field rows are rendered"
+    );
+}
+
 /// The `openAPIV3Schema` of a CRD, as JSON.
 fn schema_of(
     crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,

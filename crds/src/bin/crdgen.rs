@@ -1,5 +1,5 @@
-//! Writes the CRD YAML into `crds/yaml/` and `charts/hearth/crds/` under the workspace root
-//! (the first argument, or the current directory).
+//! Writes the CRD YAML into `crds/yaml/` and `charts/hearth/crds/`, and the CRD reference into
+//! `docs/crds.md`, under the workspace root (the first argument, or the current directory).
 
 use std::path::PathBuf;
 
@@ -15,5 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::write(dir.join(name), yaml)?;
         }
     }
+    let docs = root.join(hearth_crds::crd_docs::CRD_DOCS_PATH);
+    if let Some(parent) = docs.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(docs, hearth_crds::crd_docs::render()?)?;
     Ok(())
 }
