@@ -10,6 +10,7 @@ pub mod inference_model;
 pub mod planner;
 pub mod tenant;
 pub mod tier;
+pub mod usage;
 pub mod validation;
 
 pub use inference_model::{InferenceModel, InferenceModelSpec, InferenceModelStatus};

@@ -31,6 +31,9 @@ async fn start_operator() {
         lease_namespace: "default".into(),
         lease_name: "hearth-e2e-leader".into(),
         identity: Some("e2e".into()),
+        billing_store: std::env::temp_dir().join("hearth-e2e-billing.redb"),
+        billing_addr: "127.0.0.1:0".parse().expect("address"),
+        billing_interval_seconds: 5,
     };
     tokio::spawn(async move { hearth_operator::controller::run(args).await });
 }

@@ -62,6 +62,19 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// File of the billing aggregator's embedded store (on the operator's volume).
+    #[arg(
+        long,
+        default_value = "/var/lib/hearth/billing.redb",
+        env = "HEARTH_BILLING_STORE"
+    )]
+    pub billing_store: PathBuf,
+    /// Address of the billing API (`/billing/invoices/...`).
+    #[arg(long, default_value = "0.0.0.0:8090", env = "HEARTH_BILLING_ADDR")]
+    pub billing_addr: SocketAddr,
+    /// Seconds between billing passes (pull meters, publish usage).
+    #[arg(long, default_value_t = 30)]
+    pub billing_interval_seconds: u64,
 }
 
 /// Options of `hearth-operator local`.

@@ -19,6 +19,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
+use crate::billing;
+use crate::billing::aggregator::{Aggregator, MeterSource};
+use crate::billing::http::BillingState;
+use crate::billing::store::{EmbeddedStore, UsageStore};
 use crate::cli::ControllerArgs;
 use crate::context::{Context, Settings};
 use crate::http::{HealthState, app};
@@ -94,6 +98,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
     }
     .shared();
+
+    start_billing(&args, client.clone()).await?;
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -172,6 +178,34 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the billing aggregator and its API; only the leader pulls meters, so each record is
+/// acknowledged by one writer.
+async fn start_billing(args: &ControllerArgs, client: Client) -> anyhow::Result<()> {
+    if let Some(parent) = args.billing_store.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&args.billing_store)?);
+    let aggregator = Aggregator::new(
+        store.clone(),
+        MeterSource::Cluster(client.clone()),
+        Some(client.clone()),
+    );
+    let api = billing::http::app(BillingState {
+        store,
+        prices: aggregator.prices.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.billing_addr).await?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, api).await {
+            error!(%error, "billing API stopped");
+        }
+    });
+    tokio::spawn(
+        aggregator.run_in_cluster(client, Duration::from_secs(args.billing_interval_seconds.max(1))),
+    );
+    Ok(())
+}
+
 /// The Tenants to re-reconcile when `tier` changes: those whose `tierRef` names it.
 pub fn tenants_of_tier(
     tenants: &[Arc<DeserializeGuard<Tenant>>],
@@ -213,7 +247,9 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
-    fn guard<K: serde::de::DeserializeOwned + kube::Resource>(value: serde_json::Value) -> DeserializeGuard<K> {
+    fn guard<K: serde::de::DeserializeOwned + kube::Resource>(
+        value: serde_json::Value,
+    ) -> DeserializeGuard<K> {
         serde_json::from_value(value).expect("guard always deserialises")
     }
 
@@ -229,11 +265,19 @@ mod tests {
             "apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
             "metadata": {"name": "broken", "namespace": "ns"}, "spec": {"tierRef": 7}
         })));
-        let tenants = vec![tenant("a", "gold"), tenant("b", "free"), tenant("c", "gold"), broken];
+        let tenants = vec![
+            tenant("a", "gold"),
+            tenant("b", "free"),
+            tenant("c", "gold"),
+            broken,
+        ];
         let gold: DeserializeGuard<Tier> = guard(serde_json::json!({
             "apiVersion": "hearth.dev/v1alpha1", "kind": "Tier", "metadata": {"name": "gold"}, "spec": {}
         }));
-        let names: Vec<String> = tenants_of_tier(&tenants, &gold).into_iter().map(|r| r.name).collect();
+        let names: Vec<String> = tenants_of_tier(&tenants, &gold)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(names, ["a", "c"]);
     }
 }

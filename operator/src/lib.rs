@@ -1,6 +1,7 @@
 //! Hearth's control plane: the reconcilers for `InferenceModel`, `Tenant` and `Tier`, leader
 //! election, the gateway, local mode, and the operator's metrics and health endpoints.
 
+pub mod billing;
 pub mod cli;
 pub mod context;
 pub mod controller;

@@ -139,3 +139,64 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .expect("base64")
 }
+
+#[tokio::test]
+async fn billing_writes_only_usage_and_its_condition_under_its_own_manager() {
+    use hearth_crds::tenant::TenantUsage;
+    let tenant: Tenant = serde_json::from_value(tenant_json()).expect("tenant");
+    let usage = TenantUsage {
+        period: "2026-11".into(),
+        requests: 3,
+        prompt_tokens: 30,
+        completion_tokens: 9,
+        cost: "0.01".into(),
+    };
+    let condition = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "BudgetExceeded".into(),
+        status: "False".into(),
+        reason: "WithinBudget".into(),
+        message: "ok".into(),
+        observed_generation: Some(1),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ),
+    };
+    let (ctx, script) = scripted(vec![Expect::apply_status(STATUS, tenant_json())]);
+    let written = hearth_operator::billing::usage_status::write_usage(
+        &ctx.client,
+        &tenant,
+        usage.clone(),
+        condition.clone(),
+    )
+    .await
+    .expect("written");
+    assert!(written);
+    let seen = script.await.expect("script ran");
+    assert!(
+        seen[0].uri.contains("fieldManager=hearth-billing"),
+        "{}",
+        seen[0].uri
+    );
+    let status = &seen[0].body["status"];
+    assert_eq!(status["usage"]["cost"], "0.01");
+    assert_eq!(status["conditions"].as_array().map(Vec::len), Some(1));
+    assert!(
+        status.get("apiKeys").is_none(),
+        "the Tenant controller owns apiKeys"
+    );
+
+    // Already in place: no write.
+    let mut current = tenant.clone();
+    current.status = Some(hearth_crds::tenant::TenantStatus {
+        usage: Some(usage.clone()),
+        conditions: vec![condition.clone()],
+        ..Default::default()
+    });
+    let (ctx, script) = scripted(vec![]);
+    let written =
+        hearth_operator::billing::usage_status::write_usage(&ctx.client, &current, usage, condition)
+            .await
+            .expect("no-op");
+    assert!(!written);
+    assert_eq!(writes(&script.await.expect("script ran")), 0);
+}
