@@ -89,9 +89,12 @@ pub struct LocalArgs {
     /// Path of the runtime-node binary; by default the one next to this binary.
     #[arg(long, env = "HEARTH_RUNTIME_NODE_BIN")]
     pub runtime_node_bin: Option<PathBuf>,
-    /// First port handed to engines on 127.0.0.1.
+    /// First port handed to engines and meters on 127.0.0.1 (two per model).
     #[arg(long, default_value_t = 8100)]
     pub base_port: u16,
+    /// Port of the billing API on 127.0.0.1.
+    #[arg(long, default_value_t = 8090)]
+    pub billing_port: u16,
     /// Where state (generated keys) is written.
     #[arg(long, default_value = ".hearth-local")]
     pub state_dir: PathBuf,

@@ -91,23 +91,53 @@ pub fn start_engine(binary: &Path, model: &InferenceModel, port: u16) -> anyhow:
     })
 }
 
-/// Polls `/ready` until the engine answers 200, the process exits, or `timeout` passes.
-pub async fn wait_ready(engine: &mut Engine, timeout: Duration) -> anyhow::Result<()> {
+/// Starts `runtime-node meter` on `port` in front of the engine on `engine_port`.
+pub fn start_meter(
+    binary: &Path,
+    served_name: &str,
+    port: u16,
+    engine_port: u16,
+    ledger: &Path,
+) -> anyhow::Result<Engine> {
+    ensure_port_free(port)?;
+    let child = Command::new(binary)
+        .args([
+            "meter",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &format!("http://127.0.0.1:{engine_port}"),
+        ])
+        .arg("--ledger-dir")
+        .arg(ledger)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the meter ({})", binary.display()))?;
+    Ok(Engine {
+        served_name: served_name.to_string(),
+        port,
+        child,
+    })
+}
+
+/// Polls `path` until it answers 200, the process exits, or `timeout` passes.
+pub async fn wait_ready(engine: &mut Engine, path: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(status) = engine.child.try_wait()? {
             anyhow::bail!(
-                "engine for {} exited during start-up ({status})",
+                "process for {} exited during start-up ({status})",
                 engine.served_name
             );
         }
-        if probe_ready(engine.port).await {
+        if probe_ready(engine.port, path).await {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(
-                "engine for {} not ready after {}s",
+                "{} on port {} not ready after {}s",
                 engine.served_name,
+                engine.port,
                 timeout.as_secs()
             );
         }
@@ -115,13 +145,13 @@ pub async fn wait_ready(engine: &mut Engine, timeout: Duration) -> anyhow::Resul
     }
 }
 
-/// True when `GET /ready` on the port answers 200 (plain HTTP/1.1 over a socket).
-async fn probe_ready(port: u16) -> bool {
+/// True when `GET path` on the port answers 200 (plain HTTP/1.1 over a socket).
+async fn probe_ready(port: u16, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
-    let request = format!("GET /ready HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }

@@ -1,14 +1,30 @@
 //! `hearth-operator local`: the same Tier/Tenant/InferenceModel YAML a cluster takes, served on
-//! this machine: validated like the API server would, planned, and one runtime-node process
-//! per InferenceModel on 127.0.0.1.
+//! this machine: validated as the API server would, then per InferenceModel one runtime-node
+//! engine and one meter in front of it on 127.0.0.1, plus the billing aggregator.
 
 pub mod config;
 pub mod engines;
 pub mod keys;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::billing::aggregator::{Aggregator, MeterSource};
+use crate::billing::discovery::Meter;
+use crate::billing::http::BillingState;
+use crate::billing::store::{EmbeddedStore, UsageStore};
 use crate::cli::LocalArgs;
+
+/// How often local billing pulls the meters.
+const BILLING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A model served locally: its engine, the meter in front, and where clients reach it.
+pub struct LocalModel {
+    /// The engine process.
+    pub engine: engines::Engine,
+    /// The meter process.
+    pub meter: engines::Engine,
+}
 
 /// Runs local mode until Ctrl-C (or, with `--check`, validates and exits).
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
@@ -32,19 +48,63 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let binary = engines::runtime_node_binary(args.runtime_node_bin.as_deref())?;
-    let mut running = Vec::new();
+    let mut models = Vec::new();
     for (index, (_, model)) in config.models.iter().enumerate() {
-        let port = args
-            .base_port
-            .saturating_add(u16::try_from(index).unwrap_or(u16::MAX));
-        let mut engine = engines::start_engine(&binary, model, port)?;
-        engines::wait_ready(&mut engine, Duration::from_secs(300)).await?;
-        println!("model {} ready on http://127.0.0.1:{port}/v1", engine.served_name);
-        running.push(engine);
+        let offset = u16::try_from(index).unwrap_or(u16::MAX);
+        let engine_port = args.base_port.saturating_add(2 * offset);
+        let meter_port = engine_port.saturating_add(1);
+        let mut engine = engines::start_engine(&binary, model, engine_port)?;
+        engines::wait_ready(&mut engine, "/ready", Duration::from_secs(300)).await?;
+        let ledger = args
+            .state_dir
+            .join("ledger")
+            .join(model.metadata.name.as_deref().unwrap_or("model"));
+        let mut meter = engines::start_meter(&binary, &engine.served_name, meter_port, engine_port, &ledger)?;
+        engines::wait_ready(&mut meter, "/meter/health", Duration::from_secs(30)).await?;
+        println!(
+            "model {} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}",
+            engine.served_name
+        );
+        models.push(LocalModel { engine, meter });
     }
-    let first = &running[0];
+
+    // Billing: pull the local meters into the embedded store and serve invoices.
+    std::fs::create_dir_all(&args.state_dir)?;
+    let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&args.state_dir.join("billing.redb"))?);
+    let meters = models
+        .iter()
+        .map(|m| Meter {
+            id: format!("local/{}", m.engine.served_name),
+            url: format!("http://127.0.0.1:{}", m.meter.port),
+        })
+        .collect();
+    let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
+    let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
+    let tiers: Vec<_> = config.tiers.iter().map(|(_, t)| t.clone()).collect();
+    aggregator.publish(&tenants, &tiers).await?;
+    let billing_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.billing_port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "billing port {} on 127.0.0.1 is not available: {e}",
+                args.billing_port
+            )
+        })?;
+    let billing_api = crate::billing::http::app(BillingState {
+        store,
+        prices: aggregator.prices.clone(),
+    });
+    tokio::spawn(async move { axum::serve(billing_listener, billing_api).await });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(BILLING_INTERVAL).await;
+            let _ = aggregator.pull_all().await;
+        }
+    });
+
+    let first = &models[0];
     println!();
-    println!("export OPENAI_BASE_URL=http://127.0.0.1:{}/v1", first.port);
+    println!("export OPENAI_BASE_URL=http://127.0.0.1:{}/v1", first.meter.port);
     if let Some(key) = all_keys.first() {
         println!("export OPENAI_API_KEY={}", key.key);
         println!(
@@ -56,25 +116,35 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     println!(
         "curl -s $OPENAI_BASE_URL/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" -H 'content-type: application/json' -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Say hello\"}}]}}'",
-        first.served_name
+        first.engine.served_name
+    );
+    println!(
+        "invoices: http://127.0.0.1:{}/billing/invoices/<namespace>/<tenant>?format=csv",
+        args.billing_port
     );
     println!("Ctrl-C stops everything.");
     crate::controller::shutdown_signal().await;
-    for mut engine in running {
-        if let Some(pid) = engine.child.id() {
-            // SIGTERM lets the engine drain; kill after a grace period.
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(10), engine.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = engine.child.kill().await;
-        }
+    for LocalModel { engine, meter } in models {
+        // The engine drains first, then its meter records the last responses.
+        stop(engine).await;
+        stop(meter).await;
     }
     println!("stopped");
     Ok(())
+}
+
+/// SIGTERM (so the process drains), then SIGKILL after a grace period.
+async fn stop(mut process: engines::Engine) {
+    if let Some(pid) = process.child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = process.child.kill().await;
+    }
 }
