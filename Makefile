@@ -10,7 +10,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy unit-test check-generated deps python-deps help
+.PHONY: build test generate run bench e2e lint fmt clippy unit-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
@@ -66,6 +66,13 @@ run: deps python-deps
 
 bench: deps python-deps
 	@echo "benchmarks arrive with the engine (issue 3); nothing to run yet"
+
+IMAGE_TAG ?= 0.1.0
+images:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images: skipped: no Docker engine on this machine"; exit 0; }
+	docker build -f operator/Dockerfile -t ghcr.io/hearth-dev/hearth-operator:$(IMAGE_TAG) .
+	docker build -f runtime-node/Dockerfile -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG) .
+	docker build -f runtime-node/Dockerfile.cuda -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG)-cuda .
 
 e2e: deps
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make e2e: skipped: no Docker engine on this machine (kind needs one)"; exit 0; }
