@@ -75,6 +75,10 @@ pub struct ControllerArgs {
     /// Seconds between billing passes (pull meters, publish usage).
     #[arg(long, default_value_t = 30)]
     pub billing_interval_seconds: u64,
+    /// URL that receives every usage record as a CloudEvent (e.g. OpenMeter's
+    /// `/api/v1/events`); unset, nothing is exported.
+    #[arg(long, env = "HEARTH_BILLING_CLOUDEVENTS_SINK")]
+    pub billing_cloudevents_sink: Option<String>,
 }
 
 /// Options of `hearth-operator local`.

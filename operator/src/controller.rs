@@ -184,7 +184,15 @@ async fn start_billing(args: &ControllerArgs, client: Client) -> anyhow::Result<
     if let Some(parent) = args.billing_store.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&args.billing_store)?);
+    let sink = args.billing_cloudevents_sink.as_deref();
+    let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open_with_export(
+        &args.billing_store,
+        sink.is_some(),
+    )?);
+    if let Some(sink) = sink {
+        let exporter = billing::cloudevents::Exporter::new(store.clone(), sink, "hearth/billing");
+        tokio::spawn(exporter.run(Duration::from_secs(args.billing_interval_seconds.max(1))));
+    }
     let aggregator = Aggregator::new(
         store.clone(),
         MeterSource::Cluster(client.clone()),

@@ -3,6 +3,7 @@
 //! decimal arithmetic, writes `Tenant.status.usage` and budget conditions, and serves invoices.
 
 pub mod aggregator;
+pub mod cloudevents;
 pub mod discovery;
 pub mod http;
 pub mod invoice;

@@ -11,11 +11,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::pricing::period_of;
-use hearth_crds::usage::Sequenced;
+use hearth_crds::usage::{Sequenced, UsageRecord};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("totals");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// Records waiting to be exported (CloudEvents), keyed by insertion number.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,10 @@ pub trait UsageStore: Send + Sync {
     fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError>;
     /// Totals per tenant and model for `period`.
     fn period_totals(&self, period: &str) -> Result<BTreeMap<(String, String), Totals>, StoreError>;
+    /// Up to `limit` records waiting for export, oldest first, with their outbox keys.
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, UsageRecord)>, StoreError>;
+    /// Removes exported records from the outbox.
+    fn remove_from_outbox(&self, keys: &[u64]) -> Result<(), StoreError>;
 }
 
 /// Totals key: period, tenant and model separated by NUL (which none of them contain).
@@ -86,18 +92,25 @@ fn totals_key(period: &str, tenant: &str, model: &str) -> String {
 /// The embedded store.
 pub struct EmbeddedStore {
     database: Database,
+    export: bool,
 }
 
 impl EmbeddedStore {
-    /// Opens or creates the store file.
+    /// Opens or creates the store file; with `export`, new records also enter the outbox.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_export(path, false)
+    }
+
+    /// [`EmbeddedStore::open`], choosing whether new records are queued for export.
+    pub fn open_with_export(path: &Path, export: bool) -> Result<Self, StoreError> {
         let database = Database::create(path)?;
         let transaction = database.begin_write()?;
         transaction.open_table(RECORDS)?;
         transaction.open_table(TOTALS)?;
         transaction.open_table(CURSORS)?;
+        transaction.open_table(OUTBOX)?;
         transaction.commit()?;
-        Ok(Self { database })
+        Ok(Self { database, export })
     }
 }
 
@@ -109,6 +122,8 @@ impl UsageStore for EmbeddedStore {
             let mut by_id = transaction.open_table(RECORDS)?;
             let mut totals = transaction.open_table(TOTALS)?;
             let mut cursors = transaction.open_table(CURSORS)?;
+            let mut outbox = transaction.open_table(OUTBOX)?;
+            let mut next_outbox = outbox.last()?.map_or(0, |(key, _)| key.value() + 1);
             for Sequenced { record, .. } in records {
                 if by_id.get(record.request_id.as_str())?.is_some() {
                     stored.duplicates += 1;
@@ -125,6 +140,10 @@ impl UsageStore for EmbeddedStore {
                 total.completion_tokens += record.completion_tokens;
                 total.estimated_requests += u64::from(record.estimated);
                 totals.insert(key.as_str(), serde_json::to_vec(&total)?.as_slice())?;
+                if self.export {
+                    outbox.insert(next_outbox, serde_json::to_vec(record)?.as_slice())?;
+                    next_outbox += 1;
+                }
                 stored.inserted += 1;
             }
             let previous = cursors.get(meter)?.map(|g| g.value()).unwrap_or(0);
@@ -168,12 +187,34 @@ impl UsageStore for EmbeddedStore {
         }
         Ok(out)
     }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, UsageRecord)>, StoreError> {
+        let transaction = self.database.begin_read()?;
+        let table = transaction.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.take(limit) {
+            let (key, value) = entry?;
+            out.push((key.value(), serde_json::from_slice(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn remove_from_outbox(&self, keys: &[u64]) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write()?;
+        {
+            let mut table = transaction.open_table(OUTBOX)?;
+            for key in keys {
+                table.remove(key)?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use hearth_crds::usage::UsageRecord;
 
     pub fn record(
         id: &str,
