@@ -8,6 +8,13 @@ use kube::core::error_boundary::InvalidObject;
 use kube::{Api, Client, Resource};
 use serde_json::json;
 
+use std::time::Duration;
+
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use tracing::warn;
+
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// The current time as a Kubernetes timestamp.
@@ -44,4 +51,38 @@ where
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+/// The object inside a guard; for an object that failed to deserialise, records why on it and
+/// returns `Error::InvalidObject`, which the error policy turns into "wait for a change".
+pub async fn accept<'a, K>(
+    guarded: &'a DeserializeGuard<K>,
+    ctx: &Context,
+    controller: &'static str,
+) -> Result<&'a K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match &guarded.0 {
+        Ok(object) => Ok(object),
+        Err(invalid) => {
+            warn!(controller, error = %invalid.error, "object failed to deserialise");
+            report_invalid_object::<K>(&ctx.client, invalid, now()).await?;
+            ctx.metrics.write_issued(controller, "status");
+            Err(Error::InvalidObject(invalid.error.clone()))
+        }
+    }
+}
+
+/// The error policy every controller shares: invalid objects and specs wait for the user to
+/// change them; anything else is counted and retried.
+pub fn error_action(controller: &'static str, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics.reconcile_failed(controller, error.category());
+    match error {
+        Error::InvalidObject(_) | Error::InvalidSpec(_) => Action::await_change(),
+        _ => {
+            warn!(controller, %error, "reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(15))
+        }
+    }
 }

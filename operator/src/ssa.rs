@@ -57,6 +57,38 @@ where
     Ok((applied, true))
 }
 
+/// Server-side applies `status` to the status subresource of `object` (kind `K`) with
+/// `field_manager`. Works for namespaced and cluster-scoped kinds alike.
+pub async fn apply_status<K>(
+    client: &kube::Client,
+    object: &K,
+    status: serde_json::Value,
+    field_manager: &str,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = object
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = match object.meta().namespace.as_deref() {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let patch =
+        serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    api.patch_status(
+        name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_subset;

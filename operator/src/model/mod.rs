@@ -12,7 +12,7 @@ use std::time::Duration;
 use hearth_crds::InferenceModel;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use self::dereference::ChildApis;
 use self::status::Outcome;
@@ -29,15 +29,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 #[instrument(skip(guarded, ctx), fields(name = guarded.0.as_ref().ok().and_then(|m| m.metadata.name.clone())))]
 pub async fn reconcile(guarded: Arc<DeserializeGuard<InferenceModel>>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let model = match &guarded.0 {
-        Ok(model) => model,
-        Err(invalid) => {
-            warn!(error = %invalid.error, "InferenceModel failed to deserialise");
-            crate::invalid::report_invalid_object::<InferenceModel>(&ctx.client, invalid, now()).await?;
-            ctx.metrics.write_issued(CONTROLLER, "InferenceModelStatus");
-            return Err(Error::InvalidObject(invalid.error.clone()));
-        }
-    };
+    let model = crate::invalid::accept(&guarded, &ctx, CONTROLLER).await?;
     reconcile_model(model, &ctx).await
 }
 
@@ -86,18 +78,11 @@ async fn reconcile_model(model: &InferenceModel, ctx: &Context) -> Result<Action
     Ok(Action::requeue(RESYNC))
 }
 
-/// Invalid objects and specs wait for the user to change them; anything else retries.
+/// Invalid objects and specs wait for a change; anything else retries.
 pub fn error_policy(
     _guarded: Arc<DeserializeGuard<InferenceModel>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    match error {
-        Error::InvalidObject(_) | Error::InvalidSpec(_) => Action::await_change(),
-        _ => {
-            warn!(%error, "reconcile failed; retrying");
-            Action::requeue(Duration::from_secs(15))
-        }
-    }
+    crate::invalid::error_action(CONTROLLER, error, &ctx)
 }

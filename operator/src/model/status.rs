@@ -7,9 +7,7 @@ use hearth_crds::validation::SpecError;
 use hearth_crds::{InferenceModel, constants::FIELD_MANAGER};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource};
-use serde_json::json;
+use kube::Client;
 
 use super::build::endpoint_url;
 use super::validate::Fit;
@@ -199,28 +197,11 @@ pub async fn write_status(
     if model.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    let name = model
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingMetadata("name"))?;
-    let namespace = model
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<InferenceModel> = Api::namespaced(client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": InferenceModel::api_version(&()),
-        "kind": InferenceModel::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let body = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+        kind: "status",
+        source,
+    })?;
+    crate::ssa::apply_status(client, model, body, FIELD_MANAGER).await?;
     Ok(true)
 }
 

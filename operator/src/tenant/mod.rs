@@ -17,7 +17,7 @@ use kube::api::PostParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use self::status::KeyState;
 use crate::context::Context;
@@ -64,15 +64,7 @@ fn key_in(secret: &Secret, field: &str) -> Option<String> {
 #[instrument(skip(guarded, ctx), fields(name = guarded.0.as_ref().ok().map(|t| t.name_any())))]
 pub async fn reconcile(guarded: Arc<DeserializeGuard<Tenant>>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let tenant = match &guarded.0 {
-        Ok(tenant) => tenant,
-        Err(invalid) => {
-            warn!(error = %invalid.error, "Tenant failed to deserialise");
-            crate::invalid::report_invalid_object::<Tenant>(&ctx.client, invalid, now()).await?;
-            ctx.metrics.write_issued(CONTROLLER, "TenantStatus");
-            return Err(Error::InvalidObject(invalid.error.clone()));
-        }
-    };
+    let tenant = crate::invalid::accept(&guarded, &ctx, CONTROLLER).await?;
     let namespace = tenant
         .metadata
         .namespace
@@ -135,12 +127,5 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tenant>>, ctx: Arc<Context>
 
 /// Invalid objects and specs wait for a change; anything else retries.
 pub fn error_policy(_guarded: Arc<DeserializeGuard<Tenant>>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    match error {
-        Error::InvalidObject(_) | Error::InvalidSpec(_) => Action::await_change(),
-        _ => {
-            warn!(%error, "reconcile failed; retrying");
-            Action::requeue(Duration::from_secs(15))
-        }
-    }
+    crate::invalid::error_action(CONTROLLER, error, &ctx)
 }

@@ -6,9 +6,7 @@ use hearth_crds::tenant::{ApiKey, ApiKeyStatus, TenantStatus};
 use hearth_crds::validation::SpecError;
 use hearth_crds::{Tenant, Tier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource};
-use serde_json::json;
+use kube::Client;
 
 use super::keys::fingerprint;
 use crate::error::{Error, Result};
@@ -154,33 +152,16 @@ pub async fn write_status(client: &Client, tenant: &Tenant, status: TenantStatus
     if tenant.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    let name = tenant
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingMetadata("name"))?;
-    let namespace = tenant
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<Tenant> = Api::namespaced(client.clone(), namespace);
     // Apply only the fields this controller owns; usage and budget conditions belong to billing.
     let mut owned = status;
     owned.usage = None;
     owned
         .conditions
         .retain(|c| OWNED_CONDITIONS.contains(&c.type_.as_str()));
-    let patch = json!({
-        "apiVersion": Tenant::api_version(&()),
-        "kind": Tenant::kind(&()),
-        "status": owned,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let body = serde_json::to_value(&owned).map_err(|source| Error::Serialize {
+        kind: "status",
+        source,
+    })?;
+    crate::ssa::apply_status(client, tenant, body, FIELD_MANAGER).await?;
     Ok(true)
 }

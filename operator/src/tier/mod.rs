@@ -9,12 +9,11 @@ use hearth_crds::tier::TierStatus;
 use hearth_crds::validation::{SpecError, validate_tier};
 use hearth_crds::{Tenant, Tier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{instrument, warn};
+use kube::{Api, ResourceExt};
+use tracing::instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -62,15 +61,7 @@ pub fn compute_status(tier: &Tier, errors: &[SpecError], tenants: u32, now: Time
 #[instrument(skip(guarded, ctx), fields(name = guarded.0.as_ref().ok().map(|t| t.name_any())))]
 pub async fn reconcile(guarded: Arc<DeserializeGuard<Tier>>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
-    let tier = match &guarded.0 {
-        Ok(tier) => tier,
-        Err(invalid) => {
-            warn!(error = %invalid.error, "Tier failed to deserialise");
-            crate::invalid::report_invalid_object::<Tier>(&ctx.client, invalid, now()).await?;
-            ctx.metrics.write_issued(CONTROLLER, "TierStatus");
-            return Err(Error::InvalidObject(invalid.error.clone()));
-        }
-    };
+    let tier = crate::invalid::accept(&guarded, &ctx, CONTROLLER).await?;
     let name = tier
         .metadata
         .name
@@ -87,14 +78,11 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tier>>, ctx: Arc<Context>) 
     let errors = validate_tier(&tier.spec);
     let status = compute_status(tier, &errors, u32::try_from(count).unwrap_or(u32::MAX), now());
     if tier.status.as_ref() != Some(&status) {
-        let api: Api<Tier> = Api::all(ctx.client.clone());
-        let patch = json!({"apiVersion": Tier::api_version(&()), "kind": Tier::kind(&()), "status": status});
-        api.patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        let body = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            kind: "status",
+            source,
+        })?;
+        crate::ssa::apply_status(&ctx.client, tier, body, FIELD_MANAGER).await?;
         ctx.metrics.write_issued(CONTROLLER, "TierStatus");
     }
     if errors.is_empty() {
@@ -106,12 +94,5 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tier>>, ctx: Arc<Context>) 
 
 /// Invalid objects and specs wait for a change; anything else retries.
 pub fn error_policy(_guarded: Arc<DeserializeGuard<Tier>>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(CONTROLLER, error.category());
-    match error {
-        Error::InvalidObject(_) | Error::InvalidSpec(_) => Action::await_change(),
-        _ => {
-            warn!(%error, "reconcile failed; retrying");
-            Action::requeue(Duration::from_secs(15))
-        }
-    }
+    crate::invalid::error_action(CONTROLLER, error, &ctx)
 }
