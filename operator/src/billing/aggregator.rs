@@ -101,7 +101,9 @@ impl Aggregator {
                 &self.client,
                 evaluate(tenant, tier, &period, &totals, crate::invalid::now()),
             ) {
-                write_usage(client, tenant, usage, condition).await?;
+                if let Err(error) = write_usage(client, tenant, usage, condition).await {
+                    warn!(%error, "writing tenant usage failed; retrying next pass");
+                }
             }
         }
         if let Ok(mut shared) = self.prices.write() {

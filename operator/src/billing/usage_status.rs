@@ -7,14 +7,13 @@ use hearth_crds::conditions::{self, BUDGET_EXCEEDED};
 use hearth_crds::tenant::{BudgetAction, TenantStatus, TenantUsage};
 use hearth_crds::{Tenant, Tier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::Client;
 use rust_decimal::Decimal;
-use serde_json::json;
 
 use super::invoice::{Invoice, build_invoice};
 use super::pricing::{Prices, PricingError};
 use super::store::Totals;
+use crate::error::Error;
 
 /// Field manager of everything billing writes.
 pub const BILLING_FIELD_MANAGER: &str = "hearth-billing";
@@ -153,37 +152,27 @@ pub async fn write_usage(
     tenant: &Tenant,
     usage: TenantUsage,
     condition: Condition,
-) -> kube::Result<bool> {
+) -> crate::Result<bool> {
     let current = tenant.status.clone().unwrap_or_default();
     let unchanged = current.usage.as_ref() == Some(&usage)
         && conditions::find(&current.conditions, BUDGET_EXCEEDED) == Some(&condition);
     if unchanged {
         return Ok(false);
     }
-    let (Some(name), Some(namespace)) = (
-        tenant.metadata.name.as_deref(),
-        tenant.metadata.namespace.as_deref(),
-    ) else {
-        return Ok(false);
-    };
-    let api: Api<Tenant> = Api::namespaced(client.clone(), namespace);
     let status = TenantStatus {
         usage: Some(usage),
         conditions: vec![condition],
         ..TenantStatus::default()
     };
     // Only our fields: usage and the BudgetExceeded entry of the conditions list-map.
-    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    let mut body = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+        kind: "status",
+        source,
+    })?;
     if let Some(object) = body.as_object_mut() {
         object.remove("apiKeys");
     }
-    let patch = json!({"apiVersion": Tenant::api_version(&()), "kind": Tenant::kind(&()), "status": body});
-    api.patch_status(
-        name,
-        &PatchParams::apply(BILLING_FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::ssa::apply_status(client, tenant, body, BILLING_FIELD_MANAGER).await?;
     Ok(true)
 }
 
