@@ -97,13 +97,11 @@ impl Aggregator {
                     continue;
                 }
             };
-            if let (Some(client), Ok((_, usage, condition))) = (
-                &self.client,
-                evaluate(tenant, tier, &period, &totals, crate::invalid::now()),
-            ) {
-                if let Err(error) = write_usage(client, tenant, usage, condition).await {
-                    warn!(%error, "writing tenant usage failed; retrying next pass");
-                }
+            let evaluated = evaluate(tenant, tier, &period, &totals, crate::invalid::now());
+            if let (Some(client), Ok((_, usage, condition))) = (&self.client, evaluated)
+                && let Err(error) = write_usage(client, tenant, usage, condition).await
+            {
+                warn!(%error, "writing tenant usage failed; retrying next pass");
             }
         }
         if let Ok(mut shared) = self.prices.write() {
