@@ -297,3 +297,55 @@ fn a_list_with_one_malformed_object_still_yields_the_good_ones() {
         Some("llama")
     );
 }
+
+#[tokio::test]
+async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
+    let seen = first_create().await;
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let mut model = model_json();
+    model["metadata"]["generation"] = json!(2);
+    model["spec"]["autoscaling"]["mode"] = json!("none");
+    model["status"] = seen[9].body["status"].clone();
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200});
+    let (ctx, script) = scripted(vec![
+        Expect::get(&deployment, as_stored(&seen[7].body)),
+        Expect::get(&service, as_stored(&seen[5].body)),
+        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get_missing(&scaled),
+        Expect::apply(&deployment),
+        Expect::new(Method::DELETE, &hpa, StatusCode::OK, status),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    reconcile(guarded(model.clone()), ctx)
+        .await
+        .expect("reconcile succeeds");
+    let changed = script.await.expect("script ran");
+    assert_eq!(
+        changed[5].body["spec"]["replicas"], 1,
+        "replicas return to replicas.min"
+    );
+
+    // An HPA with the same name that this model does not own is left alone.
+    let mut foreign = as_stored(&seen[8].body);
+    foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
+    let mut applied = as_stored(&changed[5].body);
+    applied["status"] = as_stored(&seen[7].body)["status"].clone();
+    model["status"] = changed[7].body["status"].clone();
+    let (ctx, script) = scripted(vec![
+        Expect::get(&deployment, applied),
+        Expect::get(&service, as_stored(&seen[5].body)),
+        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&hpa, foreign),
+        Expect::get_missing(&scaled),
+        // Readiness changed since the last status (the Deployment now reports ready pods).
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    reconcile(guarded(model), ctx).await.expect("reconcile succeeds");
+    let seen = script.await.expect("script ran");
+    assert_eq!(
+        writes(&seen),
+        1,
+        "only the status is written: no DELETE of the foreign HPA"
+    );
+}
