@@ -55,7 +55,7 @@ clippy: deps
 lint: fmt clippy
 
 unit-test: deps python-deps
-	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(CARGO) test --workspace --exclude hearth-e2e
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
 
 test: deps python-deps fmt clippy check-generated unit-test
 	@echo "make test: all checks passed"

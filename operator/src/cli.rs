@@ -75,6 +75,10 @@ pub struct ControllerArgs {
     /// Seconds between billing passes (pull meters, publish usage).
     #[arg(long, default_value_t = 30)]
     pub billing_interval_seconds: u64,
+    /// PostgreSQL connection string for the billing store (instead of the embedded file), e.g.
+    /// `host=db port=5432 user=hearth password=… dbname=billing`.
+    #[arg(long, env = "HEARTH_BILLING_POSTGRES_URL")]
+    pub billing_postgres_url: Option<String>,
     /// URL that receives every usage record as a CloudEvent (e.g. OpenMeter's
     /// `/api/v1/events`); unset, nothing is exported.
     #[arg(long, env = "HEARTH_BILLING_CLOUDEVENTS_SINK")]

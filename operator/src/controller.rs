@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::billing;
 use crate::billing::aggregator::{Aggregator, MeterSource};
 use crate::billing::http::BillingState;
+use crate::billing::postgres::PostgresStore;
 use crate::billing::store::{EmbeddedStore, UsageStore};
 use crate::cli::ControllerArgs;
 use crate::context::{Context, Settings};
@@ -185,10 +186,14 @@ async fn start_billing(args: &ControllerArgs, client: Client) -> anyhow::Result<
         std::fs::create_dir_all(parent)?;
     }
     let sink = args.billing_cloudevents_sink.as_deref();
-    let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open_with_export(
-        &args.billing_store,
-        sink.is_some(),
-    )?);
+    let export = sink.is_some();
+    let store: Arc<dyn UsageStore> = match args.billing_postgres_url.clone() {
+        // The PostgreSQL client blocks: connect off the async workers.
+        Some(url) => {
+            Arc::new(tokio::task::spawn_blocking(move || PostgresStore::connect(&url, export)).await??)
+        }
+        None => Arc::new(EmbeddedStore::open_with_export(&args.billing_store, export)?),
+    };
     if let Some(sink) = sink {
         let exporter = billing::cloudevents::Exporter::new(store.clone(), sink, "hearth/billing");
         tokio::spawn(exporter.run(Duration::from_secs(args.billing_interval_seconds.max(1))));

@@ -13,7 +13,7 @@ use tracing::warn;
 use super::discovery::{Meter, metered_pods};
 use super::pricing::{Prices, period_of};
 use super::pull::Puller;
-use super::store::UsageStore;
+use super::store::{UsageStore, blocking};
 use super::usage_status::{evaluate, prices_of, write_usage};
 
 /// Where the aggregator finds meters.
@@ -90,13 +90,15 @@ impl Aggregator {
                 continue;
             };
             prices.insert(key.clone(), tenant_prices);
-            let totals = match self.store.totals(&key, &period) {
-                Ok(totals) => totals,
-                Err(error) => {
-                    warn!(%error, "reading billing totals failed");
-                    continue;
-                }
-            };
+            let (tenant_key, period_key) = (key.clone(), period.clone());
+            let totals =
+                match blocking(&self.store, move |store| store.totals(&tenant_key, &period_key)).await {
+                    Ok(totals) => totals,
+                    Err(error) => {
+                        warn!(%error, "reading billing totals failed");
+                        continue;
+                    }
+                };
             let evaluated = evaluate(tenant, tier, &period, &totals, crate::invalid::now());
             if let (Some(client), Ok((_, usage, condition))) = (&self.client, evaluated)
                 && let Err(error) = write_usage(client, tenant, usage, condition).await

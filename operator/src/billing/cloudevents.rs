@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use super::store::UsageStore;
+use super::store::{UsageStore, blocking};
 
 /// Events sent per request to the sink.
 const BATCH: usize = 100;
@@ -72,7 +72,9 @@ impl Exporter {
     pub async fn drain(&self) -> Result<usize, String> {
         let mut delivered = 0;
         loop {
-            let batch = self.store.outbox(BATCH).map_err(|e| e.to_string())?;
+            let batch = blocking(&self.store, |store| store.outbox(BATCH))
+                .await
+                .map_err(|e| e.to_string())?;
             if batch.is_empty() {
                 return Ok(delivered);
             }
@@ -85,25 +87,34 @@ impl Exporter {
                     .map_err(|e| e.to_string())?;
                 let accepted = match self.client.request(request).await {
                     Ok(response) => response.status().is_success(),
-                    Err(error) => return self.finish(&done, delivered, Err(error.to_string())),
+                    Err(error) => return self.finish(done, delivered, Err(error.to_string())).await,
                 };
                 if !accepted {
-                    return self.finish(
-                        &done,
-                        delivered,
-                        Err(format!("sink refused event {}", record.request_id)),
-                    );
+                    let refused = format!("sink refused event {}", record.request_id);
+                    return self.finish(done, delivered, Err(refused)).await;
                 }
                 done.push(*key);
             }
-            self.store.remove_from_outbox(&done).map_err(|e| e.to_string())?;
+            let removed = done.clone();
+            blocking(&self.store, move |store| store.remove_from_outbox(&removed))
+                .await
+                .map_err(|e| e.to_string())?;
             delivered += done.len();
         }
     }
 
-    fn finish(&self, done: &[u64], delivered: usize, error: Result<usize, String>) -> Result<usize, String> {
-        self.store.remove_from_outbox(done).map_err(|e| e.to_string())?;
-        error.map(|_| delivered + done.len())
+    /// Removes what was delivered before a failure, then reports the failure.
+    async fn finish(
+        &self,
+        done: Vec<u64>,
+        delivered: usize,
+        error: Result<usize, String>,
+    ) -> Result<usize, String> {
+        let count = done.len();
+        blocking(&self.store, move |store| store.remove_from_outbox(&done))
+            .await
+            .map_err(|e| e.to_string())?;
+        error.map(|_| delivered + count)
     }
 
     /// Drains every `interval` until the task is dropped.

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::invoice::build_invoice;
 use super::pricing::{Prices, parse_period, period_of};
-use super::store::UsageStore;
+use super::store::{UsageStore, blocking};
 
 /// What the invoice endpoint reads.
 #[derive(Clone)]
@@ -59,7 +59,8 @@ async fn invoice(
             format!("tenant {tenant} is not known to billing"),
         );
     };
-    let totals = match state.store.totals(&tenant, &period) {
+    let (tenant_key, period_key) = (tenant.clone(), period.clone());
+    let totals = match blocking(&state.store, move |store| store.totals(&tenant_key, &period_key)).await {
         Ok(totals) => totals,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

@@ -7,6 +7,7 @@ pub mod cloudevents;
 pub mod discovery;
 pub mod http;
 pub mod invoice;
+pub mod postgres;
 pub mod pricing;
 pub mod pull;
 pub mod store;

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
-use super::store::{StoreError, Stored, UsageStore};
+use super::store::{StoreError, Stored, UsageStore, blocking};
 use hearth_crds::usage::Sequenced;
 
 /// Records asked for per request.
@@ -92,7 +92,8 @@ impl Puller {
         };
         let mut total = Stored::default();
         loop {
-            let cursor = self.store.cursor(meter)?;
+            let id = meter.to_string();
+            let cursor = blocking(&self.store, move |store| store.cursor(&id)).await?;
             let request = http::Request::get(format!("{base_url}/usage?after={cursor}&limit={PAGE}"))
                 .body(Body::empty())
                 .map_err(|e| failed(e.to_string()))?;
@@ -102,7 +103,8 @@ impl Puller {
             let stored = if count == 0 {
                 Stored::default()
             } else {
-                self.store.store_batch(meter, &page.records, page.next)?
+                let (id, records, next) = (meter.to_string(), page.records, page.next);
+                blocking(&self.store, move |store| store.store_batch(&id, &records, next)).await?
             };
             total.inserted += stored.inserted;
             total.duplicates += stored.duplicates;

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("billing store value: {0}")]
     Decode(#[from] serde_json::Error),
+    /// An external store (PostgreSQL) failed.
+    #[error("billing store: {0}")]
+    External(String),
 }
 
 macro_rules! from_redb {
@@ -82,6 +85,19 @@ pub trait UsageStore: Send + Sync {
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, UsageRecord)>, StoreError>;
     /// Removes exported records from the outbox.
     fn remove_from_outbox(&self, keys: &[u64]) -> Result<(), StoreError>;
+}
+
+/// Runs a store call on the blocking pool: both stores block (fsync, network round trips), and
+/// the PostgreSQL client must not run on an async worker.
+pub async fn blocking<T, F>(store: &std::sync::Arc<dyn UsageStore>, call: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn UsageStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::External(format!("store task failed: {e}")))?
 }
 
 /// Totals key: period, tenant and model separated by NUL (which none of them contain).
