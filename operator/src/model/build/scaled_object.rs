@@ -91,7 +91,7 @@ mod tests {
         assert_eq!(spec["cooldownPeriod"], 600);
         assert_eq!(
             spec["triggers"][0]["metadata"]["query"],
-            "sum(hearth_engine_waiting_sequences{namespace=\"n\",model=\"q\"})"
+            "sum(hearth_engine_waiting_requests{namespace=\"n\",model=\"q\"})"
         );
         assert_eq!(duration_seconds("2h"), Some(7200));
         assert_eq!(duration_seconds("x"), None);
