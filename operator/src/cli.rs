@@ -100,6 +100,9 @@ pub struct LocalArgs {
     /// First port handed to engines and meters on 127.0.0.1 (two per model).
     #[arg(long, default_value_t = 8100)]
     pub base_port: u16,
+    /// Port of the gateway (the OpenAI endpoint clients use) on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
     /// Port of the billing API on 127.0.0.1.
     #[arg(long, default_value_t = 8090)]
     pub billing_port: u16,

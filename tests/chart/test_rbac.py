@@ -39,7 +39,7 @@ CALL = re.compile(
       | \.create\(\s*&PostParams | \.create_subresource\(
       | \.replace\([^)]*PostParams | \.replace_status\( | \.replace_scale\(
       | \.patch\(\s* | \.patch_status\( | \.patch_scale\( | \.patch_subresource\( | \.patch_metadata\(
-      | \.delete\([^)]*DeleteParams | \.delete_collection\( | \.evict\( | \.entry\(
+      | \.delete\([^)]*DeleteParams | \.delete_collection\( | \.evict\( | \.entry\(\s*&
       | Controller::new\( | \.owns\( | \.watches\( | \.owns_stream\( | \.watches_stream\(
       | \bapply_if_changed\( | \bapply_status\( | \breport_invalid_object::< | \binvalid::accept\(
     )""",
@@ -251,8 +251,8 @@ def test_bindings_give_each_role_to_its_own_service_account():
 
 def test_gateway_role_is_the_planned_read_only_role():
     gateway_sites = [s for s in call_sites() if s.file.startswith("gateway/")]
+    # The gateway reads local YAML today; its cluster reflectors (issue 4) will need this role.
     assert not gateway_sites, "the gateway now calls the API: turn GATEWAY_PLANNED into CALLS rows"
-    assert "not built yet" in (OPERATOR_SRC / "gateway" / "mod.rs").read_text()
     role = objects_by_kind()[("ClusterRole", "hearth-gateway")]
     assert granted(role, "cluster") == GATEWAY_PLANNED
     off = objects_by_kind(Path(__file__).parent / "values" / "scale-from-zero-off.yaml")

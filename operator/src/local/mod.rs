@@ -1,11 +1,13 @@
 //! `hearth-operator local`: the same Tier/Tenant/InferenceModel YAML a cluster takes, served on
 //! this machine: validated as the API server would, then per InferenceModel one runtime-node
-//! engine and one meter in front of it on 127.0.0.1, plus the billing aggregator.
+//! engine and one meter in front of it on 127.0.0.1, the gateway in front of the meters, and the
+//! billing aggregator.
 
 pub mod config;
 pub mod engines;
 pub mod keys;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use crate::billing::discovery::Meter;
 use crate::billing::http::BillingState;
 use crate::billing::store::{EmbeddedStore, UsageStore};
 use crate::cli::LocalArgs;
+use crate::gateway::source::LocalSource;
+use crate::gateway::{GatewayOptions, GatewayState};
 
 /// How often local billing pulls the meters.
 const BILLING_INTERVAL: Duration = Duration::from_secs(5);
@@ -102,9 +106,40 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
     });
 
+    // The gateway: tenant keys, tier limits and priority in front of the meters; edits to the
+    // YAML folder (a Tier's limits, a new key) are picked up while it runs.
+    let backends: BTreeMap<String, Vec<String>> = models
+        .iter()
+        .map(|m| {
+            (
+                m.engine.served_name.clone(),
+                vec![format!("http://127.0.0.1:{}", m.meter.port)],
+            )
+        })
+        .collect();
+    let state = GatewayState::from_local(&config, &all_keys, &backends, GatewayOptions::default());
+    let gateway_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.gateway_port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "gateway port {} on 127.0.0.1 is not available (choose another with --gateway-port): {e}",
+                args.gateway_port
+            )
+        })?;
+    let source = LocalSource {
+        config_dir: args.config.clone(),
+        keys_dir: Some(args.state_dir.join("keys")),
+        backends,
+    };
+    tokio::spawn(source.watch(state.clone(), Duration::from_secs(1)));
+    let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(crate::gateway::serve(gateway_listener, state, async move {
+        let _ = gateway_stopped.await;
+    }));
+
     let first = &models[0];
     println!();
-    println!("export OPENAI_BASE_URL=http://127.0.0.1:{}/v1", first.meter.port);
+    println!("export OPENAI_BASE_URL=http://127.0.0.1:{}/v1", args.gateway_port);
     if let Some(key) = all_keys.first() {
         println!("export OPENAI_API_KEY={}", key.key);
         println!(
@@ -124,6 +159,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops everything.");
     crate::controller::shutdown_signal().await;
+    // Stop taking requests, let in-flight ones finish, then stop the engines and meters.
+    let _ = stop_gateway.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), gateway).await;
     for LocalModel { engine, meter } in models {
         // The engine drains first, then its meter records the last responses.
         stop(engine).await;

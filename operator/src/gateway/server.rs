@@ -1,0 +1,415 @@
+//! The gateway's HTTP surface: `POST /v1/chat/completions`, `POST /v1/completions`,
+//! `GET /v1/models`, `/metrics`, `/healthz`. A completion request goes: authenticate → read and
+//! check the body → admit (atomic reservation) → wait for a slot in the model's queue → forward
+//! to a replica (retried once before the first byte) → relay the response, settling the
+//! reservation from the real usage when it ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hearth_crds::constants::{HEADER_PRIORITY, HEADER_REQUEST_ID, HEADER_TENANT, HEADER_TIER};
+use tracing::Instrument;
+
+use super::admission::Admission;
+use super::auth::{authenticate, bearer_token, fingerprint};
+use super::config::{Config, ConfigHandle, ModelRoute, TenantPolicy};
+use super::error::GatewayError;
+use super::metrics::GatewayMetrics;
+use super::proxy::{HttpClient, drop_response_header, engine_headers, forward, http_client};
+use super::queue::Ticket;
+use super::request::{Endpoint, ParsedRequest, parse};
+use super::routing::{Replica, reconcile};
+use super::scheduler::{ModelScheduler, QueueLimits, Slot};
+use super::stream::{Completion, Mode, relay};
+
+/// Tunables of a gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayOptions {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Queue bounds per model.
+    pub queue: QueueLimits,
+    /// Longest wait for an engine's response head.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            queue: QueueLimits::default(),
+            upstream_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A model's live routing state (kept across Config swaps).
+struct ModelRuntime {
+    urls: Vec<String>,
+    replicas: Arc<Vec<Arc<Replica>>>,
+    scheduler: Arc<ModelScheduler>,
+}
+
+struct Shared {
+    config: ConfigHandle,
+    admission: Admission,
+    models: Mutex<HashMap<String, ModelRuntime>>,
+    metrics: GatewayMetrics,
+    client: HttpClient,
+    options: GatewayOptions,
+}
+
+/// Everything a gateway serves with; cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    shared: Arc<Shared>,
+}
+
+impl GatewayState {
+    /// A gateway serving `config`.
+    pub fn new(config: Config, options: GatewayOptions) -> Self {
+        Self::with_handle(ConfigHandle::new(config), options)
+    }
+
+    /// A gateway reading its Config from `handle` (shared with whatever swaps it).
+    pub fn with_handle(handle: ConfigHandle, options: GatewayOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config: handle,
+                admission: Admission::new(),
+                models: Mutex::new(HashMap::new()),
+                metrics: GatewayMetrics::new(),
+                client: http_client(),
+                options,
+            }),
+        }
+    }
+
+    /// Swaps in a new Config; requests in flight finish on the one they started with.
+    pub fn update(&self, config: Config) {
+        self.shared.config.store(config);
+    }
+
+    /// The Config handle.
+    pub fn config(&self) -> &ConfigHandle {
+        &self.shared.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.shared.metrics
+    }
+
+    /// Replicas and scheduler of a model, brought in line with the route's replica list.
+    fn runtime(&self, route: &ModelRoute) -> (Arc<Vec<Arc<Replica>>>, Arc<ModelScheduler>) {
+        let mut models = self.shared.models.lock().unwrap_or_else(|p| p.into_inner());
+        let capacity = route.replicas.len() * route.max_in_flight_per_replica as usize;
+        let runtime = models
+            .entry(route.served_name.clone())
+            .or_insert_with(|| ModelRuntime {
+                urls: Vec::new(),
+                replicas: Arc::new(Vec::new()),
+                scheduler: ModelScheduler::new(capacity, self.shared.options.queue),
+            });
+        if runtime.urls != route.replicas {
+            runtime.replicas = Arc::new(reconcile(&runtime.replicas, &route.replicas));
+            runtime.urls = route.replicas.clone();
+            runtime.scheduler.set_capacity(capacity);
+        }
+        (runtime.replicas.clone(), runtime.scheduler.clone())
+    }
+}
+
+/// The gateway's routes.
+pub fn app(state: GatewayState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(list_models))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<GatewayState>) -> impl IntoResponse {
+    let metrics = &state.shared.metrics;
+    // Gauges are read from the live state at scrape time, so they are never stale.
+    {
+        let models = state.shared.models.lock().unwrap_or_else(|p| p.into_inner());
+        metrics.replica_in_flight.reset();
+        for (model, runtime) in models.iter() {
+            for replica in runtime.replicas.iter() {
+                metrics
+                    .replica_in_flight
+                    .with_label_values(&[model, &replica.url])
+                    .set(replica.in_flight() as i64);
+            }
+            let (_, queued) = runtime.scheduler.load();
+            metrics.queue_depth.with_label_values(&[model]).set(queued as i64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}
+
+async fn list_models(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
+    let config = state.shared.config.load();
+    let tenant = match authenticate(&config, bearer_token(&headers)) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let data: Vec<_> = config
+        .models
+        .values()
+        .filter(|m| m.allows(&tenant.tier))
+        .map(|m| serde_json::json!({"id": m.served_name, "object": "model", "created": 0, "owned_by": "hearth"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn chat_completions(State(state): State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Endpoint::Chat, headers, body).await
+}
+
+async fn completions(State(state): State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Endpoint::Completions, headers, body).await
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Labels of a request known so far: `(model, tier)`, both bounded.
+struct Labels {
+    model: String,
+    tier: String,
+}
+
+async fn handle(state: GatewayState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let request_id = new_request_id();
+    let span = tracing::info_span!("request", request_id = %request_id, endpoint = endpoint.path(), tenant = tracing::field::Empty);
+    let mut labels = Labels {
+        model: "unknown".into(),
+        tier: "none".into(),
+    };
+    let result = serve(&state, endpoint, headers, body, &request_id, &mut labels)
+        .instrument(span)
+        .await;
+    let mut response = result.unwrap_or_else(|error| {
+        if let GatewayError::RateLimited { kind, .. } = &error {
+            state
+                .shared
+                .metrics
+                .rate_limited
+                .with_label_values(&[&labels.tier, kind.label()])
+                .inc();
+        }
+        tracing::info!(request_id = %request_id, category = error.category(), "request refused");
+        error.into_response()
+    });
+    let code = response.status().as_u16().to_string();
+    state
+        .shared
+        .metrics
+        .requests
+        .with_label_values(&[&labels.model, &labels.tier, &code])
+        .inc();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    response
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return GatewayError::BodyTooLarge { limit };
+            }
+            source = cause.source();
+        }
+        GatewayError::InvalidRequest {
+            message: format!("The request body could not be read: {error}"),
+            param: None,
+        }
+    })
+}
+
+/// The completion bound: the request's, else the tier's cap, else the model's context.
+fn completion_bound(
+    parsed: &ParsedRequest,
+    tenant: &TenantPolicy,
+    route: &ModelRoute,
+) -> Result<u64, GatewayError> {
+    let cap = tenant.limits.max_tokens_per_request;
+    match (parsed.max_tokens, cap) {
+        (Some((field, requested)), Some(limit)) if requested > u64::from(limit) => {
+            Err(GatewayError::MaxTokensTooLarge {
+                field,
+                requested,
+                limit,
+            })
+        }
+        (Some((_, requested)), _) => Ok(requested),
+        (None, Some(limit)) => Ok(u64::from(limit)),
+        (None, None) => Ok(u64::from(route.max_context_tokens)),
+    }
+}
+
+async fn serve(
+    state: &GatewayState,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+    request_id: &str,
+    labels: &mut Labels,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let shared = &state.shared;
+    let config = shared.config.load();
+    let tenant = authenticate(&config, bearer_token(&headers))?;
+    tracing::Span::current().record("tenant", fingerprint(&tenant.id));
+    labels.tier = tenant.tier.name.to_string();
+    let bytes = read_body(body, &headers, shared.options.max_body_bytes).await?;
+    let parsed = parse(endpoint, &bytes)?;
+    let route = config
+        .models
+        .get(&parsed.model)
+        .filter(|route| route.allows(&tenant.tier))
+        .ok_or_else(|| GatewayError::ModelNotFound(parsed.model.clone()))?;
+    labels.model = route.served_name.clone();
+    let completion_tokens = completion_bound(&parsed, &tenant, route)?;
+    if route.replicas.is_empty() {
+        return Err(GatewayError::NoReplicas(route.served_name.clone()));
+    }
+    let reservation = shared
+        .admission
+        .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)?;
+
+    let (replicas, scheduler) = state.runtime(route);
+    let ticket = Ticket {
+        tenant: tenant.id.clone(),
+        tier: tenant.tier.name.clone(),
+        priority: tenant.tier.priority,
+        weight: tenant.tier.weight,
+    };
+    let queued_at = Instant::now();
+    let slot = scheduler.acquire(&ticket);
+    let permit = match slot {
+        Ok(Slot::Ready(permit)) => Ok(permit),
+        Ok(Slot::Queued(waiting)) => waiting.wait().await,
+        Err(shed) => Err(shed),
+    };
+    let permit = permit.map_err(|shed| {
+        reservation.settle(0);
+        shared
+            .metrics
+            .shed
+            .with_label_values(&[&route.served_name, shed.label()])
+            .inc();
+        GatewayError::Overloaded {
+            model: route.served_name.clone(),
+            reason: shed.label(),
+            retry_after: scheduler.limits().max_wait.min(Duration::from_secs(30)),
+        }
+    })?;
+    shared
+        .metrics
+        .queue_wait
+        .with_label_values(&[route.served_name.as_str(), &*tenant.tier.name])
+        .observe(queued_at.elapsed().as_secs_f64());
+
+    let hearth = [
+        (HEADER_TENANT, tenant.id.to_string()),
+        (HEADER_TIER, tenant.tier.name.to_string()),
+        (HEADER_PRIORITY, tenant.tier.priority.to_string()),
+        (HEADER_REQUEST_ID, request_id.to_string()),
+    ];
+    let upstream_headers = engine_headers(&headers, &hearth);
+    let body = bytes::Bytes::from(parsed.engine_body(completion_tokens));
+    let metrics = &shared.metrics;
+    let on_failure = |_: &Replica, _: &str| {
+        metrics
+            .upstream_failures
+            .with_label_values(&[&route.served_name])
+            .inc()
+    };
+    let forwarded = forward(
+        &shared.client,
+        &replicas,
+        &parsed.affinity_key,
+        endpoint,
+        &upstream_headers,
+        body,
+        shared.options.upstream_timeout,
+        &on_failure,
+    )
+    .await;
+    let answer = forwarded.inspect_err(|_| reservation.settle(0))?;
+    metrics
+        .first_byte
+        .with_label_values(&[&route.served_name])
+        .observe(started.elapsed().as_secs_f64());
+
+    let (parts, upstream_body) = answer.response.into_parts();
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mode = if parsed.stream && is_sse {
+        Mode::Sse {
+            strip_usage: !parsed.include_usage,
+        }
+    } else {
+        Mode::Json
+    };
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !drop_response_header(name) {
+            response_headers.append(name.clone(), value.clone());
+        }
+    }
+    reservation.headers().write(&mut response_headers);
+    let completion = Completion {
+        reservation,
+        permit: Some(permit),
+        in_flight: Some(answer.in_flight),
+        metrics: metrics.clone(),
+        model: route.served_name.clone(),
+        tenant: tenant.id.clone(),
+        started,
+        usage: None,
+        succeeded: parts.status.is_success(),
+    };
+    let mut response = Response::new(relay(upstream_body, mode, completion));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = response_headers;
+    Ok(response)
+}
+
+/// Answers 404 in OpenAI's shape for unknown paths.
+pub async fn not_found() -> Response {
+    let body = serde_json::json!({"error": {"message": "Unknown path.", "type": "invalid_request_error", "param": null, "code": "not_found"}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}

@@ -1,0 +1,195 @@
+//! Local-mode config source: a folder of Tier/Tenant/InferenceModel YAML (read with local
+//! mode's loader and its validation), key files as local mode writes them
+//! (`<keys-dir>/<namespace>.<tenant>.<key name>`), and static backends per served name. The
+//! folders are polled for changes and a new [`Config`] is swapped in, so editing a Tier's
+//! limits takes effect without a restart; a broken edit keeps the last good Config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::local::config::{ConfigError, LocalConfig, load};
+use crate::local::keys::LocalKey;
+use crate::tenant::keys::hash_key;
+
+use super::config::Config;
+use super::server::GatewayState;
+
+/// A failure to build a Config from local files.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The YAML folder is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file exists but cannot be read.
+    #[error("{path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SourceError {
+    /// Bounded category for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Key { .. } => "key_file",
+        }
+    }
+}
+
+/// Parses `--backend <servedName>=<http://host:port>`.
+pub fn parse_backend(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not <servedName>=<http://host:port>"))?;
+    let url = url.trim().trim_end_matches('/');
+    let authority = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("backend {url:?} must start with http://"))?;
+    if name.trim().is_empty() || authority.is_empty() || authority.contains('/') {
+        return Err(format!("{text:?} is not <servedName>=<http://host:port>"));
+    }
+    Ok((name.trim().to_string(), url.to_string()))
+}
+
+/// Groups `--backend` values by served name.
+pub fn group_backends(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, url) in pairs {
+        out.entry(name.clone()).or_default().push(url.clone());
+    }
+    out
+}
+
+/// Reads the key files of every `apiKeys[]` entry of every tenant; missing files are skipped
+/// (the key is then unknown to the gateway), unreadable ones are an error.
+pub fn read_key_files(keys_dir: &Path, local: &LocalConfig) -> Result<Vec<LocalKey>, SourceError> {
+    let mut keys = Vec::new();
+    for (_, tenant) in &local.tenants {
+        let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        for entry in &tenant.spec.api_keys {
+            let path = keys_dir.join(format!("{namespace}.{name}.{}", entry.name));
+            let key = match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim().to_string(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SourceError::Key { path, source }),
+            };
+            if key.is_empty() {
+                continue;
+            }
+            keys.push(LocalKey {
+                tenant: format!("{namespace}/{name}"),
+                name: entry.name.clone(),
+                hash: hash_key(&key),
+                key,
+                path,
+            });
+        }
+    }
+    Ok(keys)
+}
+
+/// Where a local gateway's Config comes from.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    /// Folder of CR YAML.
+    pub config_dir: PathBuf,
+    /// Folder of key files, if any.
+    pub keys_dir: Option<PathBuf>,
+    /// Replicas by served name.
+    pub backends: BTreeMap<String, Vec<String>>,
+}
+
+type Stamp = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+fn stamp_dir(dir: &Path, out: &mut Stamp) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        out.push((dir.to_path_buf(), None, 0));
+        return;
+    };
+    let mut files: Stamp = entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let meta = entry.metadata().ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            (entry.path(), modified, meta.map_or(0, |m| m.len()))
+        })
+        .collect();
+    files.sort();
+    out.extend(files);
+}
+
+impl LocalSource {
+    /// Reads the folders into a Config.
+    pub fn load(&self) -> Result<Config, SourceError> {
+        let local = load(&self.config_dir)?;
+        let keys = match &self.keys_dir {
+            Some(dir) => read_key_files(dir, &local)?,
+            None => Vec::new(),
+        };
+        Ok(Config::from_local(&local, &keys, &self.backends))
+    }
+
+    /// Names, modification times and sizes of every file the Config is built from.
+    fn stamp(&self) -> Stamp {
+        let mut stamp = Vec::new();
+        stamp_dir(&self.config_dir, &mut stamp);
+        if let Some(dir) = &self.keys_dir {
+            stamp_dir(dir, &mut stamp);
+        }
+        stamp
+    }
+
+    /// Polls the folders every `interval` and swaps a new Config into `state` when a file
+    /// changed. Runs until the task is dropped.
+    pub async fn watch(self, state: GatewayState, interval: Duration) {
+        let mut last = self.stamp();
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = self.stamp();
+            if now == last {
+                continue;
+            }
+            last = now;
+            match self.load() {
+                Ok(config) => {
+                    tracing::info!(
+                        tenants = config.tenants.len(),
+                        models = config.models.len(),
+                        "configuration changed; new snapshot in force"
+                    );
+                    state.update(config);
+                }
+                Err(error) => {
+                    tracing::error!(%error, category = error.category(), "configuration change refused; keeping the last good one")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_and_group() {
+        assert_eq!(
+            parse_backend("m=http://127.0.0.1:8101/"),
+            Ok(("m".to_string(), "http://127.0.0.1:8101".to_string()))
+        );
+        assert!(parse_backend("m").is_err());
+        assert!(parse_backend("m=https://x:1").is_err());
+        let grouped = group_backends(&[
+            ("m".into(), "http://a:1".into()),
+            ("m".into(), "http://b:1".into()),
+        ]);
+        assert_eq!(grouped["m"].len(), 2);
+    }
+}

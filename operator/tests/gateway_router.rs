@@ -1,0 +1,468 @@
+//! The gateway's router driven with `oneshot` in front of a small real backend: keys, each
+//! limit at its exact boundary, `Retry-After`, the tier's model allow-list, header stripping,
+//! streaming with usage refunds, the body limit and live config changes.
+
+mod gateway_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use gateway_support::*;
+use hearth_operator::gateway::{GatewayOptions, GatewayState, LocalSource, app};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Prompt bound of [`chat_body`]: "user" + "Say hi" = 10 bytes → 4, + 6 per message + 3.
+const PROMPT_BOUND: u64 = 13;
+
+struct Setup {
+    _dir: TempDir,
+    source: LocalSource,
+    state: GatewayState,
+    backend: FakeBackend,
+}
+
+/// A gateway over `documents`, tenants' keys `key-<tenant>` (key name `main`), and one backend
+/// for every model named `m` or `other`.
+async fn setup(documents: &[String], tenants: &[&str], backend: FakeBackend) -> Setup {
+    let dir = TempDir::new("router");
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).expect("dir");
+    write_config(&config_dir, documents);
+    for tenant in tenants {
+        write_key(&dir.path().join("keys"), tenant, "main", &format!("key-{tenant}"));
+    }
+    let backends = BTreeMap::from([
+        ("m".to_string(), vec![backend.url()]),
+        ("other".to_string(), vec![backend.url()]),
+    ]);
+    let source = LocalSource {
+        config_dir,
+        keys_dir: Some(dir.path().join("keys")),
+        backends,
+    };
+    let config = source.load().expect("config loads");
+    let state = GatewayState::new(config, GatewayOptions::default());
+    Setup {
+        _dir: dir,
+        source,
+        state,
+        backend,
+    }
+}
+
+fn basic(limits: &str) -> Vec<String> {
+    vec![
+        tier("gold", 0, 1, limits, ""),
+        tenant("acme", "gold", "{name: main}, {name: old, revoked: true}", ""),
+        tenant("paused", "gold", "{name: main}", "  suspended: true\n"),
+        model("m", 64, ""),
+    ]
+}
+
+async fn send(setup: &Setup, key: &str, body: Value) -> axum::response::Response {
+    app(setup.state.clone())
+        .oneshot(chat(key, body))
+        .await
+        .expect("response")
+}
+
+#[tokio::test]
+async fn good_bad_revoked_and_suspended_keys() {
+    let setup = setup(&basic(""), &["acme", "paused"], FakeBackend::start("a").await).await;
+    write_key(&setup._dir.path().join("keys"), "acme", "old", "key-old");
+    let setup = Setup {
+        state: GatewayState::new(setup.source.load().expect("reload"), GatewayOptions::default()),
+        ..setup
+    };
+
+    let ok = send(&setup, "key-acme", chat_body("m", Some(3), false)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = serde_json::from_str(&text(ok).await).expect("json");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hi there!");
+
+    for (key, status, code) in [
+        ("nope", StatusCode::UNAUTHORIZED, "invalid_api_key"),
+        ("key-old", StatusCode::UNAUTHORIZED, "revoked_api_key"),
+        ("key-paused", StatusCode::FORBIDDEN, "tenant_suspended"),
+    ] {
+        let response = send(&setup, key, chat_body("m", Some(3), false)).await;
+        assert_eq!(response.status(), status, "{key}");
+        let error: Value = serde_json::from_str(&text(response).await).expect("json");
+        assert_eq!(error["error"]["code"], code);
+        assert!(
+            error["error"]["message"].is_string()
+                && error["error"].get("param").is_some()
+                && error["error"]["type"].is_string()
+        );
+    }
+    let anonymous = axum::http::Request::post("/v1/chat/completions")
+        .body(axum::body::Body::from(chat_body("m", None, false).to_string()))
+        .expect("request");
+    let response = app(setup.state.clone())
+        .oneshot(anonymous)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        setup.backend.seen().len(),
+        1,
+        "refused requests never reach the engine"
+    );
+}
+
+#[tokio::test]
+async fn the_eleventh_request_in_a_minute_is_refused_with_retry_after() {
+    let setup = setup(
+        &basic("requestsPerMinute: 10"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    for i in 0..10 {
+        let response = send(&setup, "key-acme", chat_body("m", Some(1), false)).await;
+        assert_eq!(response.status(), StatusCode::OK, "request {i}");
+        assert_eq!(header(&response, "x-ratelimit-limit-requests"), Some("10"));
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining-requests"),
+            Some((9 - i).to_string().as_str())
+        );
+    }
+    let refused = send(&setup, "key-acme", chat_body("m", Some(1), false)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // 10 a minute refill one request every 6 s.
+    assert_eq!(header(&refused, "retry-after"), Some("6"));
+    assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), Some("0"));
+    assert!(header(&refused, "x-ratelimit-reset-requests").is_some_and(|v| v.ends_with('s')));
+    let error: Value = serde_json::from_str(&text(refused).await).expect("json");
+    assert_eq!(
+        (error["error"]["type"].as_str(), error["error"]["code"].as_str()),
+        (Some("requests"), Some("rate_limit_exceeded"))
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_with_room_for_ten_admit_exactly_ten() {
+    let reservation = PROMPT_BOUND + 10;
+    let limits = format!("tokensPerMinute: {}", 10 * reservation);
+    // Answers are held until all admissions are decided, so no refund can make room early.
+    let backend = FakeBackend::start_with("a", false, Duration::ZERO).await;
+    let setup = setup(&basic(&limits), &["acme"], backend).await;
+    let (sender, mut results) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..50 {
+        let router = app(setup.state.clone());
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let response = router
+                .oneshot(chat("key-acme", chat_body("m", Some(10), false)))
+                .await
+                .expect("response");
+            let _ = sender.send(response.status());
+        });
+    }
+    drop(sender);
+    let mut statuses = Vec::new();
+    while statuses.len() < 40 {
+        match tokio::time::timeout(Duration::from_secs(10), results.recv()).await {
+            Ok(Some(status)) => statuses.push(status),
+            _ => break,
+        }
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    setup.backend.open();
+    while let Some(status) = results.recv().await {
+        statuses.push(status);
+    }
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!((admitted, statuses.len() - admitted), (10, 40));
+}
+
+#[tokio::test]
+async fn unused_tokens_are_refunded_from_usage_json_and_stream() {
+    // Each request reserves 13 + 50 = 63 and uses 5 + 3 = 8: 79 = 63 + 8 + 8 leaves room for
+    // the third reservation only if both earlier ones were refunded.
+    let setup = setup(
+        &basic("tokensPerMinute: 79"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    let first = send(&setup, "key-acme", chat_body("m", Some(50), false)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header(&first, "x-ratelimit-remaining-tokens"), Some("16"));
+    let _ = text(first).await;
+    let streamed = send(&setup, "key-acme", chat_body("m", Some(50), true)).await;
+    assert_eq!(streamed.status(), StatusCode::OK);
+    assert_eq!(header(&streamed, "content-type"), Some("text/event-stream"));
+    let events = text(streamed).await;
+    assert_eq!(
+        events.matches("data: ").count(),
+        4,
+        "3 pieces and [DONE], usage chunk stripped: {events}"
+    );
+    assert!(!events.contains("\"usage\""), "{events}");
+    let engine_body = &setup.backend.seen()[1].body;
+    assert_eq!(
+        engine_body["stream_options"]["include_usage"], true,
+        "the gateway always asks for usage"
+    );
+    // The stream's usage was read although the client never saw it: 79 - 16 = 63 free.
+    let mut asked = chat_body("m", Some(50), true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let with_usage = send(&setup, "key-acme", asked).await;
+    assert_eq!(with_usage.status(), StatusCode::OK);
+    let events = text(with_usage).await;
+    assert!(
+        events.contains("\"usage\"") && events.ends_with("data: [DONE]\n\n"),
+        "{events}"
+    );
+}
+
+#[tokio::test]
+async fn max_tokens_cap_concurrency_cap_and_monthly_quota_at_their_boundaries() {
+    let limits = "maxTokensPerRequest: 100, maxConcurrentRequests: 2";
+    let mut documents = basic(limits);
+    // A tenant whose override tightens the tier's monthly quota of 10,000 to 129 tokens.
+    documents[0] = tier("gold", 0, 1, limits, "  quota: {tokensPerMonth: 10000}\n");
+    documents.push(tenant(
+        "metered",
+        "gold",
+        "{name: main}",
+        "  overrides: {quota: {tokensPerMonth: 129}}\n",
+    ));
+    let backend = FakeBackend::start_with("a", false, Duration::ZERO).await;
+    let setup = setup(&documents, &["acme", "metered"], backend).await;
+
+    let too_many = send(&setup, "key-acme", chat_body("m", Some(101), false)).await;
+    assert_eq!(too_many.status(), StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_str(&text(too_many).await).expect("json");
+    assert_eq!(error["error"]["param"], "max_tokens");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("101") && m.contains("100"))
+    );
+    let at_cap =
+        tokio::spawn(app(setup.state.clone()).oneshot(chat("key-acme", chat_body("m", Some(100), false))));
+
+    // Two held requests fill the concurrency cap; the third is refused.
+    let second =
+        tokio::spawn(app(setup.state.clone()).oneshot(chat("key-acme", chat_body("m", None, false))));
+    while setup.backend.seen().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let third = send(&setup, "key-acme", chat_body("m", Some(1), false)).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&third, "retry-after"), Some("1"));
+    let error: Value = serde_json::from_str(&text(third).await).expect("json");
+    assert_eq!(error["error"]["type"], "concurrency");
+    setup.backend.open();
+    for request in [at_cap, second] {
+        assert_eq!(
+            request.await.expect("task").expect("response").status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        setup.backend.seen()[1].body["max_tokens"],
+        100,
+        "the tier's cap bounds a request that set none"
+    );
+
+    // Quota 129: each request reserves 13 + 100 and settles at 5 + 3 = 8 used.
+    for used_before in [0, 8, 16] {
+        let response = send(&setup, "key-metered", chat_body("m", Some(100), false)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{used_before} used + 113 fits in 129"
+        );
+        let _ = text(response).await;
+    }
+    // 24 used, 105 left: a reservation of 106 is the first one refused.
+    let refused = send(&setup, "key-metered", chat_body("m", Some(93), false)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let error: Value = serde_json::from_str(&text(refused).await).expect("json");
+    assert_eq!(error["error"]["code"], "insufficient_quota");
+    assert_eq!(
+        send(&setup, "key-metered", chat_body("m", Some(92), false))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn models_are_listed_and_served_only_to_allowed_tiers() {
+    let documents = vec![
+        tier("gold", 0, 1, "", "  models: [m]\n"),
+        tier("free", 0, 1, "", ""),
+        tenant("acme", "gold", "{name: main}", ""),
+        tenant("cheap", "free", "{name: main}", ""),
+        model("m", 8, ""),
+        model("other", 8, "free"),
+    ];
+    let setup = setup(&documents, &["acme", "cheap"], FakeBackend::start("a").await).await;
+    let list = |key: &str| {
+        axum::http::Request::get("/v1/models")
+            .header("authorization", format!("Bearer {key}"))
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let ids = |body: String| -> Vec<String> {
+        let value: Value = serde_json::from_str(&body).expect("json");
+        value["data"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|m| m["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let gold = app(setup.state.clone())
+        .oneshot(list("key-acme"))
+        .await
+        .expect("response");
+    assert_eq!(ids(text(gold).await), ["m"]);
+    let free = app(setup.state.clone())
+        .oneshot(list("key-cheap"))
+        .await
+        .expect("response");
+    assert_eq!(ids(text(free).await), ["m", "other"]);
+    let denied = send(&setup, "key-acme", chat_body("other", Some(1), false)).await;
+    assert_eq!(denied.status(), StatusCode::NOT_FOUND);
+    let error: Value = serde_json::from_str(&text(denied).await).expect("json");
+    assert_eq!(
+        (error["error"]["code"].as_str(), error["error"]["param"].as_str()),
+        (Some("model_not_found"), Some("model"))
+    );
+    assert_eq!(
+        send(&setup, "key-cheap", chat_body("other", Some(1), false))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn forged_hearth_headers_are_replaced_by_the_gateways() {
+    let documents = vec![
+        tier("gold", 7, 2, "", ""),
+        tenant("acme", "gold", "{name: main}", ""),
+        model("m", 8, ""),
+    ];
+    let setup = setup(&documents, &["acme"], FakeBackend::start("a").await).await;
+    let mut request = chat("key-acme", chat_body("m", Some(1), false));
+    for (name, value) in [
+        ("x-hearth-tenant", "victim/tenant"),
+        ("x-hearth-priority", "1000"),
+        ("x-hearth-tier", "platinum"),
+        ("x-hearth-debug", "1"),
+    ] {
+        request.headers_mut().insert(name, value.parse().expect("value"));
+    }
+    let response = app(setup.state.clone()).oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id = header(&response, "x-request-id")
+        .map(String::from)
+        .expect("request id");
+    let seen = &setup.backend.seen()[0].headers;
+    let get = |name: &str| seen.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(get("x-hearth-tenant"), Some("acme/acme"));
+    assert_eq!(get("x-hearth-tier"), Some("gold"));
+    assert_eq!(get("x-hearth-priority"), Some("7"));
+    assert_eq!(get("x-hearth-request-id"), Some(request_id.as_str()));
+    assert_eq!(get("x-hearth-debug"), None);
+    assert_eq!(
+        get("authorization"),
+        None,
+        "the tenant's key stays at the gateway"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_in_openai_shape() {
+    let setup = setup(&basic(""), &["acme"], FakeBackend::start("a").await).await;
+    let state = GatewayState::new(
+        setup.source.load().expect("config"),
+        GatewayOptions {
+            max_body_bytes: 1024,
+            ..GatewayOptions::default()
+        },
+    );
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+    let response = app(state).oneshot(chat("key-acme", big)).await.expect("response");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = serde_json::from_str(&text(response).await).expect("json");
+    assert_eq!(error["error"]["code"], "request_too_large");
+}
+
+#[tokio::test]
+async fn editing_a_tier_takes_effect_without_restart_and_metrics_count_it() {
+    let setup = setup(
+        &basic("requestsPerMinute: 1"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    let watcher = tokio::spawn(
+        setup
+            .source
+            .clone()
+            .watch(setup.state.clone(), Duration::from_millis(20)),
+    );
+    let first = send(&setup, "key-acme", chat_body("m", Some(1), false)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let _ = text(first).await;
+    assert_eq!(
+        send(&setup, "key-acme", chat_body("m", Some(1), false))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Raise the limit in the YAML: the bucket grows to 100 without a restart.
+    std::fs::write(
+        setup.source.config_dir.join("00.yaml"),
+        tier("gold", 0, 1, "requestsPerMinute: 100", ""),
+    )
+    .expect("edit");
+    let mut status = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = send(&setup, "key-acme", chat_body("m", Some(1), false))
+            .await
+            .status();
+        if status == StatusCode::OK {
+            break;
+        }
+    }
+    watcher.abort();
+    assert_eq!(status, StatusCode::OK);
+    let metrics = app(setup.state.clone())
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let metrics = text(metrics).await;
+    assert!(
+        metrics.contains("hearth_gateway_requests_total{code=\"200\",model=\"m\",tier=\"gold\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hearth_gateway_rate_limited_total{limit=\"requests\",tier=\"gold\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hearth_gateway_tenant_tokens_total{kind=\"completion\",tenant=\"acme/acme\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hearth_gateway_replica_in_flight{"), "{metrics}");
+}

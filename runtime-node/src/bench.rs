@@ -1,0 +1,110 @@
+//! `runtime-node bench`: prefill and decode throughput of a model on this machine, straight
+//! through the model (no HTTP, no scheduler), so kernel changes can be measured in isolation.
+
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::BenchArgs;
+use crate::loader::{LoadOptions, load_model};
+use crate::model::kv_cache::{BlockTable, DEFAULT_BLOCK_SIZE, blocks_for};
+use crate::model::llama::argmax_rows;
+use crate::model::{KvPool, Llama, StepInput};
+use crate::serve::device;
+
+/// Prints load time, prefill tokens/s, batch-1 decode tokens/s and aggregate decode tokens/s of
+/// `--batch` concurrent sequences.
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let needed = args.prompt_tokens + args.decode_tokens + 1;
+    let options = LoadOptions {
+        max_context_tokens: args.model.max_context_tokens.max(needed),
+        weights: args.model.weight_format(),
+    };
+    let loaded = load_model(&args.model.model, &options, &device(args.model.device))?;
+    let model = &loaded.model;
+    println!("model: {}", args.model.model.display());
+    println!("threads: {}", candle_core::utils::get_num_threads());
+    println!("load: {:.3} s", loaded.load_time.as_secs_f64());
+
+    // A deterministic prompt of ordinary tokens.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(args.prompt_tokens / 8 + 1);
+    let mut prompt = loaded
+        .tokenizer
+        .encode(&text, false)
+        .context("tokenizing the bench prompt")?;
+    prompt.truncate(args.prompt_tokens.max(1));
+
+    let sequences = args.batch.max(1) + 1;
+    let mut pool = model.new_pool(
+        sequences * blocks_for(needed, DEFAULT_BLOCK_SIZE),
+        DEFAULT_BLOCK_SIZE,
+    )?;
+
+    // Warm-up: first calls allocate scratch buffers and spin up the kernel pool.
+    let mut warm = BlockTable::default();
+    forward_one(model, &prompt[..prompt.len().min(8)], &mut warm, &mut pool)?;
+    pool.release(&mut warm);
+
+    let mut table = BlockTable::default();
+    let started = Instant::now();
+    let mut next = forward_one(model, &prompt, &mut table, &mut pool)?;
+    let prefill = started.elapsed().as_secs_f64();
+    println!(
+        "prefill: {} tokens in {:.3} s = {:.1} tok/s",
+        prompt.len(),
+        prefill,
+        prompt.len() as f64 / prefill
+    );
+
+    let started = Instant::now();
+    for _ in 0..args.decode_tokens {
+        next = forward_one(model, &[next], &mut table, &mut pool)?;
+    }
+    let decode = started.elapsed().as_secs_f64();
+    println!(
+        "decode (batch 1): {} tokens in {:.3} s = {:.1} tok/s",
+        args.decode_tokens,
+        decode,
+        args.decode_tokens as f64 / decode
+    );
+
+    if args.batch > 1 {
+        pool.release(&mut table);
+        let mut tables: Vec<BlockTable> = (0..args.batch).map(|_| BlockTable::default()).collect();
+        let mut tokens: Vec<u32> = Vec::with_capacity(args.batch);
+        for table in tables.iter_mut() {
+            tokens.push(forward_one(model, &prompt, table, &mut pool)?);
+        }
+        let started = Instant::now();
+        for _ in 0..args.decode_tokens {
+            let inputs: Vec<[u32; 1]> = tokens.iter().map(|t| [*t]).collect();
+            let mut batch: Vec<StepInput<'_>> = inputs
+                .iter()
+                .zip(tables.iter_mut())
+                .map(|(t, table)| StepInput { tokens: t, table })
+                .collect();
+            tokens = argmax_rows(&model.forward(&mut batch, &mut pool)?)?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let total = args.batch * args.decode_tokens;
+        println!(
+            "decode (batch {}): {total} tokens in {elapsed:.3} s = {:.1} tok/s aggregate",
+            args.batch,
+            total as f64 / elapsed
+        );
+    }
+    Ok(())
+}
+
+fn forward_one(
+    model: &Llama,
+    tokens: &[u32],
+    table: &mut BlockTable,
+    pool: &mut KvPool,
+) -> anyhow::Result<u32> {
+    let logits = model.forward(&mut [StepInput { tokens, table }], pool)?;
+    argmax_rows(&logits)?
+        .first()
+        .copied()
+        .context("the model returned no logits")
+}

@@ -1,0 +1,359 @@
+//! Reading GGUF files: the header and metadata through candle's parser, plus typed accessors
+//! whose errors name the file and the key, so a bad model fails with a sentence, not a panic.
+//! Causes hang off `source()`: print errors with their chain (`{:#}` in anyhow).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use candle_core::quantized::QTensor;
+use candle_core::quantized::gguf_file::{Content, Value};
+
+/// Everything that can go wrong while loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be opened or read.
+    #[error("cannot read model file {path}")]
+    Io {
+        /// The model file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the GGUF magic.
+    #[error("{path} is not a GGUF file (its first bytes are {magic:?}, expected \"GGUF\")")]
+    NotGguf {
+        /// The model file.
+        path: PathBuf,
+        /// The first four bytes found.
+        magic: [u8; 4],
+    },
+    /// The GGUF header or a tensor could not be parsed (truncated file, unknown dtype...).
+    #[error("{path}: malformed GGUF ({what})")]
+    Malformed {
+        /// The model file.
+        path: PathBuf,
+        /// Which part failed.
+        what: String,
+        /// candle's description.
+        #[source]
+        source: Box<candle_core::Error>,
+    },
+    /// A metadata key the model needs is absent.
+    #[error("{path}: missing GGUF metadata key `{key}`")]
+    MissingKey {
+        /// The model file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// A metadata value has the wrong type or an impossible value.
+    #[error("{path}: GGUF metadata key `{key}`: {message}")]
+    BadValue {
+        /// The model file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `general.architecture` names a model family this engine does not implement.
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, mistral, qwen2)")]
+    UnknownArchitecture {
+        /// The model file.
+        path: PathBuf,
+        /// The architecture found.
+        arch: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error("{path}: missing tensor `{name}`")]
+    MissingTensor {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+    },
+    /// A tensor's shape does not match the metadata.
+    #[error("{path}: tensor `{name}` has shape {actual:?}, expected {expected:?}")]
+    TensorShape {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// The shape in the file.
+        actual: Vec<usize>,
+        /// The shape the metadata implies.
+        expected: Vec<usize>,
+    },
+    /// The tokenizer metadata could not be turned into a tokenizer.
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor operation failed while assembling the model.
+    #[error("{path}: building the model")]
+    Build {
+        /// The model file.
+        path: PathBuf,
+        /// candle's description.
+        #[source]
+        source: Box<candle_core::Error>,
+    },
+}
+
+/// An open GGUF file: its parsed header and a reader for tensor data.
+pub struct GgufFile {
+    path: PathBuf,
+    content: Content,
+    reader: BufReader<File>,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("tensors", &self.content.tensor_infos.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Opens `path` and parses its header and metadata (tensor data is read on demand).
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let io = |source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let mut reader = BufReader::new(file);
+        let mut magic = [0u8; 4];
+        match reader.read_exact(&mut magic) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(LoadError::NotGguf {
+                    path: path.to_path_buf(),
+                    magic,
+                });
+            }
+            Err(e) => return Err(io(e)),
+        }
+        if &magic != b"GGUF" {
+            return Err(LoadError::NotGguf {
+                path: path.to_path_buf(),
+                magic,
+            });
+        }
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
+        let content = Content::read(&mut reader).map_err(|source| LoadError::Malformed {
+            path: path.to_path_buf(),
+            what: "header".into(),
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw metadata value for `key`, if present.
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn missing(&self, key: &str) -> LoadError {
+        LoadError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    fn bad(&self, key: &str, message: impl Into<String>) -> LoadError {
+        LoadError::BadValue {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A required string value.
+    pub fn string(&self, key: &str) -> Result<&str, LoadError> {
+        let value = self.value(key).ok_or_else(|| self.missing(key))?;
+        value
+            .to_string()
+            .map(String::as_str)
+            .map_err(|_| self.bad(key, format!("expected a string, found {:?}", value.value_type())))
+    }
+
+    /// An optional string value (present but mistyped is still an error).
+    pub fn opt_string(&self, key: &str) -> Result<Option<&str>, LoadError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(_) => self.string(key).map(Some),
+        }
+    }
+
+    /// A required non-negative integer of any GGUF integer type.
+    pub fn usize(&self, key: &str) -> Result<usize, LoadError> {
+        let value = self.value(key).ok_or_else(|| self.missing(key))?;
+        value_to_u64(value)
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| self.bad(key, format!("expected a non-negative integer, found {value:?}")))
+    }
+
+    /// An optional non-negative integer.
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, LoadError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(_) => self.usize(key).map(Some),
+        }
+    }
+
+    /// An optional float of any GGUF float type.
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, LoadError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::F32(v)) => Ok(Some(f64::from(*v))),
+            Some(Value::F64(v)) => Ok(Some(*v)),
+            Some(other) => Err(self.bad(key, format!("expected a float, found {other:?}"))),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, LoadError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::Bool(v)) => Ok(Some(*v)),
+            Some(other) => Err(self.bad(key, format!("expected a bool, found {other:?}"))),
+        }
+    }
+
+    /// A required array of strings.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, LoadError> {
+        let value = self.value(key).ok_or_else(|| self.missing(key))?;
+        let items = value.to_vec().map_err(|_| self.bad(key, "expected an array"))?;
+        items
+            .iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| self.bad(key, format!("expected strings, found {v:?}")))
+            })
+            .collect()
+    }
+
+    /// An optional array of integers.
+    pub fn opt_ints(&self, key: &str) -> Result<Option<Vec<i64>>, LoadError> {
+        let Some(value) = self.value(key) else {
+            return Ok(None);
+        };
+        let items = value.to_vec().map_err(|_| self.bad(key, "expected an array"))?;
+        items
+            .iter()
+            .map(|v| value_to_i64(v).ok_or_else(|| self.bad(key, format!("expected integers, found {v:?}"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Whether the file holds a tensor called `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Reads tensor `name` onto `device`, checking its shape when `expected` is given.
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        expected: Option<&[usize]>,
+        device: &Device,
+    ) -> Result<QTensor, LoadError> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(LoadError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            });
+        };
+        if let Some(expected) = expected
+            && info.shape.dims() != expected
+        {
+            return Err(LoadError::TensorShape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                actual: info.shape.dims().to_vec(),
+                expected: expected.to_vec(),
+            });
+        }
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .map_err(|source| LoadError::Malformed {
+                path: self.path.clone(),
+                what: format!("tensor `{name}`"),
+                source: Box::new(source),
+            })
+    }
+}
+
+fn value_to_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::U64(v) => Some(*v),
+        other => value_to_i64(other).and_then(|v| u64::try_from(v).ok()),
+    }
+}
+
+fn value_to_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::U8(v) => Some(i64::from(*v)),
+        Value::I8(v) => Some(i64::from(*v)),
+        Value::U16(v) => Some(i64::from(*v)),
+        Value::I16(v) => Some(i64::from(*v)),
+        Value::U32(v) => Some(i64::from(*v)),
+        Value::I32(v) => Some(i64::from(*v)),
+        Value::U64(v) => i64::try_from(*v).ok(),
+        Value::I64(v) => Some(*v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("hearth-gguf-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("write temp file");
+        path
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = GgufFile::open(Path::new("/nonexistent/model.gguf")).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/model.gguf"), "{err}");
+    }
+
+    #[test]
+    fn wrong_magic_is_not_gguf() {
+        let path = temp_file("magic", b"PK\x03\x04 definitely a zip");
+        let err = GgufFile::open(&path).expect_err("not gguf");
+        assert!(matches!(err, LoadError::NotGguf { .. }), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn truncated_header_is_malformed_not_a_panic() {
+        // Magic, version 3, then a tensor count cut short.
+        let path = temp_file("trunc", b"GGUF\x03\x00\x00\x00\x01\x00");
+        let err = GgufFile::open(&path).expect_err("truncated");
+        assert!(matches!(err, LoadError::Malformed { .. }), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,14 @@
+//! Model loading and the transformer itself.
+
+pub mod config;
+pub mod gguf;
+pub mod kv_cache;
+pub mod llama;
+pub mod rope;
+pub mod safetensors;
+pub mod source;
+
+pub use config::{Architecture, ModelConfig};
+pub use gguf::{GgufFile, LoadError};
+pub use kv_cache::{BlockTable, KvPool};
+pub use llama::{Llama, StepInput, WeightFormat};

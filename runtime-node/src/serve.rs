@@ -1,0 +1,179 @@
+//! `runtime-node serve`: load the model, start the engine, serve HTTP until SIGTERM/Ctrl-C, then
+//! drain in-flight requests (bounded by `--drain-timeout`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::Device;
+use prometheus::Registry;
+
+use crate::cli::{DeviceSpec, ServeArgs};
+use crate::engine::{Engine, EngineConfig, GenerateRequest, GenerationEvent, LocalEngine, Prompt};
+use crate::loader::{LoadOptions, load_model};
+use crate::metrics::EngineMetrics;
+use crate::model::kv_cache::DEFAULT_BLOCK_SIZE;
+use crate::server::{AppState, app};
+
+/// Tokens per forward pass: bounds prefill chunks so running decodes are not starved.
+const MAX_STEP_TOKENS: usize = 512;
+
+/// Maps the command line's device to candle's.
+pub fn device(spec: DeviceSpec) -> Device {
+    match spec {
+        DeviceSpec::Cpu => Device::Cpu,
+    }
+}
+
+/// Runs the server; returns after a signal and the drain.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.tensor_parallel != 1 {
+        anyhow::bail!(
+            "--tensor-parallel {} is not implemented yet; this build runs one rank",
+            args.tensor_parallel
+        );
+    }
+    if !matches!(args.dtype.as_str(), "auto" | "f32" | "float32") {
+        tracing::warn!(dtype = %args.dtype, "ignoring --dtype: GGUF weights keep their own types, activations are f32");
+    }
+    if let Some(cache) = &args.model_cache {
+        tracing::info!(path = %cache.display(), "--model-cache given; this build only loads local files");
+    }
+    let registry = Registry::new();
+    let metrics = EngineMetrics::new(&registry).context("registering metrics")?;
+    let options = LoadOptions {
+        max_context_tokens: args.model.max_context_tokens,
+        weights: args.model.weight_format(),
+    };
+    let loaded = load_model(&args.model.model, &options, &device(args.model.device))?;
+    let cfg = loaded.config().clone();
+    tracing::info!(
+        model = %args.model.model.display(),
+        load_ms = loaded.load_time.as_millis() as u64,
+        arch = ?cfg.arch,
+        layers = cfg.num_layers,
+        hidden = cfg.hidden_size,
+        max_context_tokens = loaded.max_context_tokens,
+        "model loaded"
+    );
+    let served_name = args.served_name.clone().unwrap_or_else(|| {
+        args.model
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let config = EngineConfig {
+        served_name,
+        max_batch_size: args.max_batch_size,
+        max_step_tokens: MAX_STEP_TOKENS,
+        kv_cache_tokens: args.kv_cache_tokens,
+        kv_cache_memory_bytes: kv_memory_cap(args.kv_cache_fraction),
+        prefix_caching: !args.no_prefix_caching,
+        kv_block_size: DEFAULT_BLOCK_SIZE,
+    };
+    let engine =
+        Arc::new(LocalEngine::start(loaded, config, metrics).context("starting the scheduler thread")?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("hearth-http")
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        warm_up(engine.as_ref()).await?;
+        let state = AppState::new(engine.clone(), registry, args.max_request_bytes);
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(%addr, model = engine.model_id(), "serving the OpenAI API");
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        });
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            result = &mut server => return result.context("server task")?.context("serving"),
+            () = shutdown_signal() => {}
+        }
+        tracing::info!(
+            drain_timeout_s = args.drain_timeout,
+            "shutting down: draining in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(Duration::from_secs(args.drain_timeout), &mut server).await {
+            Ok(result) => result.context("server task")?.context("serving"),
+            Err(_) => {
+                tracing::warn!("drain timeout reached; closing remaining connections");
+                server.abort();
+                Ok(())
+            }
+        }
+    });
+    engine.shutdown();
+    result
+}
+
+/// `fraction` of the memory available now (`MemAvailable` in /proc/meminfo), if both are known.
+fn kv_memory_cap(fraction: f64) -> Option<usize> {
+    if fraction <= 0.0 {
+        return None;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib * 1024.0 * fraction.min(1.0)) as usize)
+}
+
+/// Generates one token so the first real request does not pay for lazy initialisation.
+async fn warm_up(engine: &dyn Engine) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut request = GenerateRequest::new("warm-up", Prompt::Text("Hello".into()));
+    request.max_tokens = Some(1);
+    request.sampling.temperature = 0.0;
+    let mut stream = engine.submit(request).context("warm-up request")?;
+    while let Some(event) = stream.events.recv().await {
+        match event {
+            GenerationEvent::Delta { .. } => {}
+            GenerationEvent::Finished { .. } => break,
+            GenerationEvent::Failed(message) => anyhow::bail!("warm-up failed: {message}"),
+        }
+    }
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "warmed up");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

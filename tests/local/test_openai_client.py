@@ -1,0 +1,118 @@
+"""`make run`'s local mode, driven exactly as a user would: the official `openai` Python client
+against the printed endpoint and key, streaming and not, and the usage showing up in billing."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "target" / os.environ.get("HEARTH_PROFILE", "debug") / "hearth-operator"
+GGUF = os.environ.get("HEARTH_SMOLLM2_GGUF", "")
+
+
+@pytest.fixture(scope="module")
+def local_mode(tmp_path_factory):
+    if not Path(GGUF).is_file():
+        pytest.fail(f"HEARTH_SMOLLM2_GGUF must name the SmolLM2 GGUF (got {GGUF!r}); `make test` sets it")
+    state = tmp_path_factory.mktemp("hearth-local")
+    env = dict(os.environ, SMOLLM2_GGUF=GGUF, RUST_LOG="warn")
+    process = subprocess.Popen(
+        [str(BINARY), "--log-format", "text", "local", "--config", str(ROOT / "examples" / "local"),
+         "--state-dir", str(state), "--base-port", "18100", "--billing-port", "18090", "--gateway-port", "18080"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+    )
+    printed = {}
+    lines = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not {"OPENAI_BASE_URL", "OPENAI_API_KEY"} <= printed.keys():
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.match(r"export (OPENAI_BASE_URL|OPENAI_API_KEY)=(\S+)", line)
+        if match:
+            printed[match.group(1)] = match.group(2)
+    if {"OPENAI_BASE_URL", "OPENAI_API_KEY"} - printed.keys():
+        process.kill()
+        pytest.fail("local mode did not print the endpoint and key:\n" + "".join(lines))
+    yield printed
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("Ctrl-C did not stop local mode within 30 s")
+    assert process.returncode == 0, "".join(lines) + process.stdout.read()
+
+
+def client(printed):
+    return openai.OpenAI(base_url=printed["OPENAI_BASE_URL"], api_key=printed["OPENAI_API_KEY"], max_retries=0)
+
+
+def test_chat_completion_with_usage(local_mode):
+    response = client(local_mode).chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=16, temperature=0,
+    )
+    assert response.choices[0].message.content.strip()
+    assert response.usage.prompt_tokens > 5
+    assert 0 < response.usage.completion_tokens <= 16
+
+
+def test_streaming_with_final_usage_chunk(local_mode):
+    stream = client(local_mode).chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Count to three."}], max_tokens=12,
+        stream=True, stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage:
+            usage = chunk.usage
+    assert text.strip()
+    assert usage is not None and 0 < usage.completion_tokens <= 12
+
+
+def test_models_lists_the_served_model(local_mode):
+    ids = [model.id for model in client(local_mode).models.list()]
+    assert "smollm2-135m" in ids
+
+
+def test_bad_request_is_an_openai_error(local_mode):
+    with pytest.raises(openai.BadRequestError) as error:
+        client(local_mode).chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], max_tokens=10**7,
+        )
+    assert "max_tokens" in str(error.value) or "context" in str(error.value)
+
+
+def test_usage_reaches_the_invoice(local_mode):
+    """The meter records the calls above; local billing pulls it into the invoice (bounded wait)."""
+    client(local_mode).chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=4,
+    )
+    deadline = time.monotonic() + 30
+    invoice = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen("http://127.0.0.1:18090/billing/invoices/default/demo") as response:
+            invoice = json.load(response)
+        if invoice.get("requests", 0) >= 1:
+            break
+        time.sleep(0.5)
+    assert invoice.get("requests", 0) >= 1, invoice
+    assert invoice["promptTokens"] > 0 and invoice["completionTokens"] > 0
+    assert invoice["lines"][0]["model"] == "smollm2-135m"
+
+
+def test_unknown_key_is_refused(local_mode):
+    bad = openai.OpenAI(base_url=local_mode["OPENAI_BASE_URL"], api_key="hth_not-a-real-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
