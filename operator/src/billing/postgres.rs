@@ -135,15 +135,6 @@ impl UsageStore for PostgresStore {
         Ok(row.map_or(0, |r| to_u64(r.get(0))))
     }
 
-    fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError> {
-        Ok(self
-            .period_totals(period)?
-            .into_iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|((_, model), totals)| (model, totals))
-            .collect())
-    }
-
     fn period_totals(&self, period: &str) -> Result<BTreeMap<(String, String), Totals>, StoreError> {
         let rows = self
             .client()?

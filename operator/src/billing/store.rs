@@ -78,7 +78,14 @@ pub trait UsageStore: Send + Sync {
     /// The cursor stored for `meter` (0 when new).
     fn cursor(&self, meter: &str) -> Result<u64, StoreError>;
     /// Totals per model for `tenant` in `period`.
-    fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError>;
+    fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError> {
+        Ok(self
+            .period_totals(period)?
+            .into_iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, model), totals)| (model, totals))
+            .collect())
+    }
     /// Totals per tenant and model for `period`.
     fn period_totals(&self, period: &str) -> Result<BTreeMap<(String, String), Totals>, StoreError>;
     /// Up to `limit` records waiting for export, oldest first, with their outbox keys.
@@ -173,15 +180,6 @@ impl UsageStore for EmbeddedStore {
         let transaction = self.database.begin_read()?;
         let cursors = transaction.open_table(CURSORS)?;
         Ok(cursors.get(meter)?.map(|g| g.value()).unwrap_or(0))
-    }
-
-    fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError> {
-        Ok(self
-            .period_totals(period)?
-            .into_iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|((_, model), totals)| (model, totals))
-            .collect())
     }
 
     fn period_totals(&self, period: &str) -> Result<BTreeMap<(String, String), Totals>, StoreError> {

@@ -111,28 +111,6 @@ pub async fn serve(
         .await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-}
-
 /// Runs the gateway from a config folder until Ctrl-C or SIGTERM.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let source = LocalSource {
@@ -154,7 +132,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, "gateway listening");
-    let served = serve(listener, state, shutdown_signal()).await;
+    let served = serve(listener, state, crate::controller::shutdown_signal()).await;
     watcher.abort();
     Ok(served?)
 }
