@@ -48,6 +48,9 @@ async fn fake_engine() -> SocketAddr {
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, router).await });
     address
 }
@@ -113,7 +116,9 @@ async fn main() {
     let engine = fake_engine().await;
     let ledger = Ledger::open(&dir.join("proxy"), DEFAULT_SEGMENT_BYTES).expect("ledger");
     let meter = serve(app(MeterState::new(&format!("http://{engine}"), ledger))).await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build::<_, Body>(connector);
 
     let (direct_p50, direct_p99) = latency(&client, engine).await;
     let (meter_p50, meter_p99) = latency(&client, meter).await;

@@ -100,7 +100,7 @@ impl MeterState {
     pub fn new(upstream: &str, ledger: Ledger) -> Self {
         Self {
             upstream: upstream.trim_end_matches('/').into(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(no_delay_connector()),
             ledger,
             metrics: MeterMetrics::new(),
             request_counter: Arc::new(AtomicU64::new(0)),
@@ -116,6 +116,13 @@ impl MeterState {
             .unwrap_or(0);
         format!("meter-{started:x}-{}-{n}", std::process::id())
     }
+}
+
+/// An HTTP connector with Nagle's algorithm off (see [`run`]).
+fn no_delay_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector
 }
 
 #[derive(Deserialize)]
@@ -181,6 +188,11 @@ pub async fn run(args: MeterArgs) -> anyhow::Result<()> {
     let state = MeterState::new(&args.upstream, ledger);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, upstream = %args.upstream, "meter listening");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        // The last chunk of a response leaves as a small write after the ledger commit: without
+        // TCP_NODELAY, Nagle plus delayed ACKs would hold it for ~40 ms.
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
