@@ -74,7 +74,7 @@ pub fn read_key_files(keys_dir: &Path, local: &LocalConfig) -> Result<Vec<LocalK
         let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
         let name = tenant.metadata.name.as_deref().unwrap_or_default();
         for entry in &tenant.spec.api_keys {
-            let path = keys_dir.join(format!("{namespace}.{name}.{}", entry.name));
+            let path = crate::local::keys::key_file_path(keys_dir, tenant, &entry.name);
             let key = match std::fs::read_to_string(&path) {
                 Ok(text) => text.trim().to_string(),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,

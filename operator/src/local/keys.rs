@@ -37,7 +37,7 @@ pub fn ensure_keys(state_dir: &Path, tenant: &Tenant) -> anyhow::Result<Vec<Loca
                 entry.name
             );
         }
-        let path = dir.join(format!("{namespace}.{name}.{}", entry.name));
+        let path = key_file_path(&dir, tenant, &entry.name);
         let key = match std::fs::read_to_string(&path) {
             Ok(existing) if !existing.trim().is_empty() => existing.trim().to_string(),
             _ => {
@@ -55,6 +55,14 @@ pub fn ensure_keys(state_dir: &Path, tenant: &Tenant) -> anyhow::Result<Vec<Loca
         });
     }
     Ok(keys)
+}
+
+/// The file holding key `key_name` of `tenant` under `keys_dir`: `<namespace>.<tenant>.<key>`
+/// (key names have no dots, so the name is unambiguous). Local mode writes it; the gateway reads it.
+pub fn key_file_path(keys_dir: &Path, tenant: &Tenant, key_name: &str) -> PathBuf {
+    let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
+    let name = tenant.metadata.name.as_deref().unwrap_or_default();
+    keys_dir.join(format!("{namespace}.{name}.{key_name}"))
 }
 
 /// Writes `text` to a file only the owner can read.
