@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::local::config::{ConfigError, LocalConfig, load};
 use crate::local::keys::LocalKey;
-use crate::tenant::keys::hash_key;
 
 use super::config::Config;
 use super::server::GatewayState;
@@ -71,8 +70,6 @@ pub fn group_backends(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String
 pub fn read_key_files(keys_dir: &Path, local: &LocalConfig) -> Result<Vec<LocalKey>, SourceError> {
     let mut keys = Vec::new();
     for (_, tenant) in &local.tenants {
-        let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
-        let name = tenant.metadata.name.as_deref().unwrap_or_default();
         for entry in &tenant.spec.api_keys {
             let path = crate::local::keys::key_file_path(keys_dir, tenant, &entry.name);
             let key = match std::fs::read_to_string(&path) {
@@ -83,13 +80,7 @@ pub fn read_key_files(keys_dir: &Path, local: &LocalConfig) -> Result<Vec<LocalK
             if key.is_empty() {
                 continue;
             }
-            keys.push(LocalKey {
-                tenant: format!("{namespace}/{name}"),
-                name: entry.name.clone(),
-                hash: hash_key(&key),
-                key,
-                path,
-            });
+            keys.push(LocalKey::new(tenant, &entry.name, key, path));
         }
     }
     Ok(keys)

@@ -23,9 +23,23 @@ pub struct LocalKey {
     pub path: PathBuf,
 }
 
+impl LocalKey {
+    /// The key `key_name` of `tenant`, held in the file at `path`, with its hash.
+    pub fn new(tenant: &Tenant, key_name: &str, key: String, path: PathBuf) -> Self {
+        let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
+        let name = tenant.metadata.name.as_deref().unwrap_or_default();
+        Self {
+            tenant: format!("{namespace}/{name}"),
+            name: key_name.to_string(),
+            hash: hash_key(&key),
+            key,
+            path,
+        }
+    }
+}
+
 /// Reads or creates the key file of every `apiKeys[]` entry of `tenant` under `state_dir/keys`.
 pub fn ensure_keys(state_dir: &Path, tenant: &Tenant) -> anyhow::Result<Vec<LocalKey>> {
-    let namespace = tenant.metadata.namespace.as_deref().unwrap_or("default");
     let name = tenant.metadata.name.as_deref().unwrap_or_default();
     let dir = state_dir.join("keys");
     std::fs::create_dir_all(&dir)?;
@@ -46,13 +60,7 @@ pub fn ensure_keys(state_dir: &Path, tenant: &Tenant) -> anyhow::Result<Vec<Loca
                 key
             }
         };
-        keys.push(LocalKey {
-            tenant: format!("{namespace}/{name}"),
-            name: entry.name.clone(),
-            hash: hash_key(&key),
-            key,
-            path,
-        });
+        keys.push(LocalKey::new(tenant, &entry.name, key, path));
     }
     Ok(keys)
 }
