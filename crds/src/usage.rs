@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 /// Tenant recorded when the gateway's attribution headers are missing.
 pub const UNATTRIBUTED: &str = "unattributed";
 
-/// One completed (or failed) request, as billed.
+/// Tenant of the records that report GPU time: a pod's GPUs held over an interval, shared
+/// out to the tenants that used the model when invoices are priced.
+pub const GPU_TIME: &str = "gpu-time";
+
+/// One completed (or failed) request, as billed; or, with tenant [`GPU_TIME`], the GPU time
+/// one serving pod held over an interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {
@@ -32,6 +37,13 @@ pub struct UsageRecord {
     pub started_at_ms: u64,
     /// Unix milliseconds when the response ended.
     pub finished_at_ms: u64,
+    /// GPU-milliseconds held (GPUs × wall time); only on [`GPU_TIME`] records.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpu_milliseconds: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A record with its position in the ledger.

@@ -33,6 +33,7 @@ async fn start_operator() {
         identity: Some("e2e".into()),
         billing_store: std::env::temp_dir().join("hearth-e2e-billing.redb"),
         billing_addr: "127.0.0.1:0".parse().expect("address"),
+        billing_advertise_url: None,
         billing_interval_seconds: 5,
         billing_postgres_url: None,
         billing_cloudevents_sink: None,

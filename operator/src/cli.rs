@@ -72,6 +72,11 @@ pub struct ControllerArgs {
     /// Address of the billing API (`/billing/invoices/...`).
     #[arg(long, default_value = "0.0.0.0:8090", env = "HEARTH_BILLING_ADDR")]
     pub billing_addr: SocketAddr,
+    /// URL at which other replicas reach this replica's billing API, advertised in the Lease
+    /// while leading so standbys can forward invoice requests (the chart sets
+    /// `http://$(POD_IP):<port>`).
+    #[arg(long, env = "HEARTH_BILLING_ADVERTISE_URL")]
+    pub billing_advertise_url: Option<String>,
     /// Seconds between billing passes (pull meters, publish usage).
     #[arg(long, default_value_t = 30)]
     pub billing_interval_seconds: u64,

@@ -54,13 +54,28 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("hearth-operator-{}", std::process::id()));
-    let lock = LeaseLock::new(
-        client.clone(),
-        &args.lease_namespace,
-        &args.lease_name,
-        &identity,
-        Duration::from_secs(15),
-    );
+    let lease = |identity: &str| {
+        LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            identity,
+            Duration::from_secs(15),
+        )
+    };
+    let mut lock = lease(&identity);
+    if let Some(url) = &args.billing_advertise_url {
+        lock = lock.with_annotation(billing::front::BILLING_URL_ANNOTATION, url);
+    }
+    // Every replica answers on the billing port: a standby forwards to the leader.
+    let billing_front = billing::front::BillingFront::new(Arc::new(lease(&identity)));
+    let billing_listener = tokio::net::TcpListener::bind(args.billing_addr).await?;
+    let front_app = billing_front.clone().app();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(billing_listener, front_app).await {
+            error!(%error, "billing API stopped");
+        }
+    });
     // A standby replica is healthy and ready to take over.
     ready.store(true, Ordering::Relaxed);
     info!(%identity, "waiting for leadership");
@@ -100,7 +115,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     .shared();
 
-    start_billing(&args, client.clone()).await?;
+    start_billing(&args, client.clone(), &billing_front).await?;
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -179,9 +194,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the billing aggregator and its API; only the leader pulls meters, so each record is
-/// acknowledged by one writer.
-async fn start_billing(args: &ControllerArgs, client: Client) -> anyhow::Result<()> {
+/// Starts the billing aggregator and serves its API through `front`; only the leader pulls
+/// meters, so each record is acknowledged by one writer.
+async fn start_billing(
+    args: &ControllerArgs,
+    client: Client,
+    front: &billing::front::BillingFront,
+) -> anyhow::Result<()> {
     if let Some(parent) = args.billing_store.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -207,12 +226,7 @@ async fn start_billing(args: &ControllerArgs, client: Client) -> anyhow::Result<
         store,
         prices: aggregator.prices.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(args.billing_addr).await?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, api).await {
-            error!(%error, "billing API stopped");
-        }
-    });
+    front.serve_locally(api);
     tokio::spawn(
         aggregator.run_in_cluster(client, Duration::from_secs(args.billing_interval_seconds.max(1))),
     );

@@ -1,6 +1,7 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so two operator replicas never
 //! both write. Updates use the Lease's resourceVersion: a racing writer gets a conflict.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,10 +18,21 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     lease_duration: Duration,
+    annotations: BTreeMap<String, String>,
 }
 
 fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// True when the holder has not renewed within the lease duration.
+fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+    match (&spec.renew_time, spec.lease_duration_seconds) {
+        (Some(MicroTime(renewed)), Some(seconds)) => renewed
+            .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+            .map_or(true, |end| end < now),
+        _ => true,
+    }
 }
 
 impl LeaseLock {
@@ -37,7 +49,27 @@ impl LeaseLock {
             name: name.to_string(),
             identity: identity.to_string(),
             lease_duration,
+            annotations: BTreeMap::new(),
         }
+    }
+
+    /// Also writes `key: value` on the Lease while holding it (e.g. where the leader serves
+    /// what only the leader can).
+    pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The annotation `key` of the Lease while a holder is live; `None` when there is no
+    /// Lease, it has expired, or the holder did not set `key`.
+    pub async fn live_holder_annotation(&self, key: &str, now: Timestamp) -> Result<Option<String>> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(None);
+        };
+        let live = lease.spec.as_ref().is_some_and(|spec| !expired(spec, now));
+        Ok(live
+            .then(|| lease.metadata.annotations.and_then(|mut a| a.remove(key)))
+            .flatten())
     }
 
     /// How often a holder should renew: a third of the lease duration.
@@ -53,6 +85,7 @@ impl LeaseLock {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
+                    annotations: (!self.annotations.is_empty()).then(|| self.annotations.clone()),
                     ..ObjectMeta::default()
                 },
                 spec: Some(LeaseSpec {
@@ -72,16 +105,17 @@ impl LeaseLock {
         };
         let spec = current.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(seconds)) => renewed
-                .checked_add(SignedDuration::from_secs(i64::from(seconds)))
-                .map_or(true, |end| end < now),
-            _ => true,
-        };
-        if !ours && !expired {
+        if !ours && !expired(&spec, now) {
             return Ok(false);
         }
         let mut lease = current;
+        if !self.annotations.is_empty() {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(self.annotations.clone());
+        }
         lease.spec = Some(LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(duration_seconds),

@@ -41,6 +41,7 @@ async fn setup(documents: &[String], tenants: &[&str], backend: FakeBackend) -> 
         config_dir,
         keys_dir: Some(dir.path().join("keys")),
         backends,
+        statuses: None,
     };
     let config = source.load().expect("config loads");
     let state = GatewayState::new(config, GatewayOptions::default());

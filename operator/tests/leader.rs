@@ -101,3 +101,65 @@ async fn our_own_lease_is_renewed_without_a_transition() {
     assert_eq!(seen[1].body["spec"]["leaseTransitions"], 2);
     assert_eq!(seen[1].body["spec"]["renewTime"], "2026-11-25T10:00:00.000000Z");
 }
+
+fn annotated_lease(holder: &str, renewed: &str) -> Value {
+    let mut lease = lease(holder, renewed);
+    lease["metadata"]["annotations"] = json!({"hearth.dev/billing-url": "http://10.0.0.7:8090"});
+    lease
+}
+
+#[tokio::test]
+async fn the_leader_advertises_its_billing_address_on_the_lease() {
+    let (ctx, script) = scripted(vec![
+        Expect::get(LEASE, lease("other", "2026-11-25T09:59:00.000000Z")),
+        Expect::new(Method::PUT, LEASE, StatusCode::OK, Value::Null),
+    ]);
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        "hearth-system",
+        "leader",
+        "me",
+        Duration::from_secs(15),
+    )
+    .with_annotation("hearth.dev/billing-url", "http://10.0.0.9:8090");
+    assert!(lock.try_acquire_or_renew(now()).await.expect("no API error"));
+    let seen = script.await.expect("script ran");
+    assert_eq!(
+        seen[1].body["metadata"]["annotations"]["hearth.dev/billing-url"],
+        "http://10.0.0.9:8090"
+    );
+}
+
+#[tokio::test]
+async fn standbys_read_the_address_of_a_live_leader_only() {
+    let (ctx, script) = scripted(vec![
+        Expect::get(LEASE, annotated_lease("other", "2026-11-25T09:59:55.000000Z")),
+        Expect::get(LEASE, annotated_lease("other", "2026-11-25T09:59:00.000000Z")),
+        Expect::get_missing(LEASE),
+    ]);
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        "hearth-system",
+        "leader",
+        "me",
+        Duration::from_secs(15),
+    );
+    let key = "hearth.dev/billing-url";
+    let live = lock
+        .live_holder_annotation(key, now())
+        .await
+        .expect("no API error");
+    assert_eq!(live.as_deref(), Some("http://10.0.0.7:8090"));
+    let expired = lock
+        .live_holder_annotation(key, now())
+        .await
+        .expect("no API error");
+    assert_eq!(expired, None, "an expired leader is not forwarded to");
+    assert_eq!(
+        lock.live_holder_annotation(key, now())
+            .await
+            .expect("no API error"),
+        None
+    );
+    script.await.expect("script ran");
+}

@@ -140,6 +140,7 @@ async fn main() {
         streamed: true,
         started_at_ms: 0,
         finished_at_ms: 0,
+        gpu_milliseconds: 0,
     };
     let start = Instant::now();
     for i in 0..500 {

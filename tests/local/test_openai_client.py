@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -18,14 +19,44 @@ BINARY = ROOT / "target" / os.environ.get("HEARTH_PROFILE", "debug") / "hearth-o
 GGUF = os.environ.get("HEARTH_SMOLLM2_GGUF", "")
 
 
+SPENDER_YAML = """
+apiVersion: hearth.dev/v1alpha1
+kind: Tier
+metadata:
+  name: pricey
+spec:
+  pricing:
+    inputPerMillionTokens: "100000"
+    outputPerMillionTokens: "100000"
+---
+apiVersion: hearth.dev/v1alpha1
+kind: Tenant
+metadata:
+  name: spender
+  namespace: default
+spec:
+  tierRef: pricey
+  budget:
+    monthlyLimit: "0.01"
+    action: Block
+  apiKeys:
+    - name: main
+"""
+
+
 @pytest.fixture(scope="module")
 def local_mode(tmp_path_factory):
     if not Path(GGUF).is_file():
         pytest.fail(f"HEARTH_SMOLLM2_GGUF must name the SmolLM2 GGUF (got {GGUF!r}); `make test` sets it")
     state = tmp_path_factory.mktemp("hearth-local")
+    # The example folder as shipped, plus a tenant on a pricey tier with a tiny blocking budget.
+    config = tmp_path_factory.mktemp("hearth-config")
+    for example in (ROOT / "examples" / "local").glob("*.yaml"):
+        shutil.copy(example, config)
+    (config / "x-spender.yaml").write_text(SPENDER_YAML)
     env = dict(os.environ, SMOLLM2_GGUF=GGUF, RUST_LOG="warn")
     process = subprocess.Popen(
-        [str(BINARY), "--log-format", "text", "local", "--config", str(ROOT / "examples" / "local"),
+        [str(BINARY), "--log-format", "text", "local", "--config", str(config),
          "--state-dir", str(state), "--base-port", "18100", "--billing-port", "18090", "--gateway-port", "18080"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
     )
@@ -43,6 +74,7 @@ def local_mode(tmp_path_factory):
     if {"OPENAI_BASE_URL", "OPENAI_API_KEY"} - printed.keys():
         process.kill()
         pytest.fail("local mode did not print the endpoint and key:\n" + "".join(lines))
+    printed["state"] = state
     yield printed
     process.send_signal(signal.SIGINT)
     try:
@@ -116,3 +148,28 @@ def test_unknown_key_is_refused(local_mode):
     bad = openai.OpenAI(base_url=local_mode["OPENAI_BASE_URL"], api_key="hth_not-a-real-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_crossing_the_budget_blocks_the_next_request(local_mode):
+    """Billing prices the spender's first call (well over its 0.01 limit), sets BudgetExceeded,
+    and the gateway refuses the tenant's next call with 403, while the demo tenant goes on."""
+    key = (local_mode["state"] / "keys" / "default.spender.main").read_text().strip()
+    spender = openai.OpenAI(base_url=local_mode["OPENAI_BASE_URL"], api_key=key, max_retries=0)
+    spender.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=4,
+    )
+    deadline = time.monotonic() + 30
+    refused = None
+    while time.monotonic() < deadline and refused is None:
+        try:
+            spender.models.list()
+            time.sleep(0.5)
+        except openai.PermissionDeniedError as error:
+            refused = error
+    assert refused is not None, "the gateway still admits a tenant over its blocking budget"
+    assert "budget" in str(refused)
+    with pytest.raises(openai.PermissionDeniedError):
+        spender.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Again."}], max_tokens=4,
+        )
+    assert client(local_mode).models.list().data, "other tenants are not affected"

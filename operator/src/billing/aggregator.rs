@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hearth_crds::tenant::TenantUsage;
 use hearth_crds::{Tenant, Tier};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tracing::warn;
@@ -15,6 +17,9 @@ use super::pricing::{Prices, period_of};
 use super::pull::Puller;
 use super::store::{UsageStore, blocking};
 use super::usage_status::{evaluate, prices_of, write_usage};
+
+/// Usage and `BudgetExceeded` condition per tenant (`namespace/name`), as one pass computed them.
+pub type TenantStatuses = BTreeMap<String, (TenantUsage, Condition)>;
 
 /// Where the aggregator finds meters.
 #[derive(Clone)]
@@ -72,10 +77,13 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Refreshes prices from `tenants`/`tiers` and, with a client, writes each tenant's usage.
-    pub async fn publish(&self, tenants: &[Tenant], tiers: &[Tier]) -> kube::Result<()> {
+    /// Refreshes prices from `tenants`/`tiers`, evaluates each tenant's usage and budget
+    /// condition, writes them to `Tenant.status` when there is a client, and returns them by
+    /// `namespace/name` (local mode hands them to its gateway instead).
+    pub async fn publish(&self, tenants: &[Tenant], tiers: &[Tier]) -> kube::Result<TenantStatuses> {
         let period = period_of(now_ms());
         let mut prices = BTreeMap::new();
+        let mut statuses = TenantStatuses::new();
         for tenant in tenants {
             let key = format!(
                 "{}/{}",
@@ -99,17 +107,21 @@ impl Aggregator {
                         continue;
                     }
                 };
-            let evaluated = evaluate(tenant, tier, &period, &totals, crate::invalid::now());
-            if let (Some(client), Ok((_, usage, condition))) = (&self.client, evaluated)
-                && let Err(error) = write_usage(client, tenant, usage, condition).await
+            let Ok((_, usage, condition)) = evaluate(tenant, tier, &period, &totals, crate::invalid::now())
+            else {
+                continue;
+            };
+            if let Some(client) = &self.client
+                && let Err(error) = write_usage(client, tenant, usage.clone(), condition.clone()).await
             {
                 warn!(%error, "writing tenant usage failed; retrying next pass");
             }
+            statuses.insert(key, (usage, condition));
         }
         if let Ok(mut shared) = self.prices.write() {
             *shared = prices;
         }
-        Ok(())
+        Ok(statuses)
     }
 
     /// Runs passes every `interval` in a cluster until the task is dropped.
@@ -132,6 +144,6 @@ impl Aggregator {
             .list(&ListParams::default())
             .await?
             .items;
-        self.publish(&tenants, &tiers).await
+        self.publish(&tenants, &tiers).await.map(drop)
     }
 }

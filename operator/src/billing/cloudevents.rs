@@ -18,6 +18,9 @@ use super::store::{UsageStore, blocking};
 const BATCH: usize = 100;
 /// Event type of a metered request.
 pub const EVENT_TYPE: &str = "dev.hearth.usage.request";
+/// CloudEvent type of a serving pod's GPU time over an interval (subject `gpu-time`; billing
+/// systems share it out by the model's token usage, as Hearth's invoices do).
+pub const GPU_TIME_EVENT_TYPE: &str = "dev.hearth.usage.gpu-time";
 
 /// One record as a CloudEvent (specversion 1.0): `subject` is the tenant, as OpenMeter meters
 /// group by subject; token counts and the model are in `data`.
@@ -26,6 +29,23 @@ pub fn to_cloudevent(record: &UsageRecord, source: &str) -> Value {
         DateTime::<Utc>::from_timestamp_millis(i64::try_from(record.finished_at_ms).unwrap_or(i64::MAX))
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if record.tenant == hearth_crds::usage::GPU_TIME {
+        return json!({
+            "specversion": "1.0",
+            "id": record.request_id,
+            "source": source,
+            "type": GPU_TIME_EVENT_TYPE,
+            "subject": record.tenant,
+            "time": time,
+            "datacontenttype": "application/json",
+            "data": {
+                "model": record.model,
+                "gpu_milliseconds": record.gpu_milliseconds,
+                "started_at_ms": record.started_at_ms,
+                "finished_at_ms": record.finished_at_ms,
+            },
+        });
+    }
     json!({
         "specversion": "1.0",
         "id": record.request_id,
@@ -209,5 +229,26 @@ mod tests {
         assert_eq!(event["data"]["total_tokens"], 12);
         assert_eq!(event["time"], "2026-11-18T11:06:40.000Z");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn gpu_time_records_are_their_own_event_type() {
+        let mut gpu = record(
+            "gpu/pod-1/1000",
+            hearth_crds::usage::GPU_TIME,
+            "llama",
+            0,
+            0,
+            61_000,
+        )
+        .record;
+        gpu.started_at_ms = 1_000;
+        gpu.gpu_milliseconds = 120_000;
+        let event = to_cloudevent(&gpu, "hearth/test");
+        assert_eq!(event["type"], GPU_TIME_EVENT_TYPE);
+        assert_eq!(event["id"], "gpu/pod-1/1000");
+        assert_eq!(event["data"]["gpu_milliseconds"], 120_000);
+        assert_eq!(event["data"]["model"], "llama");
+        assert!(event["data"].get("total_tokens").is_none());
     }
 }

@@ -111,6 +111,7 @@ mod tests {
             streamed: true,
             started_at_ms: 1_795_000_000_000,
             finished_at_ms: 1_795_000_000_000,
+            gpu_milliseconds: 0,
         };
         store
             .store_batch("m", &[Sequenced { sequence: 1, record }], 1)
@@ -144,7 +145,7 @@ mod tests {
         assert_eq!(invoice["total"], "1.25");
         let (_, csv) = get("/billing/invoices/ns/acme?period=2026-11&format=csv").await;
         assert!(
-            csv.contains("ns/acme,2026-11,USD,llama,1,1000000,500000,0.50,1.50,1.25"),
+            csv.contains("ns/acme,2026-11,USD,llama,1,1000000,500000,0.50,1.50,0,0,1.25"),
             "{csv}"
         );
         let (status, body) = get("/billing/invoices/ns/acme?period=2026-13").await;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::pricing::{Prices, to_cents};
+use super::pricing::{Prices, gpu_hours, to_cents};
 use super::store::Totals;
 
 /// One model's usage in the period, priced.
@@ -25,7 +25,11 @@ pub struct LineItem {
     pub input_per_million_tokens: Decimal,
     /// Price per million completion tokens.
     pub output_per_million_tokens: Decimal,
-    /// Amount, rounded to cents.
+    /// The tenant's share of the model's GPU time, in GPU-hours.
+    pub gpu_hours: Decimal,
+    /// Price per GPU-hour (zero when the tier prices tokens only).
+    pub gpu_hour_price: Decimal,
+    /// Amount (tokens plus GPU time), rounded to cents.
     pub amount: Decimal,
 }
 
@@ -67,7 +71,11 @@ pub fn build_invoice(
             completion_tokens: t.completion_tokens,
             input_per_million_tokens: prices.input_per_million,
             output_per_million_tokens: prices.output_per_million,
-            amount: to_cents(prices.charge(t.prompt_tokens, t.completion_tokens)),
+            gpu_hours: gpu_hours(t.gpu_milliseconds),
+            gpu_hour_price: prices.gpu_hour,
+            amount: to_cents(
+                prices.charge(t.prompt_tokens, t.completion_tokens) + prices.gpu_charge(t.gpu_milliseconds),
+            ),
         })
         .collect();
     Invoice {
@@ -95,7 +103,7 @@ impl Invoice {
     /// The invoice as CSV: a header, one row per model, and a total row.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "tenant,period,currency,model,requests,prompt_tokens,completion_tokens,input_per_million_tokens,output_per_million_tokens,amount\n",
+            "tenant,period,currency,model,requests,prompt_tokens,completion_tokens,input_per_million_tokens,output_per_million_tokens,gpu_hours,gpu_hour_price,amount\n",
         );
         let prefix = format!(
             "{},{},{}",
@@ -106,19 +114,21 @@ impl Invoice {
         for line in &self.lines {
             let _ = writeln!(
                 out,
-                "{prefix},{},{},{},{},{},{},{}",
+                "{prefix},{},{},{},{},{},{},{},{},{}",
                 csv_field(&line.model),
                 line.requests,
                 line.prompt_tokens,
                 line.completion_tokens,
                 line.input_per_million_tokens,
                 line.output_per_million_tokens,
+                line.gpu_hours,
+                line.gpu_hour_price,
                 line.amount
             );
         }
         let _ = writeln!(
             out,
-            "{prefix},TOTAL,{},{},{},,,{}",
+            "{prefix},TOTAL,{},{},{},,,,,{}",
             self.requests, self.prompt_tokens, self.completion_tokens, self.total
         );
         out
@@ -140,6 +150,7 @@ mod tests {
                         prompt_tokens: *prompt,
                         completion_tokens: *completion,
                         estimated_requests: 0,
+                        gpu_milliseconds: 0,
                     },
                 )
             })
@@ -184,13 +195,29 @@ mod tests {
         let csv = invoice.to_csv();
         assert_eq!(
             csv,
-            "tenant,period,currency,model,requests,prompt_tokens,completion_tokens,input_per_million_tokens,output_per_million_tokens,amount\n\
-             ns/hobby,2026-11,EUR,llama,3,5000000,1666667,0.10,0.30,1.00\n\
-             ns/hobby,2026-11,EUR,TOTAL,3,5000000,1666667,,,1.00\n"
+            "tenant,period,currency,model,requests,prompt_tokens,completion_tokens,input_per_million_tokens,output_per_million_tokens,gpu_hours,gpu_hour_price,amount\n\
+             ns/hobby,2026-11,EUR,llama,3,5000000,1666667,0.10,0.30,0,0,1.00\n\
+             ns/hobby,2026-11,EUR,TOTAL,3,5000000,1666667,,,,,1.00\n"
         );
         let json = serde_json::to_value(&invoice).expect("json");
         assert_eq!(json["total"], "1.00");
         assert_eq!(json["lines"][0]["inputPerMillionTokens"], "0.10");
+    }
+
+    #[test]
+    fn gpu_time_adds_a_priced_share_to_the_line() {
+        // Tokens $0.50 in / $1.50 out, GPU $2.40 an hour. llama: 1,000,000 in, 200,000 out
+        // → 0.50 + 0.30 = 0.80; 1.25 GPU-hours (4,500,000 ms) × 2.40 = 3.00 → $3.80.
+        let prices = Prices::parse("USD", "0.50", "1.50")
+            .and_then(|p| p.with_gpu_hour(Some("2.40")))
+            .expect("prices");
+        let mut usage = totals(&[("llama", 2, 1_000_000, 200_000)]);
+        usage.get_mut("llama").expect("line").gpu_milliseconds = 4_500_000;
+        let invoice = build_invoice("ns/acme", "2026-11", &prices, &usage);
+        assert_eq!(invoice.lines[0].gpu_hours, dec("1.25"));
+        assert_eq!(invoice.lines[0].gpu_hour_price, dec("2.40"));
+        assert_eq!(invoice.total, dec("3.80"));
+        assert!(invoice.to_csv().contains(",0.50,1.50,1.25,2.40,3.80\n"));
     }
 
     #[test]

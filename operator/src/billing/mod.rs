@@ -5,6 +5,8 @@
 pub mod aggregator;
 pub mod cloudevents;
 pub mod discovery;
+pub mod front;
+pub mod gpu_share;
 pub mod http;
 pub mod invoice;
 pub mod postgres;

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS hearth_usage_totals (
     estimated_requests BIGINT NOT NULL,
     PRIMARY KEY (period, tenant, model)
 );
+-- Added with GPU-time records; stores created before them gain the column.
+ALTER TABLE hearth_usage_totals ADD COLUMN IF NOT EXISTS gpu_milliseconds BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS hearth_meter_cursors (meter TEXT PRIMARY KEY, cursor BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS hearth_usage_outbox (key BIGSERIAL PRIMARY KEY, record TEXT NOT NULL);
 ";
@@ -90,12 +92,15 @@ impl UsageStore for PostgresStore {
             }
             transaction
                 .execute(
-                    "INSERT INTO hearth_usage_totals VALUES ($1, $2, $3, 1, $4, $5, $6)
+                    "INSERT INTO hearth_usage_totals
+                       (period, tenant, model, requests, prompt_tokens, completion_tokens, estimated_requests, gpu_milliseconds)
+                     VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
                      ON CONFLICT (period, tenant, model) DO UPDATE SET
                        requests = hearth_usage_totals.requests + 1,
                        prompt_tokens = hearth_usage_totals.prompt_tokens + EXCLUDED.prompt_tokens,
                        completion_tokens = hearth_usage_totals.completion_tokens + EXCLUDED.completion_tokens,
-                       estimated_requests = hearth_usage_totals.estimated_requests + EXCLUDED.estimated_requests",
+                       estimated_requests = hearth_usage_totals.estimated_requests + EXCLUDED.estimated_requests,
+                       gpu_milliseconds = hearth_usage_totals.gpu_milliseconds + EXCLUDED.gpu_milliseconds",
                     &[
                         &period,
                         &record.tenant,
@@ -103,6 +108,7 @@ impl UsageStore for PostgresStore {
                         &to_i64(record.prompt_tokens),
                         &to_i64(record.completion_tokens),
                         &i64::from(record.estimated),
+                        &to_i64(record.gpu_milliseconds),
                     ],
                 )
                 .map_err(database)?;
@@ -139,7 +145,7 @@ impl UsageStore for PostgresStore {
         let rows = self
             .client()?
             .query(
-                "SELECT tenant, model, requests, prompt_tokens, completion_tokens, estimated_requests FROM hearth_usage_totals WHERE period = $1",
+                "SELECT tenant, model, requests, prompt_tokens, completion_tokens, estimated_requests, gpu_milliseconds FROM hearth_usage_totals WHERE period = $1",
                 &[&period],
             )
             .map_err(database)?;
@@ -151,6 +157,7 @@ impl UsageStore for PostgresStore {
                     prompt_tokens: to_u64(row.get(3)),
                     completion_tokens: to_u64(row.get(4)),
                     estimated_requests: to_u64(row.get(5)),
+                    gpu_milliseconds: to_u64(row.get(6)),
                 };
                 ((row.get(0), row.get(1)), totals)
             })
@@ -206,7 +213,7 @@ mod tests {
         crate::billing::store::tests::store_suite(&store);
         assert_eq!(
             store.outbox(100).expect("outbox").len(),
-            4,
+            7,
             "each new record queued for export once"
         );
         let keys: Vec<u64> = store
@@ -216,6 +223,6 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         store.remove_from_outbox(&keys).expect("removed");
-        assert_eq!(store.outbox(100).expect("outbox").len(), 2);
+        assert_eq!(store.outbox(100).expect("outbox").len(), 5);
     }
 }

@@ -30,25 +30,29 @@ pub struct Prices {
     pub input_per_million: Decimal,
     /// Price per million completion tokens.
     pub output_per_million: Decimal,
+    /// Price per GPU-hour (zero when the tier sets none).
+    pub gpu_hour: Decimal,
 }
 
 impl Prices {
     /// Parses a Tier's decimal strings; an absent pricing block is free.
     pub fn parse(currency: &str, input: &str, output: &str) -> Result<Self, PricingError> {
-        // Only plain decimals, as the CRD schema allows: `from_str` alone would take "1e3".
-        let parse = |field: &'static str, value: &str| {
-            hearth_crds::validation::is_decimal(value)
-                .then(|| Decimal::from_str(value).ok())
-                .flatten()
-                .ok_or_else(|| PricingError::NotDecimal {
-                    field,
-                    value: value.to_string(),
-                })
-        };
         Ok(Self {
             currency: currency.to_string(),
-            input_per_million: parse("pricing.inputPerMillionTokens", input)?,
-            output_per_million: parse("pricing.outputPerMillionTokens", output)?,
+            input_per_million: parse_decimal("pricing.inputPerMillionTokens", input)?,
+            output_per_million: parse_decimal("pricing.outputPerMillionTokens", output)?,
+            gpu_hour: Decimal::ZERO,
+        })
+    }
+
+    /// These prices with `pricing.gpuHour`, when the tier sets one.
+    pub fn with_gpu_hour(self, gpu_hour: Option<&str>) -> Result<Self, PricingError> {
+        Ok(Self {
+            gpu_hour: match gpu_hour {
+                Some(price) => parse_decimal("pricing.gpuHour", price)?,
+                None => Decimal::ZERO,
+            },
+            ..self
         })
     }
 
@@ -58,6 +62,7 @@ impl Prices {
             currency: currency.to_string(),
             input_per_million: Decimal::ZERO,
             output_per_million: Decimal::ZERO,
+            gpu_hour: Decimal::ZERO,
         }
     }
 
@@ -68,6 +73,31 @@ impl Prices {
             + Decimal::from(completion_tokens) * self.output_per_million)
             / million
     }
+
+    /// Charge for `gpu_milliseconds` of GPU time (multiplied before dividing, not rounded
+    /// to cents).
+    pub fn gpu_charge(&self, gpu_milliseconds: u64) -> Decimal {
+        Decimal::from(gpu_milliseconds) * self.gpu_hour / Decimal::from(MILLISECONDS_PER_HOUR)
+    }
+}
+
+const MILLISECONDS_PER_HOUR: u64 = 3_600_000;
+
+/// GPU-milliseconds as GPU-hours, to 6 decimal places (what an invoice line shows).
+pub fn gpu_hours(gpu_milliseconds: u64) -> Decimal {
+    (Decimal::from(gpu_milliseconds) / Decimal::from(MILLISECONDS_PER_HOUR)).round_dp(6)
+}
+
+/// A Tier price string as a decimal: only plain decimals, as the CRD schema allows
+/// (`Decimal::from_str` alone would take "1e3").
+fn parse_decimal(field: &'static str, value: &str) -> Result<Decimal, PricingError> {
+    hearth_crds::validation::is_decimal(value)
+        .then(|| Decimal::from_str(value).ok())
+        .flatten()
+        .ok_or_else(|| PricingError::NotDecimal {
+            field,
+            value: value.to_string(),
+        })
 }
 
 /// Rounds an amount to cents, halves away from zero (how invoices are usually rounded).
@@ -128,6 +158,26 @@ mod tests {
             Prices::parse("USD", "1e3", "1"),
             Err(PricingError::NotDecimal {
                 field: "pricing.inputPerMillionTokens",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn gpu_time_is_priced_by_the_hour_exactly() {
+        let prices = Prices::parse("USD", "0", "0")
+            .and_then(|p| p.with_gpu_hour(Some("2.50")))
+            .expect("prices");
+        // 90 GPU-minutes at $2.50 = $3.75; one GPU-second = 2.50 / 3600 = 0.000694…
+        assert_eq!(
+            prices.gpu_charge(5_400_000),
+            Decimal::from_str("3.75").expect("d")
+        );
+        assert_eq!(to_cents(prices.gpu_charge(1_000)), Decimal::ZERO);
+        assert!(matches!(
+            Prices::free("USD").with_gpu_hour(Some("-1")),
+            Err(PricingError::NotDecimal {
+                field: "pricing.gpuHour",
                 ..
             })
         ));

@@ -11,6 +11,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::pricing::period_of;
+#[cfg(any(doc, test))]
+use hearth_crds::usage::GPU_TIME;
 use hearth_crds::usage::{Sequenced, UsageRecord};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -60,6 +62,9 @@ pub struct Totals {
     pub completion_tokens: u64,
     /// Requests whose usage the meter estimated.
     pub estimated_requests: u64,
+    /// GPU-milliseconds: held by the model's pods (under [`GPU_TIME`]), or a tenant's share.
+    #[serde(default)]
+    pub gpu_milliseconds: u64,
 }
 
 /// What storing a batch did.
@@ -77,14 +82,12 @@ pub trait UsageStore: Send + Sync {
     fn store_batch(&self, meter: &str, records: &[Sequenced], cursor: u64) -> Result<Stored, StoreError>;
     /// The cursor stored for `meter` (0 when new).
     fn cursor(&self, meter: &str) -> Result<u64, StoreError>;
-    /// Totals per model for `tenant` in `period`.
+    /// Totals per model for `tenant` in `period`, with its share of each model's GPU time.
     fn totals(&self, tenant: &str, period: &str) -> Result<BTreeMap<String, Totals>, StoreError> {
-        Ok(self
-            .period_totals(period)?
-            .into_iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|((_, model), totals)| (model, totals))
-            .collect())
+        Ok(super::gpu_share::tenant_totals(
+            &self.period_totals(period)?,
+            tenant,
+        ))
     }
     /// Totals per tenant and model for `period`.
     fn period_totals(&self, period: &str) -> Result<BTreeMap<(String, String), Totals>, StoreError>;
@@ -162,6 +165,7 @@ impl UsageStore for EmbeddedStore {
                 total.prompt_tokens += record.prompt_tokens;
                 total.completion_tokens += record.completion_tokens;
                 total.estimated_requests += u64::from(record.estimated);
+                total.gpu_milliseconds += record.gpu_milliseconds;
                 totals.insert(key.as_str(), serde_json::to_vec(&total)?.as_slice())?;
                 if self.export {
                     outbox.insert(next_outbox, serde_json::to_vec(record)?.as_slice())?;
@@ -252,6 +256,7 @@ pub(crate) mod tests {
                 streamed: false,
                 started_at_ms: at_ms,
                 finished_at_ms: at_ms,
+                gpu_milliseconds: 0,
             },
         }
     }
@@ -298,7 +303,8 @@ pub(crate) mod tests {
                 requests: 2,
                 prompt_tokens: 300,
                 completion_tokens: 30,
-                estimated_requests: 0
+                estimated_requests: 0,
+                gpu_milliseconds: 0
             }
         );
         assert_eq!(acme["qwen"].requests, 1);
@@ -308,6 +314,33 @@ pub(crate) mod tests {
             5
         );
         assert_eq!(store.period_totals("2026-11").expect("totals").len(), 2);
+
+        // GPU time: two intervals of llama's pod, shared 3:1 between acme (330 tokens) and
+        // beta (110 tokens).
+        let mut gpu = vec![
+            record("gpu/pod-1/1", GPU_TIME, "llama", 0, 0, NOV),
+            record("gpu/pod-1/2", GPU_TIME, "llama", 0, 0, NOV),
+            record("e", "ns/beta", "llama", 100, 10, NOV),
+        ];
+        gpu[0].record.gpu_milliseconds = 3_000_000;
+        gpu[1].record.gpu_milliseconds = 1_000_000;
+        store.store_batch("meter-1", &gpu, 7).expect("stores");
+        store
+            .store_batch("meter-1", &gpu, 7)
+            .expect("re-delivery is a no-op");
+        assert_eq!(
+            store.period_totals("2026-11").expect("totals")[&(GPU_TIME.to_string(), "llama".to_string())]
+                .gpu_milliseconds,
+            4_000_000
+        );
+        assert_eq!(
+            store.totals("ns/acme", "2026-11").expect("totals")["llama"].gpu_milliseconds,
+            3_000_000
+        );
+        assert_eq!(
+            store.totals("ns/beta", "2026-11").expect("totals")["llama"].gpu_milliseconds,
+            1_000_000
+        );
     }
 
     #[test]
@@ -316,7 +349,7 @@ pub(crate) mod tests {
         let _ = std::fs::remove_file(&path);
         store_suite(&EmbeddedStore::open(&path).expect("opens"));
         let reopened = EmbeddedStore::open(&path).expect("reopens");
-        assert_eq!(reopened.cursor("meter-1").expect("cursor"), 4);
+        assert_eq!(reopened.cursor("meter-1").expect("cursor"), 7);
         assert_eq!(
             reopened.totals("ns/acme", "2026-11").expect("totals")["llama"].requests,
             2

@@ -35,7 +35,8 @@ pub fn prices_of(tier: Option<&Tier>) -> Result<Prices, PricingError> {
             &p.currency,
             &p.input_per_million_tokens,
             &p.output_per_million_tokens,
-        ),
+        )?
+        .with_gpu_hour(p.gpu_hour.as_deref()),
         None => Ok(Prices::free("USD")),
     }
 }
@@ -208,6 +209,7 @@ mod tests {
                 prompt_tokens: 2_000_000,
                 completion_tokens: 1_000_000,
                 estimated_requests: 0,
+                ..Totals::default()
             },
         )]);
         let (_, usage, condition) = evaluate(&acme, Some(&gold), "2026-11", &under, now()).expect("prices");
@@ -221,6 +223,7 @@ mod tests {
                 prompt_tokens: 2_000_000,
                 completion_tokens: 2_000_000,
                 estimated_requests: 0,
+                ..Totals::default()
             },
         )]);
         let (_, usage, condition) = evaluate(&acme, Some(&gold), "2026-11", &over, now()).expect("prices");
@@ -259,6 +262,7 @@ mod tests {
                 prompt_tokens: 400,
                 completion_tokens: 100,
                 estimated_requests: 0,
+                ..Totals::default()
             },
         )]);
         let (_, _, condition) = evaluate(&hobby, Some(&free), "2026-11", &totals, now()).expect("free");

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
-use hearth_crds::tenant::BudgetAction;
 use hearth_crds::tier::TierLimits;
 use hearth_crds::{InferenceModel, Tenant, Tier};
 
@@ -152,20 +151,6 @@ fn tenant_id(tenant: &Tenant) -> String {
     )
 }
 
-fn budget_blocked(tenant: &Tenant) -> bool {
-    let blocks = tenant
-        .spec
-        .budget
-        .as_ref()
-        .is_some_and(|b| b.action == BudgetAction::Block);
-    let crossed = tenant.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == hearth_crds::conditions::BUDGET_EXCEEDED && c.status == "True")
-    });
-    blocks && crossed
-}
-
 impl Config {
     /// Builds a snapshot from the CRs. Key hashes come from `Tenant.status.apiKeys` (what the
     /// operator publishes) plus `extra_keys` (`(tenant id, key name, hash)`, e.g. local key
@@ -210,7 +195,7 @@ impl Config {
                 tier: tier_policy.clone(),
                 limits: Limits::effective(tier, tenant),
                 suspended: tenant.spec.suspended,
-                budget_blocked: budget_blocked(tenant),
+                budget_blocked: crate::billing::usage_status::is_blocked(tenant),
                 reported_usage,
             };
             let spec_revoked = |name: &str| tenant.spec.api_keys.iter().any(|k| k.name == name && k.revoked);

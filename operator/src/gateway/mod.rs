@@ -117,6 +117,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         config_dir: args.config.clone(),
         keys_dir: args.keys_dir.clone(),
         backends: source::group_backends(&args.backends),
+        statuses: None,
     };
     let config = source.load()?;
     for name in source

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::local::config::{ConfigError, LocalConfig, load};
 use crate::local::keys::LocalKey;
+use crate::local::statuses::LocalStatuses;
 
 use super::config::Config;
 use super::server::GatewayState;
@@ -95,6 +97,8 @@ pub struct LocalSource {
     pub keys_dir: Option<PathBuf>,
     /// Replicas by served name.
     pub backends: BTreeMap<String, Vec<String>>,
+    /// Usage and budget conditions from local billing, laid over the tenants when present.
+    pub statuses: Option<Arc<LocalStatuses>>,
 }
 
 type Stamp = Vec<(PathBuf, Option<SystemTime>, u64)>;
@@ -119,7 +123,10 @@ fn stamp_dir(dir: &Path, out: &mut Stamp) {
 impl LocalSource {
     /// Reads the folders into a Config.
     pub fn load(&self) -> Result<Config, SourceError> {
-        let local = load(&self.config_dir)?;
+        let mut local = load(&self.config_dir)?;
+        if let Some(statuses) = &self.statuses {
+            statuses.apply(&mut local);
+        }
         let keys = match &self.keys_dir {
             Some(dir) => read_key_files(dir, &local)?,
             None => Vec::new(),
@@ -134,11 +141,14 @@ impl LocalSource {
         if let Some(dir) = &self.keys_dir {
             stamp_dir(dir, &mut stamp);
         }
+        if let Some(statuses) = &self.statuses {
+            stamp.push((PathBuf::from("<billing statuses>"), None, statuses.version()));
+        }
         stamp
     }
 
-    /// Polls the folders every `interval` and swaps a new Config into `state` when a file
-    /// changed. Runs until the task is dropped.
+    /// Polls the folders (and billing's statuses) every `interval` and swaps a new Config into
+    /// `state` when something changed. Runs until the task is dropped.
     pub async fn watch(self, state: GatewayState, interval: Duration) {
         let mut last = self.stamp();
         loop {

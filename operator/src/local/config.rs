@@ -66,7 +66,7 @@ pub enum ConfigError {
 }
 
 /// The resources of a local configuration, each with the file it came from.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LocalConfig {
     /// Tiers.
     pub tiers: Vec<(PathBuf, Tier)>,

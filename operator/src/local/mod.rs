@@ -6,12 +6,14 @@
 pub mod config;
 pub mod engines;
 pub mod keys;
+pub mod statuses;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::billing::aggregator::{Aggregator, MeterSource};
+use crate::billing::aggregator::{Aggregator, MeterSource, TenantStatuses};
 use crate::billing::discovery::Meter;
 use crate::billing::http::BillingState;
 use crate::billing::store::{EmbeddedStore, UsageStore};
@@ -83,9 +85,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         })
         .collect();
     let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
-    let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
-    let tiers: Vec<_> = config.tiers.iter().map(|(_, t)| t.clone()).collect();
-    aggregator.publish(&tenants, &tiers).await?;
+    let statuses = Arc::new(statuses::LocalStatuses::default());
+    statuses.publish(publish_from(&aggregator, &config).await?);
     let billing_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.billing_port))
         .await
         .map_err(|e| {
@@ -99,12 +100,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         prices: aggregator.prices.clone(),
     });
     tokio::spawn(async move { axum::serve(billing_listener, billing_api).await });
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(BILLING_INTERVAL).await;
-            let _ = aggregator.pull_all().await;
-        }
-    });
+    tokio::spawn(billing_passes(aggregator, args.config.clone(), statuses.clone()));
 
     // The gateway: tenant keys, tier limits and priority in front of the meters; edits to the
     // YAML folder (a Tier's limits, a new key) are picked up while it runs.
@@ -117,7 +113,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let state = GatewayState::from_local(&config, &all_keys, &backends, GatewayOptions::default());
+    let mut gateway_config = config.clone();
+    statuses.apply(&mut gateway_config);
+    let state = GatewayState::from_local(&gateway_config, &all_keys, &backends, GatewayOptions::default());
     let gateway_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.gateway_port))
         .await
         .map_err(|e| {
@@ -130,6 +128,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         config_dir: args.config.clone(),
         keys_dir: Some(args.state_dir.join("keys")),
         backends,
+        statuses: Some(statuses),
     };
     tokio::spawn(source.watch(state.clone(), Duration::from_secs(1)));
     let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -169,6 +168,30 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// Evaluates every tenant of `config` against its stored usage.
+async fn publish_from(aggregator: &Aggregator, config: &config::LocalConfig) -> kube::Result<TenantStatuses> {
+    let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
+    let tiers: Vec<_> = config.tiers.iter().map(|(_, t)| t.clone()).collect();
+    aggregator.publish(&tenants, &tiers).await
+}
+
+/// Every interval: pull the meters, re-read the YAML (a Tier's prices or a budget may have
+/// changed) and publish usage and budget conditions to the gateway. Runs until dropped.
+async fn billing_passes(aggregator: Aggregator, config_dir: PathBuf, statuses: Arc<statuses::LocalStatuses>) {
+    loop {
+        tokio::time::sleep(BILLING_INTERVAL).await;
+        let _ = aggregator.pull_all().await;
+        let Ok(config) = config::load(&config_dir) else {
+            // The gateway's source logs the invalid edit; billing keeps its last view.
+            continue;
+        };
+        match publish_from(&aggregator, &config).await {
+            Ok(published) => statuses.publish(published),
+            Err(error) => tracing::warn!(%error, "local billing pass failed; retrying next pass"),
+        }
+    }
 }
 
 /// SIGTERM (so the process drains), then SIGKILL after a grace period.

@@ -462,6 +462,7 @@ mod tests {
             streamed: true,
             started_at_ms: 1,
             finished_at_ms: 2,
+            gpu_milliseconds: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //! records every metered response's usage in a crash-safe ledger and serves the records to the
 //! billing aggregator by cursor.
 
+pub mod gpu_time;
 pub mod ledger;
 pub mod proxy;
 pub mod usage;
@@ -42,6 +43,18 @@ pub struct MeterArgs {
     /// Segment size before rolling over, in bytes.
     #[arg(long, default_value_t = ledger::DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
+    /// GPUs the pod holds; above 0 the meter records GPU time for `gpuHour` pricing.
+    #[arg(long, env = "HEARTH_GPUS", default_value_t = 0)]
+    pub gpus: u32,
+    /// Served model name GPU time is billed to.
+    #[arg(long, env = "HEARTH_SERVED_NAME", default_value = "")]
+    pub served_name: String,
+    /// This pod's name (unique GPU-time record ids across replicas).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// Seconds of GPU time per record (a crash loses at most one interval).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gpu_record_seconds: u64,
 }
 
 /// The meter's metrics.
@@ -184,6 +197,11 @@ pub fn app(state: MeterState) -> Router {
 
 /// Runs the meter until SIGTERM/Ctrl-C, then drains in-flight responses.
 pub async fn run(args: MeterArgs) -> anyhow::Result<()> {
+    if args.gpus > 0 && args.served_name.is_empty() {
+        anyhow::bail!(
+            "--served-name (HEARTH_SERVED_NAME) is required when --gpus is above 0: GPU time is billed to it"
+        );
+    }
     let ledger = Ledger::open(&args.ledger_dir, args.segment_bytes)?;
     let state = MeterState::new(&args.upstream, ledger);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -193,10 +211,27 @@ pub async fn run(args: MeterArgs) -> anyhow::Result<()> {
         // TCP_NODELAY, Nagle plus delayed ACKs would hold it for ~40 ms.
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state))
+    let (stop_clock, clock_stopped) = tokio::sync::oneshot::channel::<()>();
+    let clock = gpu_time::GpuClock {
+        pod: if args.pod_name.is_empty() {
+            format!("pid-{}", std::process::id())
+        } else {
+            args.pod_name.clone()
+        },
+        model: args.served_name.clone(),
+        gpus: args.gpus,
+        interval: std::time::Duration::from_secs(args.gpu_record_seconds),
+    };
+    let clock = tokio::spawn(clock.run(state.ledger.clone(), async move {
+        let _ = clock_stopped.await;
+    }));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+        .await;
+    // The GPUs are held until the pod stops: record the interval in progress.
+    let _ = stop_clock.send(());
+    let _ = clock.await;
+    Ok(served?)
 }
 
 /// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.

@@ -221,6 +221,7 @@ impl MeteredBody {
             streamed: self.streamed,
             started_at_ms: pending.started_at_ms,
             finished_at_ms: now_ms(),
+            gpu_milliseconds: 0,
         })
     }
 

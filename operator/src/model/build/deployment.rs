@@ -96,7 +96,7 @@ fn build_pod_spec(model: &InferenceModel, settings: &Settings) -> PodSpec {
     let mut init_containers = Vec::new();
     if spec.metering.enabled {
         volumes.push(empty_dir("ledger", None, Some("1Gi")));
-        init_containers.push(build_meter_sidecar(settings));
+        init_containers.push(build_meter_sidecar(model, settings));
     }
     PodSpec {
         automount_service_account_token: Some(false),
@@ -189,9 +189,29 @@ fn build_engine_container(
 }
 
 /// The meter runs as a native sidecar (an init container that keeps running), so it starts
-/// before the engine and stops after it: no response can finish unmetered.
-fn build_meter_sidecar(settings: &Settings) -> Container {
+/// before the engine and stops after it: no response can finish unmetered. It also records
+/// the GPU time the pod holds, billed to the served model.
+fn build_meter_sidecar(model: &InferenceModel, settings: &Settings) -> Container {
+    let gpus = match &model.spec.gpu {
+        Some(_) => model.spec.parallelism.gpu_count(),
+        None => 0,
+    };
     Container {
+        env: Some(vec![
+            env("HEARTH_GPUS", &gpus.to_string()),
+            env("HEARTH_SERVED_NAME", &model.spec.served_name),
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+        ]),
         name: CONTAINER_METER.into(),
         image: Some(settings.runtime_image.clone()),
         restart_policy: Some("Always".into()),
@@ -416,6 +436,26 @@ mod tests {
         assert_eq!(sidecars.len(), 1);
         assert_eq!(sidecars[0].name, "meter");
         assert_eq!(sidecars[0].restart_policy.as_deref(), Some("Always"));
+        let meter_env: BTreeMap<_, _> = sidecars[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        assert_eq!(
+            meter_env["HEARTH_GPUS"].value.as_deref(),
+            Some("2"),
+            "GPU time of tensor × pipeline GPUs"
+        );
+        assert_eq!(
+            meter_env["HEARTH_SERVED_NAME"].value.as_deref(),
+            Some("llama-3.1-8b")
+        );
+        let pod_name = meter_env["POD_NAME"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref());
+        assert_eq!(pod_name.map(|f| f.field_path.as_str()), Some("metadata.name"));
         assert_eq!(
             sidecars[0].args.as_ref().expect("args")[..5],
             [
