@@ -153,10 +153,18 @@ async fn the_snapshot_routes_to_ready_endpoint_addresses_only() {
     feed.basics(1_000);
     feed.model("m", "m", 100, false);
     // 127.0.0.2 is not ready: a request sent there would fail (nothing listens).
-    feed.slice("m", backend.addr.port(), &[("127.0.0.1", None), ("127.0.0.2", Some(false))]);
+    feed.slice(
+        "m",
+        backend.addr.port(),
+        &[("127.0.0.1", None), ("127.0.0.2", Some(false))],
+    );
     feed.slice("other", 9, &[("10.0.0.9", Some(true))]);
     let config = snapshot(&feed.stores());
-    assert_eq!(config.tenants.len(), 1, "the malformed Tenant is left out, the rest kept");
+    assert_eq!(
+        config.tenants.len(),
+        1,
+        "the malformed Tenant is left out, the rest kept"
+    );
     assert_eq!(
         config.models["m"].variants[0].replicas,
         vec![format!("http://127.0.0.1:{}", backend.addr.port())]
@@ -190,7 +198,11 @@ async fn a_tier_change_is_reflected_in_the_running_gateway() {
     ticks.unbounded_send(()).expect("tick");
     swaps.changed().await.expect("first snapshot");
     let ready = app(state.clone())
-        .oneshot(axum::http::Request::get("/readyz").body(axum::body::Body::empty()).expect("request"))
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("response");
     assert_eq!(ready.status(), StatusCode::OK, "ready once synced");
@@ -203,7 +215,11 @@ async fn a_tier_change_is_reflected_in_the_running_gateway() {
     feed.tier(1_000, &["other", "m"]);
     ticks.unbounded_send(()).expect("tick");
     swaps.changed().await.expect("second snapshot");
-    assert_eq!(send(&state, "m").await.status(), StatusCode::OK, "the widened allow-list applies");
+    assert_eq!(
+        send(&state, "m").await.status(),
+        StatusCode::OK,
+        "the widened allow-list applies"
+    );
     rebuild.abort();
 }
 
@@ -240,7 +256,10 @@ async fn five_concurrent_requests_for_a_model_at_zero_patch_its_scale_once_then_
         StatusCode::OK,
         scale,
     )]);
-    let waker = Waker::new(Arc::new(KubeScaler::new(ctx.client.clone())), Duration::from_secs(30));
+    let waker = Waker::new(
+        Arc::new(KubeScaler::new(ctx.client.clone())),
+        Duration::from_secs(30),
+    );
     let state = GatewayState::with_waker(
         ConfigHandle::new(snapshot(&feed.stores())),
         GatewayOptions::default(),
@@ -255,8 +274,15 @@ async fn five_concurrent_requests_for_a_model_at_zero_patch_its_scale_once_then_
     // The script ends once it has seen its one call and no other for a while.
     let seen = script.await.expect("exactly one scale patch");
     assert_eq!(seen[0].body, json!({"spec": {"replicas": 1}}));
-    assert!(seen[0].uri.contains("fieldManager=hearth-gateway"), "{}", seen[0].uri);
-    assert!(requests.iter().all(|r| !r.is_finished()), "requests wait for a replica");
+    assert!(
+        seen[0].uri.contains("fieldManager=hearth-gateway"),
+        "{}",
+        seen[0].uri
+    );
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "requests wait for a replica"
+    );
 
     feed.slice("m", backend.addr.port(), &[("127.0.0.1", Some(true))]);
     state.update(snapshot(&feed.stores()));
@@ -282,7 +308,10 @@ async fn a_model_that_stays_at_zero_answers_503_with_retry_after() {
     feed.basics(1_000);
     feed.model("m", "m", 100, true);
     let patches = Arc::new(AtomicUsize::new(0));
-    let waker = Waker::new(Arc::new(CountingScaler(patches.clone())), Duration::from_millis(100));
+    let waker = Waker::new(
+        Arc::new(CountingScaler(patches.clone())),
+        Duration::from_millis(100),
+    );
     let state = GatewayState::with_waker(
         ConfigHandle::new(snapshot(&feed.stores())),
         GatewayOptions::default(),

@@ -171,7 +171,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
 async fn start_cluster(args: &GatewayArgs) -> anyhow::Result<(GatewayState, tokio::task::JoinHandle<()>)> {
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| anyhow::anyhow!("no Kubernetes client for --source cluster: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no Kubernetes client for --source cluster ({e}); run with --source local to serve a folder of YAML"
+            )
+        })?;
     let waker = args.scale_from_zero.then(|| {
         Arc::new(wake::Waker::new(
             Arc::new(wake::KubeScaler::new(client.clone())),
