@@ -332,3 +332,158 @@ async fn a_model_that_stays_at_zero_answers_503_with_retry_after() {
     let body: Value = serde_json::from_str(&text(response).await).expect("JSON");
     assert_eq!(body["error"]["code"], "no_ready_replica");
 }
+
+/// A fake API server for the real reflectors: lists answer with `lists[path]`, watches are
+/// held open (never answered); returns the client and every URI asked for.
+fn fake_watch_server(
+    lists: Vec<(&'static str, Value)>,
+) -> (kube::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let uri = request.uri().to_string();
+            record.lock().expect("lock").push(uri.clone());
+            if uri.contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            let path = uri.split('?').next().unwrap_or_default();
+            let list = lists.iter().find(|(p, _)| *p == path).map(|(_, l)| l.clone());
+            let (status, body) = match list {
+                Some(list) => (200, list),
+                None => (404, support::not_found()),
+            };
+            send.send_response(
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).expect("JSON")))
+                    .expect("response"),
+            );
+        }
+    });
+    (kube::Client::new(service, "default"), seen)
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+#[tokio::test]
+async fn the_watches_fill_the_stores_and_the_first_snapshot_marks_the_gateway_ready() {
+    let backend = FakeBackend::start("m").await;
+    let mut feed = Feed::new();
+    feed.basics(1_000);
+    feed.model("m", "m", 100, false);
+    feed.slice("m", backend.addr.port(), &[("127.0.0.1", Some(true))]);
+    let items = |values: Vec<Value>| values;
+    let stores = feed.stores();
+    let as_json = |value: Result<Value, serde_json::Error>| value.expect("JSON");
+    let tiers = items(
+        stores
+            .tiers
+            .state()
+            .iter()
+            .map(|g| as_json(serde_json::to_value(g.0.as_ref().ok())))
+            .collect(),
+    );
+    let tenants = items(vec![
+        as_json(serde_json::to_value(snapshot_tenant(&stores))),
+        json!({"apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "broken", "namespace": "acme"}, "spec": {"tierRef": 7}}),
+    ]);
+    let models = items(
+        stores
+            .models
+            .state()
+            .iter()
+            .map(|g| as_json(serde_json::to_value(g.0.as_ref().ok())))
+            .collect(),
+    );
+    let slices = items(
+        stores
+            .slices
+            .state()
+            .iter()
+            .map(|s| as_json(serde_json::to_value(s.as_ref())))
+            .collect(),
+    );
+    let (client, seen) = fake_watch_server(vec![
+        ("/apis/hearth.dev/v1alpha1/tiers", list("Tier", tiers)),
+        (
+            "/apis/hearth.dev/v1alpha1/namespaces/acme/tenants",
+            list("Tenant", tenants),
+        ),
+        (
+            "/apis/hearth.dev/v1alpha1/namespaces/acme/inferencemodels",
+            list("InferenceModel", models),
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/acme/endpointslices",
+            list("EndpointSlice", slices),
+        ),
+    ]);
+
+    let state = GatewayState::with_handle(ConfigHandle::default(), GatewayOptions::default());
+    state.set_ready(false);
+    let readyz = |state: &GatewayState| {
+        app(state.clone()).oneshot(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+    };
+    assert_eq!(
+        readyz(&state).await.expect("response").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let mut swaps = state.config().subscribe();
+    let (stores, changes) = hearth_operator::gateway::cluster::watch(&client, Some("acme"));
+    let rebuild = tokio::spawn(rebuild_on_change(
+        stores,
+        changes,
+        state.clone(),
+        Duration::from_millis(10),
+    ));
+    tokio::time::timeout(Duration::from_secs(5), swaps.changed())
+        .await
+        .expect("a snapshot within 5 s")
+        .expect("handle alive");
+    assert_eq!(readyz(&state).await.expect("response").status(), StatusCode::OK);
+    let response = send(&state, "m").await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text(response).await);
+    assert_eq!(backend.seen().len(), 1);
+
+    let seen = seen.lock().expect("lock").clone();
+    let slice_list = seen
+        .iter()
+        .find(|uri| {
+            uri.starts_with("/apis/discovery.k8s.io/v1/namespaces/acme/endpointslices?")
+                && !uri.contains("watch=true")
+        })
+        .expect("EndpointSlices listed");
+    assert!(
+        slice_list.contains("labelSelector=kubernetes.io%2Fservice-name%2Chearth.dev%2Fmodel"),
+        "{slice_list}"
+    );
+    assert!(
+        seen.iter()
+            .any(|uri| uri.contains("/tiers?") && uri.contains("watch=true")),
+        "watched, not polled: {seen:#?}"
+    );
+    rebuild.abort();
+}
+
+/// The well-formed Tenant of [`Feed::basics`].
+fn snapshot_tenant(stores: &ClusterStores) -> Tenant {
+    stores
+        .tenants
+        .state()
+        .iter()
+        .find_map(|g| g.0.as_ref().ok().cloned())
+        .expect("a valid Tenant")
+}

@@ -1,7 +1,7 @@
 //! Cluster config source: kube-runtime reflectors (watches, not polls) on Tiers, Tenants,
 //! InferenceModels and the models' EndpointSlices. Every change rebuilds one [`Config`]
-//! snapshot from the stores (the same type local mode builds) and swaps it in, after a short
-//! debounce so a burst of events (a rollout) makes one snapshot.
+//! snapshot from the stores (the same type local mode builds) and swaps it in, at the end of a
+//! short window opened by the change, so a burst of events (a rollout) makes one snapshot.
 //!
 //! Key hashes come from `Tenant.status.apiKeys`, which the operator maintains, so the gateway
 //! never reads Secrets. A model's replicas are the ready endpoints (`conditions.ready` not
@@ -237,9 +237,9 @@ impl ClusterStores {
     }
 }
 
-/// Rebuilds and swaps in a snapshot after each burst of `changes` (events closer together than
-/// `debounce` make one snapshot), once every store has synced; marks the gateway ready after
-/// the first. Runs until `changes` ends.
+/// Rebuilds and swaps in a snapshot `debounce` after a change (the changes arriving in that
+/// window make the same snapshot; a steady stream of events cannot postpone it further), once
+/// every store has synced; marks the gateway ready after the first. Runs until `changes` ends.
 pub async fn rebuild_on_change(
     stores: ClusterStores,
     mut changes: impl Stream<Item = ()> + Unpin,

@@ -1,7 +1,8 @@
 //! The gateway's view of the world: one immutable [`Config`] snapshot (tiers, tenants with their
 //! key hashes, models by `servedName` with their replicas), built from the CR types and swapped
-//! atomically behind a [`ConfigHandle`]. Local mode builds it from a folder of YAML; cluster
-//! reflectors can build the same snapshot from their stores and swap it in the same way.
+//! atomically behind a [`ConfigHandle`]. Local mode builds it from a folder of YAML
+//! ([`super::source`]); in a cluster, reflector stores build the same snapshot
+//! ([`super::cluster`]) and swap it in the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
