@@ -380,38 +380,14 @@ async fn the_watches_fill_the_stores_and_the_first_snapshot_marks_the_gateway_re
     feed.basics(1_000);
     feed.model("m", "m", 100, false);
     feed.slice("m", backend.addr.port(), &[("127.0.0.1", Some(true))]);
-    let items = |values: Vec<Value>| values;
+    // The lists the API server answers with: what the feed holds, plus a malformed Tenant.
     let stores = feed.stores();
-    let as_json = |value: Result<Value, serde_json::Error>| value.expect("JSON");
-    let tiers = items(
-        stores
-            .tiers
-            .state()
-            .iter()
-            .map(|g| as_json(serde_json::to_value(g.0.as_ref().ok())))
-            .collect(),
-    );
-    let tenants = items(vec![
-        as_json(serde_json::to_value(snapshot_tenant(&stores))),
-        json!({"apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
-            "metadata": {"name": "broken", "namespace": "acme"}, "spec": {"tierRef": 7}}),
-    ]);
-    let models = items(
-        stores
-            .models
-            .state()
-            .iter()
-            .map(|g| as_json(serde_json::to_value(g.0.as_ref().ok())))
-            .collect(),
-    );
-    let slices = items(
-        stores
-            .slices
-            .state()
-            .iter()
-            .map(|s| as_json(serde_json::to_value(s.as_ref())))
-            .collect(),
-    );
+    let tiers = items(stores.tiers.state().iter().filter_map(|g| g.0.as_ref().ok()));
+    let mut tenants = items(stores.tenants.state().iter().filter_map(|g| g.0.as_ref().ok()));
+    tenants.push(json!({"apiVersion": "hearth.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "broken", "namespace": "acme"}, "spec": {"tierRef": 7}}));
+    let models = items(stores.models.state().iter().filter_map(|g| g.0.as_ref().ok()));
+    let slices = items(stores.slices.state().iter().map(|s| s.as_ref()));
     let (client, seen) = fake_watch_server(vec![
         ("/apis/hearth.dev/v1alpha1/tiers", list("Tier", tiers)),
         (
@@ -478,12 +454,9 @@ async fn the_watches_fill_the_stores_and_the_first_snapshot_marks_the_gateway_re
     rebuild.abort();
 }
 
-/// The well-formed Tenant of [`Feed::basics`].
-fn snapshot_tenant(stores: &ClusterStores) -> Tenant {
-    stores
-        .tenants
-        .state()
-        .iter()
-        .find_map(|g| g.0.as_ref().ok().cloned())
-        .expect("a valid Tenant")
+/// Objects as the JSON items of a list.
+fn items<'a, K: serde::Serialize + 'a>(objects: impl Iterator<Item = &'a K>) -> Vec<Value> {
+    objects
+        .map(|object| serde_json::to_value(object).expect("serialisable"))
+        .collect()
 }
