@@ -132,7 +132,7 @@ GATEWAY_CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
     ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
     ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
     ("gateway/cluster.rs", r"reflect\(\s*api::<EndpointSlice>", perms("discovery.k8s.io", "endpointslices", *WATCH)),
-    ("gateway/wake.rs", r"Api<Deployment>.*\.patch_scale\(|\.patch_scale\(", perms("apps", "deployments/scale", "patch")),
+    ("gateway/wake.rs", r"api\.patch_scale\(&target\.deployment", perms("apps", "deployments/scale", "patch")),
 ]
 SCALE_FROM_ZERO = {Perm("apps", "deployments/scale", "patch")}
 
