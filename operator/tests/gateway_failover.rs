@@ -127,6 +127,8 @@ async fn a_killed_backend_loses_no_request_before_its_first_byte() {
             "--log-format",
             "text",
             "gateway",
+            "--source",
+            "local",
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])

@@ -12,9 +12,33 @@ use crate::model::llama::argmax_rows;
 use crate::model::{KvPool, Llama, StepInput};
 use crate::serve::device;
 
+/// Every figure one bench run measured.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct BenchReport {
+    /// Seconds to load (memory-map and prepare) the weights.
+    pub load_s: f64,
+    /// Prompt length.
+    pub prompt_tokens: usize,
+    /// Prompt tokens per second.
+    pub prefill_tok_s: f64,
+    /// Seconds from the prompt to its first generated token (no HTTP).
+    pub ttft_s: f64,
+    /// Batch-1 decode tokens per second.
+    pub decode_tok_s: f64,
+    /// Concurrent sequences of the aggregate measurement.
+    pub batch: usize,
+    /// Aggregate decode tokens per second over `batch` sequences.
+    pub batch_decode_tok_s: Option<f64>,
+    /// Peak resident set size in bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Memory read bandwidth in bytes per second, with `--bandwidth`.
+    pub read_bandwidth_bytes_s: Option<f64>,
+}
+
 /// Prints load time, prefill tokens/s, batch-1 decode tokens/s and aggregate decode tokens/s of
 /// `--batch` concurrent sequences.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let mut report = BenchReport::default();
     let needed = args.prompt_tokens + args.decode_tokens + 1;
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens.max(needed),
@@ -25,6 +49,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("model: {}", args.model.model.display());
     println!("threads: {}", candle_core::utils::get_num_threads());
     println!("load: {:.3} s", loaded.load_time.as_secs_f64());
+    report.load_s = loaded.load_time.as_secs_f64();
 
     // A deterministic prompt of ordinary tokens.
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(args.prompt_tokens / 8 + 1);
@@ -49,6 +74,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut next = forward_one(model, &prompt, &mut table, &mut pool)?;
     let prefill = started.elapsed().as_secs_f64();
+    // The prompt's forward pass ends with the first token's logits: prefill time is TTFT.
+    (report.prompt_tokens, report.prefill_tok_s, report.ttft_s) =
+        (prompt.len(), prompt.len() as f64 / prefill, prefill);
     println!(
         "prefill: {} tokens in {:.3} s = {:.1} tok/s",
         prompt.len(),
@@ -61,6 +89,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         next = forward_one(model, &[next], &mut table, &mut pool)?;
     }
     let decode = started.elapsed().as_secs_f64();
+    report.decode_tok_s = args.decode_tokens as f64 / decode;
     println!(
         "decode (batch 1): {} tokens in {:.3} s = {:.1} tok/s",
         args.decode_tokens,
@@ -87,11 +116,25 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let total = args.batch * args.decode_tokens;
+        (report.batch, report.batch_decode_tok_s) = (args.batch, Some(total as f64 / elapsed));
         println!(
             "decode (batch {}): {total} tokens in {elapsed:.3} s = {:.1} tok/s aggregate",
             args.batch,
             total as f64 / elapsed
         );
+    }
+    report.peak_rss_bytes = crate::bandwidth::peak_rss_bytes();
+    if let Some(rss) = report.peak_rss_bytes {
+        println!("peak RSS: {:.1} MiB", rss as f64 / f64::from(1u32 << 20));
+    }
+    if args.bandwidth {
+        let threads = candle_core::utils::get_num_threads();
+        let rate = crate::bandwidth::read_bandwidth(1 << 30, threads, 3);
+        println!("memory read bandwidth ({threads} threads): {:.1} GB/s", rate / 1e9);
+        report.read_bandwidth_bytes_s = Some(rate);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
 }

@@ -112,6 +112,12 @@ pub struct BenchArgs {
     /// Concurrent sequences for the aggregate decode measurement (1 = skip it).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Also measure this machine's memory read bandwidth (the decode roofline).
+    #[arg(long)]
+    pub bandwidth: bool,
+    /// End with one JSON line of every figure (what `make bench` reads).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Target types for `--requantize`.

@@ -1,5 +1,6 @@
 //! Hearth's engine: loads a Llama-family model, batches requests, serves the OpenAI API.
 
+pub mod bandwidth;
 pub mod bench;
 pub mod chat_template;
 pub mod cli;

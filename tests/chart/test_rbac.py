@@ -1,13 +1,13 @@
-"""Least privilege: the operator's ClusterRole and Role grant exactly the API calls its code makes.
+"""Least privilege: the operator's and the gateway's roles grant exactly the API calls their code makes.
 
-CALLS is a table written by reading operator/src: one row per call site, naming the file, a
-pattern found at the call (a window of two lines either side), and the permissions the call
-needs. The tests check, both ways:
+CALLS (the operator) and GATEWAY_CALLS (the gateway, operator/src/gateway/) are tables written by
+reading operator/src: one row per call site, naming the file, a pattern found at the call (a
+window of two lines either side), and the permissions the call needs. The tests check, both ways:
 - every Kubernetes API call site found in operator/src (outside tests and local mode) is a row of
   the table: a new call without a row fails, so does a call that moved or changed;
 - every row still matches a call: a row (and so a rule) without a call fails;
-- the chart's rules are exactly the union of the rows' permissions: no rule without a call, no
-  call without a rule.
+- each component's chart rules are exactly the union of its rows' permissions: no rule without a
+  call, no call without a rule.
 
 Server-side apply (`Patch::Apply`) of an object that may not exist yet needs `create` as well as
 `patch`: the API server authorises an apply that creates as a create
@@ -42,6 +42,7 @@ CALL = re.compile(
       | \.delete\([^)]*DeleteParams | \.delete_collection\( | \.evict\( | \.entry\(\s*&
       | Controller::new\( | \.owns\( | \.watches\( | \.owns_stream\( | \.watches_stream\(
       | \bapply_if_changed\( | \bapply_status\( | \breport_invalid_object::< | \binvalid::accept\(
+      | \breflect\(
     )""",
     re.VERBOSE,
 )
@@ -121,19 +122,19 @@ GENERIC: list[tuple[str, str]] = [
     ("ssa.rs", r"api\.patch_status\("),  # apply_status<K>
     ("invalid.rs", r"api\.patch_status\(name"),  # report_invalid_object<K>
     ("invalid.rs", r"report_invalid_object::<K>"),  # accept<K>
+    ("gateway/cluster.rs", r"reflector::reflector\(writer, watcher\(api"),  # reflect<K>
 ]
 
-# The gateway does not call the API yet (operator/src/gateway/mod.rs bails "not built yet").
-# Its role follows issue 4: reflectors on Tenants, Tiers, InferenceModels and EndpointSlices, and
-# a scale patch to wake a model at zero. When the gateway makes calls, they appear as unlisted
-# call sites below and this table becomes call-site rows like CALLS.
-GATEWAY_PLANNED: set[Perm] = {
-    *perms("hearth.dev", "tenants", "get", *WATCH),
-    *perms("hearth.dev", "tiers", "get", *WATCH),
-    *perms("hearth.dev", "inferencemodels", "get", *WATCH),
-    *perms("discovery.k8s.io", "endpointslices", "get", *WATCH),
-    *perms("apps", "deployments/scale", "patch"),  # gateway.scaleFromZero.enabled
-}
+# gateway/: reflectors (list + watch) feeding the Config snapshot, and the scale-from-zero patch
+# (granted only with gateway.scaleFromZero.enabled).
+GATEWAY_CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
+    ("gateway/cluster.rs", r"reflect\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
+    ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
+    ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
+    ("gateway/cluster.rs", r"reflect\(\s*api::<EndpointSlice>", perms("discovery.k8s.io", "endpointslices", *WATCH)),
+    ("gateway/wake.rs", r"api\.patch_scale\(&target\.deployment", perms("apps", "deployments/scale", "patch")),
+]
+SCALE_FROM_ZERO = {Perm("apps", "deployments/scale", "patch")}
 
 
 @dataclass
@@ -178,7 +179,8 @@ def test_every_api_call_in_the_operator_has_a_row():
     unlisted = [
         f"operator/src/{s.file}:{s.line}: {s.text}"
         for s in call_sites()
-        if not any(row_matches(f, p, s) for f, p, _ in CALLS) and not any(row_matches(f, p, s) for f, p in GENERIC)
+        if not any(row_matches(f, p, s) for f, p, _ in CALLS + GATEWAY_CALLS)
+        and not any(row_matches(f, p, s) for f, p in GENERIC)
     ]
     assert not unlisted, (
         "API calls with no row in tests/chart/test_rbac.py CALLS (add the row and the RBAC rule "
@@ -188,10 +190,13 @@ def test_every_api_call_in_the_operator_has_a_row():
 
 def test_every_row_is_still_a_call():
     sites = call_sites()
-    stale = [f"{f}: {p}" for f, p, _ in CALLS if not any(row_matches(f, p, s) for s in sites)]
+    stale = [f"{f}: {p}" for f, p, _ in CALLS + GATEWAY_CALLS if not any(row_matches(f, p, s) for s in sites)]
     assert not stale, "rows of CALLS that match no call any more (remove them and their rules):\n" + "\n".join(stale)
-    for file, _ in GENERIC:
-        assert (OPERATOR_SRC / file).is_file()
+    stale_generic = [f"{f}: {p}" for f, p in GENERIC if not any(row_matches(f, p, s) for s in sites)]
+    assert not stale_generic, "GENERIC rows that match no call any more:\n" + "\n".join(stale_generic)
+    # Each table stays with its component: gateway rows name gateway files and no others.
+    assert all(f.startswith("gateway/") for f, _, _ in GATEWAY_CALLS)
+    assert not any(f.startswith("gateway/") for f, _, _ in CALLS)
 
 
 def granted(role: dict, scope: str) -> set[Perm]:
@@ -249,16 +254,29 @@ def test_bindings_give_each_role_to_its_own_service_account():
         assert spec["serviceAccountName"] == deployment
 
 
-def test_gateway_role_is_the_planned_read_only_role():
-    gateway_sites = [s for s in call_sites() if s.file.startswith("gateway/")]
-    # The gateway reads local YAML today; its cluster reflectors (issue 4) will need this role.
-    assert not gateway_sites, "the gateway now calls the API: turn GATEWAY_PLANNED into CALLS rows"
+def test_gateway_rules_are_exactly_the_calls():
+    needed = {perm for _, _, row in GATEWAY_CALLS for perm in row}
     role = objects_by_kind()[("ClusterRole", "hearth-gateway")]
-    assert granted(role, "cluster") == GATEWAY_PLANNED
+    have = granted(role, "cluster")
+    assert sorted(have - needed, key=str) == [], "gateway rules without a call"
+    assert sorted(needed - have, key=str) == [], "gateway calls without a rule"
+    # Without scale from zero the role is read-only, and the gateway is told not to patch.
     off = objects_by_kind(Path(__file__).parent / "values" / "scale-from-zero-off.yaml")
-    assert granted(off[("ClusterRole", "hearth-gateway")], "cluster") == {
-        p for p in GATEWAY_PLANNED if p.resource != "deployments/scale"
-    }
+    assert granted(off[("ClusterRole", "hearth-gateway")], "cluster") == needed - SCALE_FROM_ZERO
+    args = off[("Deployment", "hearth-gateway")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--scale-from-zero=false" in args
+    # The gateway never reads Secrets: key hashes come from Tenant status.
+    assert not any(p.resource == "secrets" for p in have)
+
+
+def test_the_chart_starts_the_gateway_on_the_cluster_source():
+    deployment = objects_by_kind()[("Deployment", "hearth-gateway")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "gateway"
+    assert "--source=cluster" in args and "--scale-from-zero=true" in args
+    # The flag's values are the enum the binary parses.
+    source = (OPERATOR_SRC / "gateway" / "mod.rs").read_text()
+    assert "pub enum SourceKind {" in source and "    Cluster,\n" in source
 
 
 def test_a_missing_or_extra_rule_is_detected():

@@ -1,13 +1,17 @@
 //! The gateway's view of the world: one immutable [`Config`] snapshot (tiers, tenants with their
 //! key hashes, models by `servedName` with their replicas), built from the CR types and swapped
-//! atomically behind a [`ConfigHandle`]. Local mode builds it from a folder of YAML; cluster
-//! reflectors can build the same snapshot from their stores and swap it in the same way.
+//! atomically behind a [`ConfigHandle`]. Local mode builds it from a folder of YAML
+//! ([`super::source`]); in a cluster, reflector stores build the same snapshot
+//! ([`super::cluster`]) and swap it in the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use hearth_crds::inference_model::AutoscalingMode;
 use hearth_crds::tier::TierLimits;
 use hearth_crds::{InferenceModel, Tenant, Tier};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::sync::watch;
 
 use crate::local::config::LocalConfig;
 use crate::local::keys::LocalKey;
@@ -99,15 +103,45 @@ pub struct KeyEntry {
     pub revoked: bool,
 }
 
-/// A served model: who may call it and where its replicas are.
+/// Where the gateway may ask for a replica of a model at zero: the Deployment the operator
+/// builds for the InferenceModel (same namespace, named by
+/// [`crate::model::build::child_name`]) whose `scale` it patches, and the count it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScaleTarget {
+    /// Namespace of the Deployment.
+    pub namespace: String,
+    /// Name of the Deployment (the InferenceModel's name).
+    pub deployment: String,
+    /// Replicas to ask for: `replicas.min`, at least 1.
+    pub replicas: i32,
+    /// Whether the operator reports no pods at all (`status.replicas == 0`): only then does
+    /// the gateway patch the scale, so it never shrinks a Deployment whose pods are starting.
+    pub at_zero: bool,
+}
+
+/// One InferenceModel behind a served name: its share of the traffic and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// `namespace/name` of the InferenceModel.
+    pub id: String,
+    /// Traffic weight against the other variants of the served name (`spec.weight`).
+    pub weight: u32,
+    /// Base URLs (`http://host:port`) of ready replicas.
+    pub replicas: Vec<String>,
+    /// Set when the gateway owns the replica count (`autoscaling.mode: gateway`) and so may
+    /// wake the model from zero.
+    pub scale: Option<ScaleTarget>,
+}
+
+/// A served model: who may call it and its variants (one per InferenceModel sharing the name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRoute {
     /// The OpenAI model id.
     pub served_name: String,
     /// Tiers allowed to call it; empty means every tier.
     pub tiers: BTreeSet<String>,
-    /// Base URLs (`http://host:port`) of ready replicas.
-    pub replicas: Vec<String>,
+    /// The InferenceModels serving this name, in `namespace/name` order.
+    pub variants: Vec<Variant>,
     /// Requests one replica takes at once before the gateway queues (the engine's batch size).
     pub max_in_flight_per_replica: u32,
     /// Context window, reserved as completion tokens when neither the request nor the tier
@@ -121,6 +155,11 @@ impl ModelRoute {
     pub fn allows(&self, tier: &TierPolicy) -> bool {
         (self.tiers.is_empty() || self.tiers.contains(&*tier.name))
             && (tier.models.is_empty() || tier.models.contains(&self.served_name))
+    }
+
+    /// Ready replicas over every variant.
+    pub fn replica_count(&self) -> usize {
+        self.variants.iter().map(|v| v.replicas.len()).sum()
     }
 }
 
@@ -144,25 +183,21 @@ pub fn parse_key_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 fn tenant_id(tenant: &Tenant) -> String {
-    format!(
-        "{}/{}",
-        tenant.metadata.namespace.as_deref().unwrap_or("default"),
-        tenant.metadata.name.as_deref().unwrap_or_default()
-    )
+    object_id(&tenant.metadata)
 }
 
 impl Config {
     /// Builds a snapshot from the CRs. Key hashes come from `Tenant.status.apiKeys` (what the
     /// operator publishes) plus `extra_keys` (`(tenant id, key name, hash)`, e.g. local key
     /// files); revocation follows `spec.apiKeys[].revoked` or the status. Tenants whose tier
-    /// does not exist are left out (their keys then fail as unknown). `backends` maps a served
-    /// name to its replicas' base URLs.
+    /// does not exist are left out (their keys then fail as unknown). `replicas_of` gives an
+    /// InferenceModel's ready replicas as base URLs (`http://host:port`).
     pub fn build(
         tiers: &[Tier],
         tenants: &[Tenant],
         models: &[InferenceModel],
         extra_keys: &[(String, String, String)],
-        backends: &BTreeMap<String, Vec<String>>,
+        replicas_of: &dyn Fn(&InferenceModel) -> Vec<String>,
     ) -> Self {
         let tier_policies: BTreeMap<String, (Arc<TierPolicy>, &Tier)> = tiers
             .iter()
@@ -222,31 +257,7 @@ impl Config {
             }
             config.tenants.insert(id, Arc::new(policy));
         }
-        // Several InferenceModels may share a served name: the name is open to every tier as
-        // soon as one of them is; otherwise the allowed tiers add up.
-        let mut open_to_all = BTreeSet::new();
-        for model in models {
-            let spec = &model.spec;
-            let route = config
-                .models
-                .entry(spec.served_name.clone())
-                .or_insert_with(|| ModelRoute {
-                    served_name: spec.served_name.clone(),
-                    tiers: BTreeSet::new(),
-                    replicas: backends.get(&spec.served_name).cloned().unwrap_or_default(),
-                    max_in_flight_per_replica: spec.engine.max_batch_size.max(1),
-                    max_context_tokens: spec.engine.max_context_tokens,
-                });
-            if spec.tiers.is_empty() {
-                open_to_all.insert(spec.served_name.clone());
-            }
-            route.tiers.extend(spec.tiers.iter().cloned());
-        }
-        for name in open_to_all {
-            if let Some(route) = config.models.get_mut(&name) {
-                route.tiers.clear();
-            }
-        }
+        config.models = model_routes(models, replicas_of);
         config
     }
 
@@ -263,39 +274,118 @@ impl Config {
             .iter()
             .map(|k| (k.tenant.clone(), k.name.clone(), k.hash.clone()))
             .collect();
-        Self::build(&tiers, &tenants, &models, &extra, backends)
+        // Static backends are per served name: the first InferenceModel of a name gets them.
+        let first_of_name = |model: &InferenceModel| {
+            models
+                .iter()
+                .find(|m| m.spec.served_name == model.spec.served_name)
+                .is_some_and(|first| first.metadata.name == model.metadata.name)
+        };
+        let replicas_of = |model: &InferenceModel| match backends.get(&model.spec.served_name) {
+            Some(urls) if first_of_name(model) => urls.clone(),
+            _ => Vec::new(),
+        };
+        Self::build(&tiers, &tenants, &models, &extra, &replicas_of)
     }
 }
 
+/// `namespace/name` of an object.
+pub fn object_id(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The scale target of a model whose replica count the gateway owns.
+fn scale_target(model: &InferenceModel) -> Option<ScaleTarget> {
+    if model.spec.autoscaling.mode != AutoscalingMode::Gateway {
+        return None;
+    }
+    let at_zero = model.status.as_ref().is_some_and(|s| s.replicas == 0);
+    Some(ScaleTarget {
+        namespace: model.metadata.namespace.clone()?,
+        deployment: crate::model::build::child_name(model)?.to_string(),
+        replicas: i32::try_from(model.spec.replicas.min.max(1)).unwrap_or(1),
+        at_zero,
+    })
+}
+
+/// Groups InferenceModels by served name, one [`Variant`] each. The name is open to every tier
+/// as soon as one of its models is; otherwise the allowed tiers add up.
+fn model_routes(
+    models: &[InferenceModel],
+    replicas_of: &dyn Fn(&InferenceModel) -> Vec<String>,
+) -> BTreeMap<String, ModelRoute> {
+    let mut routes: BTreeMap<String, ModelRoute> = BTreeMap::new();
+    let mut open_to_all = BTreeSet::new();
+    let mut sorted: Vec<&InferenceModel> = models.iter().collect();
+    sorted.sort_by_key(|m| object_id(&m.metadata));
+    for model in sorted {
+        let spec = &model.spec;
+        let route = routes
+            .entry(spec.served_name.clone())
+            .or_insert_with(|| ModelRoute {
+                served_name: spec.served_name.clone(),
+                tiers: BTreeSet::new(),
+                variants: Vec::new(),
+                max_in_flight_per_replica: spec.engine.max_batch_size.max(1),
+                max_context_tokens: spec.engine.max_context_tokens,
+            });
+        route.variants.push(Variant {
+            id: object_id(&model.metadata),
+            weight: spec.weight,
+            replicas: replicas_of(model),
+            scale: scale_target(model),
+        });
+        if spec.tiers.is_empty() {
+            open_to_all.insert(spec.served_name.clone());
+        }
+        route.tiers.extend(spec.tiers.iter().cloned());
+    }
+    for name in open_to_all {
+        if let Some(route) = routes.get_mut(&name) {
+            route.tiers.clear();
+        }
+    }
+    routes
+}
+
 /// The current [`Config`], swapped atomically: readers take a cheap `Arc` clone and keep a
-/// consistent snapshot for the whole request, writers replace it in one step.
-#[derive(Debug, Clone, Default)]
+/// consistent snapshot for the whole request, writers replace it in one step, and waiters (a
+/// request for a model at zero) hear of every swap.
+#[derive(Debug, Clone)]
 pub struct ConfigHandle {
-    current: Arc<RwLock<Arc<Config>>>,
+    current: Arc<watch::Sender<Arc<Config>>>,
+}
+
+impl Default for ConfigHandle {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
 }
 
 impl ConfigHandle {
     /// A handle holding `config`.
     pub fn new(config: Config) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(config))),
+            current: Arc::new(watch::Sender::new(Arc::new(config))),
         }
     }
 
     /// The snapshot in force now.
     pub fn load(&self) -> Arc<Config> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.borrow().clone()
     }
 
     /// Replaces the snapshot; requests already admitted keep the one they started with.
     pub fn store(&self, config: Config) {
-        let next = Arc::new(config);
-        match self.current.write() {
-            Ok(mut guard) => *guard = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        self.current.send_replace(Arc::new(config));
+    }
+
+    /// A receiver that wakes on every later [`Self::store`].
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
     }
 }

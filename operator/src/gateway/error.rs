@@ -105,6 +105,19 @@ pub enum GatewayError {
     /// The model has no ready replica.
     #[error("The model `{0}` has no ready replica.")]
     NoReplicas(String),
+    /// The model was at zero replicas and no replica became ready within the wait bound, or
+    /// the gateway could not ask for one.
+    #[error(
+        "The model `{model}` is starting from zero replicas and is not ready yet ({reason}); retry shortly."
+    )]
+    Starting {
+        /// Model.
+        model: String,
+        /// `wake_timeout` or `scale_failed`.
+        reason: &'static str,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
     /// Every replica tried failed before answering.
     #[error("The model's replicas failed to answer: {0}")]
     Upstream(String),
@@ -127,6 +140,7 @@ impl GatewayError {
             Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::Overloaded { .. } => "overloaded",
             Self::NoReplicas(_) => "no_replicas",
+            Self::Starting { .. } => "model_starting",
             Self::Upstream(_) => "upstream",
         }
     }
@@ -140,7 +154,9 @@ impl GatewayError {
             Self::InvalidRequest { .. } | Self::MaxTokensTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } | Self::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::NoReplicas(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::NoReplicas(_) | Self::Starting { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -161,6 +177,7 @@ impl GatewayError {
             Self::QuotaExhausted { .. } => ("insufficient_quota", "insufficient_quota"),
             Self::Overloaded { .. } => ("server_error", "overloaded"),
             Self::NoReplicas(_) => ("server_error", "no_ready_replica"),
+            Self::Starting { .. } => ("server_error", "model_starting"),
             Self::Upstream(_) => ("server_error", "upstream_error"),
         }
     }
@@ -178,7 +195,8 @@ impl GatewayError {
         match self {
             Self::RateLimited { retry_after, .. }
             | Self::QuotaExhausted { retry_after }
-            | Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            | Self::Overloaded { retry_after, .. }
+            | Self::Starting { retry_after, .. } => Some(*retry_after),
             Self::NoReplicas(_) => Some(Duration::from_secs(1)),
             _ => None,
         }

@@ -4,11 +4,14 @@
 //! loaded replica with the response streamed back as it comes.
 //!
 //! Local mode embeds it with [`GatewayState::from_local`], [`app`] and [`serve`]; the binary
-//! runs it from a folder of CR YAML with [`run`].
+//! runs it with [`run`], from the cluster's CRs and EndpointSlices (`--source cluster`, what the
+//! chart starts) or from a folder of CR YAML (`--source local`).
 
 pub mod admission;
 pub mod auth;
 pub mod bucket;
+pub mod canary;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -16,14 +19,17 @@ pub mod proxy;
 pub mod queue;
 pub mod request;
 pub mod routing;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod source;
 pub mod stream;
+pub mod wake;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{Config, ConfigHandle};
@@ -35,20 +41,53 @@ use crate::local::config::LocalConfig;
 use crate::local::keys::LocalKey;
 use scheduler::QueueLimits;
 
+/// Where the gateway's configuration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// Watch Tiers, Tenants, InferenceModels and EndpointSlices in the cluster (in-cluster
+    /// config or the kubeconfig); wakes models at zero replicas.
+    Cluster,
+    /// Poll a folder of CR YAML, key files and static `--backend` URLs; no scale from zero.
+    Local,
+}
+
 /// Options of `hearth-operator gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
-    /// Folder of Tier, Tenant and InferenceModel YAML (as local mode reads it); watched for
-    /// changes.
+    /// Configuration source: `cluster` (the default, what the chart runs: watches the API
+    /// server, needs a kubeconfig or in-cluster service account) or `local` (`--config`,
+    /// `--keys-dir` and `--backend`, for running next to local engines without a cluster).
+    #[arg(long, value_enum, default_value_t = SourceKind::Cluster, env = "HEARTH_GATEWAY_SOURCE")]
+    pub source: SourceKind,
+    /// Cluster source: watch Tenants, InferenceModels and EndpointSlices in this namespace only
+    /// (Tiers are cluster-scoped); all namespaces when absent.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Cluster source: patch a model's `deployments/<name>/scale` when a request finds it at
+    /// zero replicas (`autoscaling.mode: gateway`); off, such requests get 503 at once.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub scale_from_zero: bool,
+    /// Cluster source: longest wait, in seconds, for a model at zero to get a ready replica
+    /// before a 503 with `Retry-After`.
+    #[arg(long, default_value_t = 120)]
+    pub scale_from_zero_timeout_seconds: u64,
+    /// Cluster source: quiet time in milliseconds after a change before the snapshot is
+    /// rebuilt (a burst of events makes one snapshot).
+    #[arg(long, default_value_t = 200)]
+    pub debounce_ms: u64,
+    /// Local source: folder of Tier, Tenant and InferenceModel YAML (as local mode reads it);
+    /// watched for changes.
     #[arg(long, default_value = "examples/local")]
     pub config: PathBuf,
-    /// Replica of a served model, `<servedName>=<http://host:port>`; repeat for more.
+    /// Local source: replica of a served model, `<servedName>=<http://host:port>`; repeat for
+    /// more.
     #[arg(long = "backend", value_parser = source::parse_backend)]
     pub backends: Vec<(String, String)>,
-    /// Folder of key files `<namespace>.<tenant>.<key name>` (local mode's `<state>/keys`).
+    /// Local source: folder of key files `<namespace>.<tenant>.<key name>` (local mode's
+    /// `<state>/keys`).
     #[arg(long)]
     pub keys_dir: Option<PathBuf>,
     /// Largest request body in bytes (413 beyond).
@@ -66,7 +105,8 @@ pub struct GatewayArgs {
     /// Longest wait in seconds for an engine's response head.
     #[arg(long, default_value_t = 600)]
     pub upstream_timeout_seconds: u64,
-    /// How often the config and keys folders are checked for changes, in milliseconds.
+    /// Local source: how often the config and keys folders are checked for changes, in
+    /// milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub reload_interval_ms: u64,
 }
@@ -111,8 +151,51 @@ pub async fn serve(
         .await
 }
 
-/// Runs the gateway from a config folder until Ctrl-C or SIGTERM.
+/// Runs the gateway from the chosen source until Ctrl-C or SIGTERM.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let (state, source_task) = match args.source {
+        SourceKind::Cluster => start_cluster(&args).await?,
+        SourceKind::Local => start_local(&args)?,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, source = ?args.source, "gateway listening");
+    let served = serve(listener, state, crate::controller::shutdown_signal()).await;
+    source_task.abort();
+    Ok(served?)
+}
+
+/// The cluster source: reflectors feeding snapshots, and a scaler when scale from zero is on.
+/// The gateway reports not ready until every store has synced.
+async fn start_cluster(args: &GatewayArgs) -> anyhow::Result<(GatewayState, tokio::task::JoinHandle<()>)> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no Kubernetes client for --source cluster ({e}); run with --source local to serve a folder of YAML"
+            )
+        })?;
+    let waker = args.scale_from_zero.then(|| {
+        Arc::new(wake::Waker::new(
+            Arc::new(wake::KubeScaler::new(client.clone())),
+            Duration::from_secs(args.scale_from_zero_timeout_seconds),
+        ))
+    });
+    let state = GatewayState::with_waker(ConfigHandle::default(), args.options(), waker);
+    state.set_ready(false);
+    let (stores, changes) = cluster::watch(&client, args.namespace.as_deref());
+    let task = tokio::spawn(cluster::rebuild_on_change(
+        stores,
+        changes,
+        state.clone(),
+        Duration::from_millis(args.debounce_ms),
+    ));
+    Ok((state, task))
+}
+
+/// The local source: a polled folder of CR YAML, key files and static backends.
+fn start_local(args: &GatewayArgs) -> anyhow::Result<(GatewayState, tokio::task::JoinHandle<()>)> {
     let source = LocalSource {
         config_dir: args.config.clone(),
         keys_dir: args.keys_dir.clone(),
@@ -128,12 +211,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         tracing::warn!(model = %name, "--backend names a servedName no InferenceModel declares; ignored");
     }
     let state = GatewayState::new(config, args.options());
-    let watcher = tokio::spawn(source.watch(state.clone(), Duration::from_millis(args.reload_interval_ms)));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "gateway listening");
-    let served = serve(listener, state, crate::controller::shutdown_signal()).await;
-    watcher.abort();
-    Ok(served?)
+    let interval = Duration::from_millis(args.reload_interval_ms);
+    let task = tokio::spawn(source.watch(state.clone(), interval));
+    Ok((state, task))
 }

@@ -4,8 +4,8 @@
 //! to a replica (retried once before the first byte) → relay the response, settling the
 //! reservation from the real usage when it ends.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,15 +19,17 @@ use tracing::Instrument;
 
 use super::admission::Admission;
 use super::auth::{authenticate, bearer_token, fingerprint};
-use super::config::{Config, ConfigHandle, ModelRoute, TenantPolicy};
+use super::config::{Config, ConfigHandle, ModelRoute, TenantPolicy, Variant};
 use super::error::GatewayError;
 use super::metrics::GatewayMetrics;
 use super::proxy::{HttpClient, drop_response_header, engine_headers, forward, http_client};
 use super::queue::Ticket;
 use super::request::{Endpoint, ParsedRequest, parse};
-use super::routing::{Replica, reconcile};
-use super::scheduler::{ModelScheduler, QueueLimits, Slot};
+use super::routing::Replica;
+use super::runtime::Runtimes;
+use super::scheduler::{QueueLimits, Slot};
 use super::stream::{Completion, Mode, relay};
+use super::wake::Waker;
 
 /// Tunables of a gateway.
 #[derive(Debug, Clone, Copy)]
@@ -50,17 +52,12 @@ impl Default for GatewayOptions {
     }
 }
 
-/// A model's live routing state (kept across Config swaps).
-struct ModelRuntime {
-    urls: Vec<String>,
-    replicas: Arc<Vec<Arc<Replica>>>,
-    scheduler: Arc<ModelScheduler>,
-}
-
 struct Shared {
     config: ConfigHandle,
     admission: Admission,
-    models: Mutex<HashMap<String, ModelRuntime>>,
+    runtimes: Runtimes,
+    waker: Option<Arc<Waker>>,
+    ready: AtomicBool,
     metrics: GatewayMetrics,
     client: HttpClient,
     options: GatewayOptions,
@@ -78,13 +75,23 @@ impl GatewayState {
         Self::with_handle(ConfigHandle::new(config), options)
     }
 
-    /// A gateway reading its Config from `handle` (shared with whatever swaps it).
+    /// A gateway reading its Config from `handle` (shared with whatever swaps it), with no
+    /// scale from zero: a model without ready replicas is answered 503 at once.
     pub fn with_handle(handle: ConfigHandle, options: GatewayOptions) -> Self {
+        Self::with_waker(handle, options, None)
+    }
+
+    /// A gateway reading its Config from `handle` that wakes models at zero with `waker`. It
+    /// reports ready (`/readyz`) from the start; a source still syncing calls
+    /// [`Self::set_ready`] with `false` first.
+    pub fn with_waker(handle: ConfigHandle, options: GatewayOptions, waker: Option<Arc<Waker>>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config: handle,
                 admission: Admission::new(),
-                models: Mutex::new(HashMap::new()),
+                runtimes: Runtimes::new(options.queue),
+                waker,
+                ready: AtomicBool::new(true),
                 metrics: GatewayMetrics::new(),
                 client: http_client(),
                 options,
@@ -107,23 +114,9 @@ impl GatewayState {
         &self.shared.metrics
     }
 
-    /// Replicas and scheduler of a model, brought in line with the route's replica list.
-    fn runtime(&self, route: &ModelRoute) -> (Arc<Vec<Arc<Replica>>>, Arc<ModelScheduler>) {
-        let mut models = self.shared.models.lock().unwrap_or_else(|p| p.into_inner());
-        let capacity = route.replicas.len() * route.max_in_flight_per_replica as usize;
-        let runtime = models
-            .entry(route.served_name.clone())
-            .or_insert_with(|| ModelRuntime {
-                urls: Vec::new(),
-                replicas: Arc::new(Vec::new()),
-                scheduler: ModelScheduler::new(capacity, self.shared.options.queue),
-            });
-        if runtime.urls != route.replicas {
-            runtime.replicas = Arc::new(reconcile(&runtime.replicas, &route.replicas));
-            runtime.urls = route.replicas.clone();
-            runtime.scheduler.set_capacity(capacity);
-        }
-        (runtime.replicas.clone(), runtime.scheduler.clone())
+    /// Marks the gateway ready or not for `/readyz` (not ready until its source has synced).
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::Release);
     }
 }
 
@@ -135,6 +128,7 @@ pub fn app(state: GatewayState) -> Router {
         .route("/v1/models", get(list_models))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
 }
@@ -142,24 +136,29 @@ pub fn app(state: GatewayState) -> Router {
 async fn metrics(State(state): State<GatewayState>) -> impl IntoResponse {
     let metrics = &state.shared.metrics;
     // Gauges are read from the live state at scrape time, so they are never stale.
-    {
-        let models = state.shared.models.lock().unwrap_or_else(|p| p.into_inner());
-        metrics.replica_in_flight.reset();
-        for (model, runtime) in models.iter() {
-            for replica in runtime.replicas.iter() {
-                metrics
-                    .replica_in_flight
-                    .with_label_values(&[model, &replica.url])
-                    .set(replica.in_flight() as i64);
-            }
-            let (_, queued) = runtime.scheduler.load();
-            metrics.queue_depth.with_label_values(&[model]).set(queued as i64);
+    metrics.replica_in_flight.reset();
+    state.shared.runtimes.for_each(|model, replicas, scheduler| {
+        for replica in replicas {
+            metrics
+                .replica_in_flight
+                .with_label_values(&[model, &replica.url])
+                .set(replica.in_flight() as i64);
         }
-    }
+        let (_, queued) = scheduler.load();
+        metrics.queue_depth.with_label_values(&[model]).set(queued as i64);
+    });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
     )
+}
+
+async fn readyz(State(state): State<GatewayState>) -> Response {
+    if state.shared.ready.load(Ordering::Acquire) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "configuration not synced yet").into_response()
+    }
 }
 
 async fn list_models(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
@@ -292,21 +291,35 @@ async fn serve(
     labels.tier = tenant.tier.name.to_string();
     let bytes = read_body(body, &headers, shared.options.max_body_bytes).await?;
     let parsed = parse(endpoint, &bytes)?;
-    let route = config
-        .models
-        .get(&parsed.model)
-        .filter(|route| route.allows(&tenant.tier))
-        .ok_or_else(|| GatewayError::ModelNotFound(parsed.model.clone()))?;
+    let route = find_route(&config, &parsed.model, &tenant)?;
     labels.model = route.served_name.clone();
     let completion_tokens = completion_bound(&parsed, &tenant, route)?;
-    if route.replicas.is_empty() {
-        return Err(GatewayError::NoReplicas(route.served_name.clone()));
-    }
+    let wake = cold_start(route, shared.waker.as_ref())?;
     let reservation = shared
         .admission
         .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)?;
+    let config = match (wake, &shared.waker) {
+        (Some(variant), Some(waker)) => waker
+            .wake_and_wait(&shared.config, &route.served_name, &variant)
+            .await
+            .map_err(|error| {
+                reservation.settle(0);
+                shared
+                    .metrics
+                    .shed
+                    .with_label_values(&[&route.served_name, error.label()])
+                    .inc();
+                GatewayError::Starting {
+                    model: route.served_name.clone(),
+                    reason: error.label(),
+                    retry_after: STARTING_RETRY_AFTER,
+                }
+            })?,
+        _ => config.clone(),
+    };
+    let route = find_route(&config, &parsed.model, &tenant).inspect_err(|_| reservation.settle(0))?;
 
-    let (replicas, scheduler) = state.runtime(route);
+    let scheduler = shared.runtimes.scheduler(route);
     let ticket = Ticket {
         tenant: tenant.id.clone(),
         tier: tenant.tier.name.clone(),
@@ -338,6 +351,14 @@ async fn serve(
         .queue_wait
         .with_label_values(&[route.served_name.as_str(), &*tenant.tier.name])
         .observe(queued_at.elapsed().as_secs_f64());
+    let Some(choice) = shared.runtimes.choose(route) else {
+        reservation.settle(0);
+        return Err(GatewayError::NoReplicas(route.served_name.clone()));
+    };
+    if let (Some(cold), Some(waker)) = (&choice.cold, &shared.waker) {
+        waker.nudge(cold);
+    }
+    tracing::debug!(variant = %choice.variant, "variant chosen");
 
     let hearth = [
         (HEADER_TENANT, tenant.id.to_string()),
@@ -356,7 +377,7 @@ async fn serve(
     };
     let forwarded = forward(
         &shared.client,
-        &replicas,
+        &choice.replicas,
         &parsed.affinity_key,
         endpoint,
         &upstream_headers,
@@ -406,6 +427,41 @@ async fn serve(
     *response.status_mut() = parts.status;
     *response.headers_mut() = response_headers;
     Ok(response)
+}
+
+/// `Retry-After` of a request refused because its model is still starting from zero.
+pub const STARTING_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The route of `model` if the tenant's tier may call it.
+fn find_route<'c>(
+    config: &'c Config,
+    model: &str,
+    tenant: &TenantPolicy,
+) -> Result<&'c ModelRoute, GatewayError> {
+    config
+        .models
+        .get(model)
+        .filter(|route| route.allows(&tenant.tier))
+        .ok_or_else(|| GatewayError::ModelNotFound(model.to_string()))
+}
+
+/// For a served name with no ready replica: the variant to wake (the heaviest one the gateway
+/// may scale), or 503 at once when there is no waker or no variant it may scale. `None` when
+/// the name has replicas.
+fn cold_start(route: &ModelRoute, waker: Option<&Arc<Waker>>) -> Result<Option<Variant>, GatewayError> {
+    if route.replica_count() > 0 {
+        return Ok(None);
+    }
+    waker
+        .and_then(|_| {
+            route
+                .variants
+                .iter()
+                .filter(|v| v.scale.is_some())
+                .max_by_key(|v| v.weight)
+        })
+        .map(|v| Some(v.clone()))
+        .ok_or_else(|| GatewayError::NoReplicas(route.served_name.clone()))
 }
 
 /// Answers 404 in OpenAI's shape for unknown paths.

@@ -94,15 +94,19 @@ pub fn selector_labels(model: &InferenceModel) -> Result<BTreeMap<String, String
     Ok(BTreeMap::from([(LABEL_MODEL.to_string(), name)]))
 }
 
+/// Name of every child of a model (its Deployment, Service, PDB, HPA): the model's own name.
+/// The gateway finds a model's EndpointSlices and scales its Deployment by this name.
+pub fn child_name(model: &InferenceModel) -> Option<&str> {
+    model.metadata.name.as_deref()
+}
+
 /// Metadata of a child: same name and namespace as the model, our labels, owned by the model.
 pub fn child_meta(model: &InferenceModel) -> Result<ObjectMeta> {
     Ok(ObjectMeta {
         name: Some(
-            model
-                .metadata
-                .name
-                .clone()
-                .ok_or(Error::MissingMetadata("name"))?,
+            child_name(model)
+                .ok_or(Error::MissingMetadata("name"))?
+                .to_string(),
         ),
         namespace: Some(
             model

@@ -39,7 +39,7 @@ pub fn build_service(model: &InferenceModel) -> Result<Service> {
 
 /// The in-cluster URL of the model's OpenAI API.
 pub fn endpoint_url(model: &InferenceModel) -> Option<String> {
-    let name = model.metadata.name.as_deref()?;
+    let name = super::child_name(model)?;
     let namespace = model.metadata.namespace.as_deref()?;
     Some(format!("http://{name}.{namespace}.svc:{SERVICE_PORT}/v1"))
 }
