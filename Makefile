@@ -93,7 +93,8 @@ images:
 	docker build -f runtime-node/Dockerfile -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG) .
 	docker build -f runtime-node/Dockerfile.cuda -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG)-cuda .
 
-e2e: deps
+# A kind cluster with the images loaded and the chart installed, the e2e/ tests, then teardown.
+e2e: deps python-deps
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make e2e: skipped: no Docker engine on this machine (kind needs one)"; exit 0; }
 	@command -v kind >/dev/null || { echo "make e2e: skipped: kind is not installed"; exit 0; }
-	$(CARGO) test -p hearth-e2e -- --ignored --test-threads=1
+	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/run.sh

@@ -73,3 +73,36 @@ impl Drop for TestNamespace {
         });
     }
 }
+
+/// True once the object has condition `type_` with `status`.
+pub fn has_condition<K>(type_: &'static str, status: &'static str) -> impl kube::runtime::wait::Condition<K>
+where
+    K: serde::Serialize,
+{
+    move |object: Option<&K>| {
+        object
+            .and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| v["status"]["conditions"].as_array().cloned())
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == status))
+    }
+}
+
+/// Server-side applies one object from YAML.
+pub async fn apply<K>(api: &Api<K>, yaml: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+{
+    let object: K = serde_yaml::from_str(yaml)?;
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply("hearth-e2e").force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
+}

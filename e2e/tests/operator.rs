@@ -1,71 +1,21 @@
-//! The operator against a real cluster: run `make e2e` (kind). Ignored in `cargo test`
-//! because this machine type has no Docker engine to run kind.
+//! The installed operator (its image, its RBAC) against a real cluster: run `make e2e`, which
+//! creates a kind cluster and installs the chart. Ignored in `cargo test` because this machine
+//! type has no Docker engine to run kind.
 
 use hearth_crds::conditions::{FITS, READY, TIER_RESOLVED};
 use hearth_crds::{InferenceModel, Tenant, Tier};
-use hearth_e2e::{TestNamespace, WAIT, cluster_client, install_crds};
-use hearth_operator::cli::ControllerArgs;
+use hearth_e2e::{TestNamespace, WAIT, apply, cluster_client, has_condition, install_crds};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::wait::{await_condition, conditions};
-
-fn has_condition<K>(type_: &'static str, status: &'static str) -> impl kube::runtime::wait::Condition<K>
-where
-    K: serde::Serialize,
-{
-    move |object: Option<&K>| {
-        object
-            .and_then(|o| serde_json::to_value(o).ok())
-            .and_then(|v| v["status"]["conditions"].as_array().cloned())
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_ && c["status"] == status))
-    }
-}
-
-async fn start_operator() {
-    let args = ControllerArgs {
-        metrics_addr: "127.0.0.1:0".parse().expect("address"),
-        runtime_image: hearth_crds::constants::DEFAULT_RUNTIME_IMAGE.into(),
-        prometheus_url: "http://prometheus:9090".into(),
-        lease_namespace: "default".into(),
-        lease_name: "hearth-e2e-leader".into(),
-        identity: Some("e2e".into()),
-        billing_store: std::env::temp_dir().join("hearth-e2e-billing.redb"),
-        billing_addr: "127.0.0.1:0".parse().expect("address"),
-        billing_advertise_url: None,
-        billing_interval_seconds: 5,
-        billing_postgres_url: None,
-        billing_cloudevents_sink: None,
-    };
-    tokio::spawn(async move { hearth_operator::controller::run(args).await });
-}
-
-async fn apply<K>(api: &Api<K>, yaml: &str) -> anyhow::Result<()>
-where
-    K: kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Clone
-        + std::fmt::Debug,
-{
-    let object: K = serde_yaml::from_str(yaml)?;
-    let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply("hearth-e2e").force(),
-        &Patch::Apply(&object),
-    )
-    .await?;
-    Ok(())
-}
 
 #[tokio::test]
 #[ignore = "needs a kind cluster and Docker: run `make e2e`"]
 async fn tenant_gets_a_key_and_model_gets_children_that_go_away_with_it() -> anyhow::Result<()> {
     let client = cluster_client().await?;
     install_crds(&client).await?;
-    start_operator().await;
     let ns = TestNamespace::create(&client, "tenant-model").await?;
 
     apply(
@@ -130,7 +80,6 @@ async fn tenant_gets_a_key_and_model_gets_children_that_go_away_with_it() -> any
 async fn oversized_model_reports_fits_false_and_missing_tier_is_reported() -> anyhow::Result<()> {
     let client = cluster_client().await?;
     install_crds(&client).await?;
-    start_operator().await;
     let ns = TestNamespace::create(&client, "conditions").await?;
     apply(
         &Api::<InferenceModel>::namespaced(client.clone(), &ns.name),

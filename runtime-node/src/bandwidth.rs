@@ -19,7 +19,10 @@ pub fn read_bandwidth(bytes: usize, threads: usize, rounds: usize) -> f64 {
                 .chunks(chunk)
                 .map(|part| scope.spawn(move || sum(part)))
                 .collect();
-            workers.into_iter().map(|w| w.join().unwrap_or(0)).fold(0, u64::wrapping_add)
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
         });
         let seconds = started.elapsed().as_secs_f64();
         // Keep the sum observable so the reads cannot be optimised away.

@@ -130,7 +130,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.bandwidth {
         let threads = candle_core::utils::get_num_threads();
         let rate = crate::bandwidth::read_bandwidth(1 << 30, threads, 3);
-        println!("memory read bandwidth ({threads} threads): {:.1} GB/s", rate / 1e9);
+        println!(
+            "memory read bandwidth ({threads} threads): {:.1} GB/s",
+            rate / 1e9
+        );
         report.read_bandwidth_bytes_s = Some(rate);
     }
     if args.json {
