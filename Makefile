@@ -88,13 +88,21 @@ bench: deps python-deps
 
 IMAGE_TAG ?= 0.1.0
 images:
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images: skipped: no Docker engine on this machine"; exit 0; }
-	docker build -f operator/Dockerfile -t ghcr.io/hearth-dev/hearth-operator:$(IMAGE_TAG) .
-	docker build -f runtime-node/Dockerfile -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG) .
-	docker build -f runtime-node/Dockerfile.cuda -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG)-cuda .
+	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then \
+	  echo "make images: skipped: no Docker engine on this machine"; \
+	else \
+	  set -x; \
+	  docker build -f operator/Dockerfile -t ghcr.io/hearth-dev/hearth-operator:$(IMAGE_TAG) . && \
+	  docker build -f runtime-node/Dockerfile -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG) . && \
+	  docker build -f runtime-node/Dockerfile.cuda -t ghcr.io/hearth-dev/runtime-node:$(IMAGE_TAG)-cuda .; \
+	fi
 
 # A kind cluster with the images loaded and the chart installed, the e2e/ tests, then teardown.
 e2e: deps python-deps
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make e2e: skipped: no Docker engine on this machine (kind needs one)"; exit 0; }
-	@command -v kind >/dev/null || { echo "make e2e: skipped: kind is not installed"; exit 0; }
-	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/run.sh
+	@if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then \
+	  echo "make e2e: skipped: no Docker engine on this machine (kind needs one)"; \
+	elif ! command -v kind >/dev/null; then \
+	  echo "make e2e: skipped: kind is not installed"; \
+	else \
+	  SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/run.sh; \
+	fi
