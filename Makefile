@@ -80,10 +80,12 @@ run: deps python-deps
 	$(CARGO) build --release -p hearth-operator -p runtime-node
 	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
 
-# Benchmarks (not tests): the engine on the real GGUF, and the meter's overhead.
+# Benchmarks (not tests): the engine next to llama.cpp on the same GGUF files in one run (writes
+# docs/benchmarks.md), and the meter's overhead.
 bench: deps python-deps
 	$(CARGO) build --release -p runtime-node
-	./target/release/runtime-node bench --model "$(SMOLLM2_GGUF)" --threads 2
+	bench/build-llama-cpp.sh
+	$(VPY) bench/engine_vs_llamacpp.py --gguf "$(SMOLLM2_GGUF)" --threads 2
 	$(CARGO) bench -p runtime-node --bench meter_overhead
 
 IMAGE_TAG ?= 0.1.0

@@ -1,0 +1,163 @@
+"""runtime-node and llama.cpp side by side on the same GGUF files, threads and machine, in one
+run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 made from it
+with llama-quantize) it measures prompt processing, time to first token, batch-1 decode,
+aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus this machine's
+memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of weights), and
+writes the table into docs/benchmarks.md between the engine-bench markers.
+
+    python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1 GGUF> [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA_BIN = ROOT / "target" / "llama.cpp" / "build" / "bin"
+RUNTIME_NODE = ROOT / "target" / "release" / "runtime-node"
+VARIANTS_DIR = ROOT / "target" / "bench-models"
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- engine-bench:start -->", "<!-- engine-bench:end -->"
+
+
+def run(command: list[str]) -> tuple[str, int]:
+    """Runs a command to completion; returns its output and its peak RSS in bytes (wait4)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{output[-4000:]}")
+    return output, usage.ru_maxrss * 1024
+
+
+def variant(shipped: Path, kind: str) -> Path:
+    """The shipped file, or one requantized from it by llama-quantize (cached)."""
+    if kind == "Q4_1":
+        return shipped
+    VARIANTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = VARIANTS_DIR / shipped.name.replace("Q4_1", kind)
+    if not path.exists():
+        run([str(LLAMA_BIN / "llama-quantize"), "--allow-requantize", str(shipped), str(path), kind])
+    return path
+
+
+def ours(model: Path, args: argparse.Namespace) -> dict:
+    output, rss = run([
+        str(RUNTIME_NODE), "bench", "--model", str(model), "--threads", str(args.threads),
+        "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode),
+        "--batch", str(args.streams), "--json",
+    ])
+    report = json.loads(output.strip().splitlines()[-1])
+    return {
+        "pp": report["prefill_tok_s"], "ttft": report["ttft_s"], "tg": report["decode_tok_s"],
+        "tg_batch": report["batch_decode_tok_s"], "rss": rss,
+    }
+
+
+def llama_cpp(model: Path, args: argparse.Namespace) -> dict:
+    output, rss = run([
+        str(LLAMA_BIN / "llama-bench"), "-m", str(model), "-t", str(args.threads),
+        "-p", str(args.prompt), "-n", str(args.decode), "-r", "3", "-o", "json",
+    ])
+    tests = json.loads(output[output.index("["):])
+    pp = next(t["avg_ts"] for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
+    tg = next(t["avg_ts"] for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
+    # Concurrent sequences each with its own prompt: aggregate generation speed.
+    batched, batched_rss = run([
+        str(LLAMA_BIN / "llama-batched-bench"), "-m", str(model), "-t", str(args.threads),
+        "-c", str(args.streams * (args.prompt + args.decode) + 64), "-b", "2048", "-ub", "512",
+        "-npp", str(args.prompt), "-ntg", str(args.decode), "-npl", str(args.streams),
+        "--output-format", "jsonl",
+    ])
+    line = next(l for l in batched.splitlines() if l.startswith('{"n_kv_max"'))
+    return {
+        "pp": pp, "ttft": args.prompt / pp, "tg": tg,
+        "tg_batch": json.loads(line)["speed_tg"], "rss": max(rss, batched_rss),
+    }
+
+
+def bandwidth(model: Path, args: argparse.Namespace) -> float:
+    output, _ = run([
+        str(RUNTIME_NODE), "bench", "--model", str(model), "--threads", str(args.threads),
+        "--prompt-tokens", "8", "--decode-tokens", "1", "--batch", "1", "--bandwidth", "--json",
+    ])
+    return json.loads(output.strip().splitlines()[-1])["read_bandwidth_bytes_s"]
+
+
+def cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor() or "unknown CPU"
+
+
+def table(rows: list[tuple[str, int, dict, dict]], rate: float, args: argparse.Namespace) -> str:
+    mib = 1 << 20
+    lines = [
+        f"Command: `make bench` (`python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1> --threads {args.threads}`), "
+        f"{datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads. "
+        f"llama.cpp: `llama-bench`/`llama-batched-bench` built from the llama-cpp-python "
+        f"{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')} sdist (`bench/build-llama-cpp.sh`). "
+        f"Prompt {args.prompt} tokens, {args.decode} generated, {args.streams} concurrent sequences. "
+        f"Measured memory read bandwidth: {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size.",
+        "",
+        "| weights | size | engine | prompt tok/s | TTFT ms | decode tok/s (batch 1) | "
+        f"decode tok/s ({args.streams} streams) | peak RSS MiB | % of roofline | vs llama.cpp decode |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, size, we, them in rows:
+        roofline = rate / size
+        for name, r in (("runtime-node", we), ("llama.cpp", them)):
+            ratio = f"{we['tg'] / them['tg']:.2f}×" if name == "runtime-node" else ""
+            lines.append(
+                f"| {kind} | {size / mib:.0f} MiB | {name} | {r['pp']:.0f} | {r['ttft'] * 1000:.0f} | "
+                f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {r['rss'] / mib:.0f} | {100 * r['tg'] / roofline:.0f}% | {ratio} |"
+            )
+        lines.append(f"| {kind} | | roofline | | | {roofline:.0f} | | | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gguf", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--decode", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    for tool in ("llama-bench", "llama-batched-bench", "llama-quantize"):
+        if not (LLAMA_BIN / tool).exists():
+            sys.exit(f"{LLAMA_BIN / tool} is missing: run bench/build-llama-cpp.sh")
+    rate = bandwidth(args.gguf, args)
+    rows = []
+    for kind in args.types.split(","):
+        model = variant(args.gguf, kind)
+        print(f"{kind}: runtime-node …", flush=True)
+        we = ours(model, args)
+        print(f"{kind}: llama.cpp …", flush=True)
+        them = llama_cpp(model, args)
+        rows.append((kind, model.stat().st_size, we, them))
+    text = table(rows, rate, args)
+    print(text)
+    if not args.no_write:
+        doc = DOC.read_text()
+        if START not in doc:
+            doc = doc.rstrip("\n") + f"\n\n## Engine vs llama.cpp (make bench)\n\n{START}\n{END}\n"
+        head, rest = doc.split(START, 1)
+        DOC.write_text(f"{head}{START}\n{text}\n{rest[rest.index(END):]}")
+        print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
