@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat_template;
 pub mod cli;
 pub mod engine;
+pub mod kernels;
 pub mod loader;
 pub mod meter;
 pub mod metrics;

@@ -1,0 +1,231 @@
+//! Our own CPU kernels for quantized weights, used where candle's are slow: a few rows of
+//! activations (decode steps, small batches) times a Q4_0 / Q4_1 / Q8_0 weight matrix. Each
+//! activation row is quantized to 8-bit blocks once; each weight row is read once per call for
+//! all activation rows and dotted in integers ([`dot`]); output rows are split across the rayon
+//! pool in contiguous chunks. Weights stay in the file's block layout ([`blocks`]).
+
+pub mod blocks;
+pub mod dot;
+
+use rayon::prelude::*;
+
+use blocks::{ActivationBlock, BLOCK, WeightType, quantize_activations};
+
+/// Output rows per parallel task: enough work per task that scheduling costs stay small.
+const ROWS_PER_TASK: usize = 16;
+
+/// A `rows × cols` weight matrix in GGUF block layout, row-major (each row `cols / 32` blocks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantMatrix {
+    kind: WeightType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// Why raw bytes are not a matrix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MatrixError {
+    /// Columns must fill whole blocks.
+    #[error("{cols} columns is not a multiple of the {BLOCK}-weight block")]
+    PartialBlock {
+        /// The column count.
+        cols: usize,
+    },
+    /// The byte count does not match the shape.
+    #[error("{rows}×{cols} {kind:?} needs {expected} bytes, got {actual}")]
+    Size {
+        /// Weight type.
+        kind: WeightType,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Bytes the shape needs.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+}
+
+impl QuantMatrix {
+    /// Wraps `data` (as stored in the file) checking it matches the shape.
+    pub fn new(kind: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, MatrixError> {
+        if cols % BLOCK != 0 {
+            return Err(MatrixError::PartialBlock { cols });
+        }
+        let expected = rows * cols / BLOCK * kind.block_bytes();
+        if data.len() != expected {
+            return Err(MatrixError::Size {
+                kind,
+                rows,
+                cols,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `y = x · Wᵀ` for `x` of `n × cols` (row-major); returns `n × rows`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), n * self.cols);
+        let blocks_per_row = self.cols / BLOCK;
+        let mut activations: Vec<ActivationBlock> = Vec::with_capacity(n * blocks_per_row);
+        let mut scratch = Vec::with_capacity(blocks_per_row);
+        for input in x.chunks_exact(self.cols) {
+            quantize_activations(input, &mut scratch);
+            activations.extend_from_slice(&scratch);
+        }
+        let row_bytes = blocks_per_row * self.kind.block_bytes();
+        // Computed as rows × n so each task writes one contiguous stretch.
+        let mut transposed = vec![0f32; self.rows * n];
+        transposed
+            .par_chunks_mut(ROWS_PER_TASK * n)
+            .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
+            .for_each(|(out, weights)| {
+                for (row_out, row) in out.chunks_exact_mut(n).zip(weights.chunks_exact(row_bytes)) {
+                    for (value, input) in row_out.iter_mut().zip(activations.chunks_exact(blocks_per_row)) {
+                        *value = dot::dot(self.kind, row, input);
+                    }
+                }
+            });
+        if n == 1 {
+            return transposed;
+        }
+        let mut y = vec![0f32; n * self.rows];
+        for (r, row) in transposed.chunks_exact(n).enumerate() {
+            for (i, value) in row.iter().enumerate() {
+                y[i * self.rows + r] = *value;
+            }
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocks::dequantize_block;
+    use super::*;
+    use half::f16;
+
+    /// A deterministic xorshift for random test data without a dependency.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn float(&mut self) -> f32 {
+            (self.next() % 20_001) as f32 / 10_000.0 - 1.0
+        }
+        fn byte(&mut self) -> u8 {
+            (self.next() & 0xFF) as u8
+        }
+    }
+
+    fn random_blocks(kind: WeightType, blocks: usize, random: &mut Random) -> Vec<u8> {
+        let mut data = Vec::with_capacity(blocks * kind.block_bytes());
+        for _ in 0..blocks {
+            data.extend(f16::from_f32(random.float() * 0.05).to_le_bytes());
+            let header = if kind == WeightType::Q4_1 {
+                data.extend(f16::from_f32(random.float() * 0.1).to_le_bytes());
+                4
+            } else {
+                2
+            };
+            data.extend((header..kind.block_bytes()).map(|_| random.byte()));
+        }
+        data
+    }
+
+    const KINDS: [WeightType; 3] = [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0];
+
+    #[test]
+    fn fast_and_scalar_dots_agree_on_random_rows() {
+        let mut random = Random(0x9E37_79B9_7F4A_7C15);
+        for kind in KINDS {
+            for blocks in [1, 3, 17] {
+                let row = random_blocks(kind, blocks, &mut random);
+                let x: Vec<f32> = (0..blocks * BLOCK).map(|_| random.float()).collect();
+                let mut a = Vec::new();
+                quantize_activations(&x, &mut a);
+                let scalar = dot::dot_scalar(kind, &row, &a);
+                let fast = dot::dot(kind, &row, &a);
+                // Same integer sums; only the f32 accumulation order differs.
+                assert!(
+                    (scalar - fast).abs() <= 1e-4 * (1.0 + scalar.abs()),
+                    "{kind:?} {blocks}: {scalar} vs {fast}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_dequantized_f32_within_activation_rounding() {
+        let mut random = Random(42);
+        // Odd row counts (a partial task at the end) and several input rows.
+        for kind in KINDS {
+            let (rows, cols, n) = (37, 96, 3);
+            let data = random_blocks(kind, rows * cols / BLOCK, &mut random);
+            let matrix = QuantMatrix::new(kind, rows, cols, data.clone()).expect("shape");
+            let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
+            let y = matrix.matmul(&x, n);
+            let mut weights = vec![0f32; rows * cols];
+            let mut block = [0f32; BLOCK];
+            for (b, bytes) in data.chunks_exact(kind.block_bytes()).enumerate() {
+                dequantize_block(kind, bytes, &mut block);
+                weights[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&block);
+            }
+            for i in 0..n {
+                for r in 0..rows {
+                    let exact: f64 = (0..cols)
+                        .map(|c| f64::from(weights[r * cols + c]) * f64::from(x[i * cols + c]))
+                        .sum();
+                    let scale: f64 = (0..cols).map(|c| f64::from(weights[r * cols + c].abs())).sum();
+                    // 8-bit activations: each |Δx| ≤ amax/254 ≤ 1/254.
+                    let bound = scale / 254.0 + 1e-4;
+                    let got = f64::from(y[i * rows + r]);
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{kind:?} [{i},{r}]: {got} vs {exact} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_are_named() {
+        assert_eq!(
+            QuantMatrix::new(WeightType::Q8_0, 2, 48, vec![]),
+            Err(MatrixError::PartialBlock { cols: 48 })
+        );
+        assert!(matches!(
+            QuantMatrix::new(WeightType::Q4_0, 2, 64, vec![0; 10]),
+            Err(MatrixError::Size {
+                expected: 72,
+                actual: 10,
+                ..
+            })
+        ));
+    }
+}
