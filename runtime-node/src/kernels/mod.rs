@@ -51,7 +51,7 @@ pub enum MatrixError {
 impl QuantMatrix {
     /// Wraps `data` (as stored in the file) checking it matches the shape.
     pub fn new(kind: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, MatrixError> {
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(MatrixError::PartialBlock { cols });
         }
         let expected = rows * cols / BLOCK * kind.block_bytes();
