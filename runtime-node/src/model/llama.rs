@@ -14,6 +14,9 @@ use super::gguf::LoadError;
 use super::kv_cache::{BlockTable, KvPool};
 use super::rope::Rope;
 use super::source::TensorSource;
+use crate::parallel::group::{Followers, StepCommand};
+use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
+use crate::parallel::{Communicator, Shard};
 
 /// RMS normalisation with a learned scale.
 #[derive(Debug, Clone)]
@@ -78,7 +81,8 @@ pub struct StepInput<'a> {
     pub table: &'a mut BlockTable,
 }
 
-/// A loaded model, ready to run steps.
+/// A loaded model, ready to run steps. Under tensor parallelism this is one rank's shard: its
+/// heads and MLP slice, a communicator, and on rank 0 the follower ranks it drives.
 #[derive(Debug)]
 pub struct Llama {
     cfg: ModelConfig,
@@ -88,6 +92,18 @@ pub struct Llama {
     lm_head: QMatMul,
     rope: Rope,
     device: Device,
+    shard: Shard,
+    comm: Option<Box<dyn Communicator>>,
+    followers: Option<Followers>,
+}
+
+/// Which dimension of a linear layer's weight is split across ranks.
+#[derive(Debug, Clone, Copy)]
+enum Split {
+    /// Output rows (column-parallel: q/k/v, gate/up).
+    Output,
+    /// Input columns (row-parallel: o, down); the outputs are partial sums.
+    Input,
 }
 
 /// Loader state: the file, where the weights go, and the config they must agree with.
@@ -96,6 +112,7 @@ struct WeightReader<'a> {
     device: &'a Device,
     dequantize: bool,
     requantize: Option<GgmlDType>,
+    shard: Shard,
 }
 
 /// Whether `dtype` is a block-quantized type (not a float type).
@@ -132,12 +149,20 @@ impl WeightReader<'_> {
         out: usize,
         inp: usize,
         bias: bool,
+        split: Split,
     ) -> std::result::Result<Linear, LoadError> {
         let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
+        let q = match split {
+            Split::Output => shard_rows(q, self.shard),
+            Split::Input => shard_columns(q, self.shard),
+        }
+        .map_err(|source| self.build_err(source))?;
         let weight = self.matmul(q)?;
         let bias_name = format!("{name}.bias");
         let bias = if bias && self.source.has(&bias_name) {
-            Some(self.f32(&bias_name, &[out])?)
+            // Only column-parallel layers have biases here (Qwen2's q/k/v).
+            let b = self.f32(&bias_name, &[out])?;
+            Some(shard_vector(b, self.shard).map_err(|source| self.build_err(source))?)
         } else {
             None
         };
@@ -183,6 +208,24 @@ impl Llama {
         format: WeightFormat,
         device: &Device,
     ) -> std::result::Result<Self, LoadError> {
+        Self::load_shard(source, cfg, max_positions, format, device, Shard::SINGLE)
+    }
+
+    /// Like [`Llama::load`], keeping only `shard`'s slice of the heads and MLP: the rank's part
+    /// of a tensor-parallel model. `cfg`'s head counts and MLP width must divide by the shard's
+    /// world size.
+    pub fn load_shard(
+        source: &mut dyn TensorSource,
+        cfg: &ModelConfig,
+        max_positions: usize,
+        format: WeightFormat,
+        device: &Device,
+        shard: Shard,
+    ) -> std::result::Result<Self, LoadError> {
+        crate::parallel::check_divisible(cfg, shard.world).map_err(|error| LoadError::TensorParallel {
+            path: source.path().to_path_buf(),
+            error,
+        })?;
         let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
         let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
         let eps = cfg.rms_norm_eps as f32;
@@ -195,6 +238,7 @@ impl Llama {
                 WeightFormat::Requantized(target) => Some(target),
                 _ => None,
             },
+            shard,
         };
         let embedding = r.qtensor("token_embd.weight", &[cfg.vocab_size, h])?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
@@ -205,17 +249,17 @@ impl Llama {
                     weight: r.f32(&format!("{p}.attn_norm.weight"), &[h])?,
                     eps,
                 },
-                q: r.linear(&format!("{p}.attn_q"), q_out, h, biases)?,
-                k: r.linear(&format!("{p}.attn_k"), kv_out, h, biases)?,
-                v: r.linear(&format!("{p}.attn_v"), kv_out, h, biases)?,
-                o: r.linear(&format!("{p}.attn_output"), h, q_out, false)?,
+                q: r.linear(&format!("{p}.attn_q"), q_out, h, biases, Split::Output)?,
+                k: r.linear(&format!("{p}.attn_k"), kv_out, h, biases, Split::Output)?,
+                v: r.linear(&format!("{p}.attn_v"), kv_out, h, biases, Split::Output)?,
+                o: r.linear(&format!("{p}.attn_output"), h, q_out, false, Split::Input)?,
                 ffn_norm: RmsNorm {
                     weight: r.f32(&format!("{p}.ffn_norm.weight"), &[h])?,
                     eps,
                 },
-                gate: r.linear(&format!("{p}.ffn_gate"), ff, h, false)?,
-                up: r.linear(&format!("{p}.ffn_up"), ff, h, false)?,
-                down: r.linear(&format!("{p}.ffn_down"), h, ff, false)?,
+                gate: r.linear(&format!("{p}.ffn_gate"), ff, h, false, Split::Output)?,
+                up: r.linear(&format!("{p}.ffn_up"), ff, h, false, Split::Output)?,
+                down: r.linear(&format!("{p}.ffn_down"), h, ff, false, Split::Input)?,
             });
         }
         let norm = RmsNorm {
@@ -247,7 +291,43 @@ impl Llama {
             lm_head,
             rope,
             device: device.clone(),
+            shard,
+            comm: None,
+            followers: None,
         })
+    }
+
+    /// Joins this shard to its group: `comm` sums the row-parallel outputs; `followers` (rank 0
+    /// only) are the other ranks, sent every step and pool allocation.
+    pub(crate) fn attach(&mut self, comm: Box<dyn Communicator>, followers: Option<Followers>) {
+        self.comm = Some(comm);
+        self.followers = followers;
+    }
+
+    /// Which slice of the model this is.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Query and KV heads held by this rank.
+    fn local_heads(&self) -> (usize, usize) {
+        let world = self.shard.world.max(1);
+        (self.cfg.num_heads / world, self.cfg.num_kv_heads / world)
+    }
+
+    /// Sums a row-parallel layer's partial output over the ranks.
+    fn all_reduce(&self, x: Tensor) -> Result<Tensor> {
+        match &self.comm {
+            Some(comm) if self.shard.is_split() => comm.all_reduce_sum(&x),
+            _ => Ok(x),
+        }
+    }
+
+    /// Gives up on the group after a failed step, so the other ranks stop waiting for this one.
+    pub(crate) fn abort_group(&self) {
+        if let Some(comm) = &self.comm {
+            comm.abort();
+        }
     }
 
     /// The model's hyper-parameters.
@@ -265,14 +345,62 @@ impl Llama {
         self.rope.max_positions()
     }
 
-    /// A KV pool of `num_blocks` blocks of `block_size` tokens for this model.
+    /// A KV pool of `num_blocks` blocks of `block_size` tokens for this model (for this rank's
+    /// KV heads; on rank 0 every follower allocates its own alike).
     pub fn new_pool(&self, num_blocks: usize, block_size: usize) -> Result<KvPool> {
-        KvPool::new(&self.cfg, num_blocks, block_size, &self.device)
+        if let Some(followers) = &self.followers {
+            followers.new_pools(num_blocks, block_size)?;
+        }
+        self.new_local_pool(num_blocks, block_size)
+    }
+
+    /// This rank's pool only.
+    pub(crate) fn new_local_pool(&self, num_blocks: usize, block_size: usize) -> Result<KvPool> {
+        let mut local = self.cfg.clone();
+        local.num_kv_heads = self.local_heads().1;
+        KvPool::new(&local, num_blocks, block_size, &self.device)
     }
 
     /// Runs one step over `batch`, appending every entry's tokens to its blocks in `pool`, and
     /// returns the next-token logits after each entry's last token: `(batch.len(), vocab)`, f32.
     pub fn forward(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<Tensor> {
+        let (ids, positions) = self.reserve(batch, pool)?;
+        if let Some(followers) = &self.followers {
+            followers.step(StepCommand::new(batch))?;
+        }
+        match self.run(batch, pool, ids, positions, true) {
+            Ok(Some(logits)) => Ok(logits),
+            Ok(None) => candle_core::bail!("the step computed no logits"),
+            Err(err) => {
+                self.abort_group();
+                Err(err)
+            }
+        }
+    }
+
+    /// A follower's share of rank 0's `step`: the same tokens into the same blocks of its own
+    /// pool, through its own heads; the logits are left to rank 0.
+    pub(crate) fn follow(&self, step: &StepCommand, pool: &mut KvPool) -> Result<()> {
+        let mut tables: Vec<BlockTable> = step
+            .entries
+            .iter()
+            .map(|e| BlockTable::from_blocks(e.blocks.clone(), e.len))
+            .collect();
+        let mut batch: Vec<StepInput<'_>> = step
+            .entries
+            .iter()
+            .zip(tables.iter_mut())
+            .map(|(e, table)| StepInput {
+                tokens: &e.tokens,
+                table,
+            })
+            .collect();
+        let (ids, positions) = self.reserve(&mut batch, pool)?;
+        self.run(&mut batch, pool, ids, positions, false).map(|_| ())
+    }
+
+    /// Makes room for every entry's tokens; returns the flattened token ids and positions.
+    fn reserve(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<(Tensor, Tensor)> {
         let mut all_tokens = Vec::new();
         let mut positions = Vec::new();
         for entry in batch.iter_mut() {
@@ -294,16 +422,28 @@ impl Llama {
         let total = all_tokens.len();
         let ids = Tensor::from_vec(all_tokens, total, &self.device)?;
         let positions = Tensor::from_vec(positions, total, &self.device)?;
+        Ok((ids, positions))
+    }
+
+    /// The layers over a reserved batch; the logits when `logits` (rank 0).
+    fn run(
+        &self,
+        batch: &mut [StepInput<'_>],
+        pool: &mut KvPool,
+        ids: Tensor,
+        positions: Tensor,
+        logits: bool,
+    ) -> Result<Option<Tensor>> {
         let (cos, sin) = self.rope.tables_for(&positions)?;
 
         let mut x = self.embedding.embedding(&ids)?.to_dtype(DType::F32)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&x)?;
             let attn = self.attention(layer, block, &h, &cos, &sin, batch, pool)?;
-            x = (x + block.o.forward(&attn)?)?;
+            x = (x + self.all_reduce(block.o.forward(&attn)?)?)?;
             let h = block.ffn_norm.forward(&x)?;
             let mlp = (block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?;
-            x = (x + block.down.forward(&mlp)?)?;
+            x = (x + self.all_reduce(block.down.forward(&mlp)?)?)?;
         }
         let mut last_rows = Vec::with_capacity(batch.len());
         let mut offset = 0u32;
@@ -313,9 +453,12 @@ impl Llama {
             last_rows.push(offset - 1);
             pool.advance(entry.table, n);
         }
+        if !logits {
+            return Ok(None);
+        }
         let last_rows = Tensor::new(last_rows.as_slice(), &self.device)?;
         let x = self.norm.forward(&x.index_select(&last_rows, 0)?)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        self.lm_head.forward(&x)?.to_dtype(DType::F32).map(Some)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -329,8 +472,7 @@ impl Llama {
         batch: &[StepInput<'_>],
         pool: &KvPool,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let ((heads, kv_heads), hd) = (self.local_heads(), self.cfg.head_dim);
         let group = heads / kv_heads;
         let total = h.dim(0)?;
         let q = block.q.forward(h)?.reshape((total, heads, hd))?;
