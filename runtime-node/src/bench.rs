@@ -19,7 +19,6 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens.max(needed),
         weights: args.model.weight_format(),
-
         tensor_parallel: 1,
     };
     let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;

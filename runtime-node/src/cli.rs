@@ -177,10 +177,11 @@ impl FromStr for DeviceSpec {
             #[cfg(feature = "cuda")]
             "cuda" => Ok(Self::Cuda(0)),
             #[cfg(feature = "cuda")]
-            other if other.starts_with("cuda:") => other["cuda:".len()..]
-                .parse()
+            other if other.starts_with("cuda:") => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .map_err(|_| DeviceSpecError::Unknown(other.to_string())),
+                .ok_or_else(|| DeviceSpecError::Unknown(other.to_string())),
             other if other == "cuda" || other.starts_with("cuda:") => {
                 Err(DeviceSpecError::CudaUnavailable(other.to_string()))
             }
@@ -237,6 +238,14 @@ mod tests {
             args.model.weight_format(),
             crate::model::WeightFormat::Requantized(candle_core::quantized::GgmlDType::Q8_0)
         );
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_devices_parse_with_their_ordinal() {
+        assert_eq!("cuda".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(3)));
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -89,7 +89,8 @@ pub struct Llama {
     embedding: QTensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: QMatMul,
+    // Only rank 0 computes logits; follower ranks skip the output head.
+    lm_head: Option<QMatMul>,
     rope: Rope,
     device: Device,
     shard: Shard,
@@ -272,8 +273,12 @@ impl Llama {
         } else {
             "token_embd.weight"
         };
-        let head = r.qtensor(head_name, &[cfg.vocab_size, h])?;
-        let lm_head = r.matmul(head)?;
+        let lm_head = if shard.rank == 0 {
+            let head = r.qtensor(head_name, &[cfg.vocab_size, h])?;
+            Some(r.matmul(head)?)
+        } else {
+            None
+        };
         // Llama 3.x GGUFs carry their frequency scaling as per-dimension factors.
         let freq_factors = if r.source.has("rope_freqs.weight") {
             let t = r.f32("rope_freqs.weight", &[cfg.head_dim / 2])?;
@@ -458,7 +463,13 @@ impl Llama {
         }
         let last_rows = Tensor::new(last_rows.as_slice(), &self.device)?;
         let x = self.norm.forward(&x.index_select(&last_rows, 0)?)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32).map(Some)
+        let Some(lm_head) = &self.lm_head else {
+            candle_core::bail!(
+                "rank {} has no output head; rank 0 computes the logits",
+                self.shard.rank
+            );
+        };
+        lm_head.forward(&x)?.to_dtype(DType::F32).map(Some)
     }
 
     #[allow(clippy::too_many_arguments)]
