@@ -75,6 +75,7 @@ CUDA_STAMP := $(CUDA_VENV)/.cuda-check-requirements
 CUDA_HOME_DIR = $(shell $(CUDA_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13
 # Compute capability the kernels are compiled for (9.0: H100/H200); checking does not need a GPU.
 CUDA_COMPUTE_CAP ?= 90
+CUDA_TARGET_DIR ?= target/cuda
 
 $(CUDA_STAMP): scripts/cuda-check-requirements.txt
 	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
@@ -83,7 +84,7 @@ $(CUDA_STAMP): scripts/cuda-check-requirements.txt
 
 cuda-check: deps $(CUDA_STAMP)
 	CUDA_HOME="$(CUDA_HOME_DIR)" CUDA_PATH="$(CUDA_HOME_DIR)" CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
-		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=target/cuda \
+		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
 		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
 
 unit-test: deps python-deps

@@ -165,8 +165,8 @@ impl RankInit {
     }
 }
 
-/// Loads a model split over `world` ranks on `device` (CPU, or CUDA devices `ordinal..ordinal
-/// + world`), one thread per rank. `load` reads one rank's shard onto that rank's device and is
+/// Loads a model split over `world` ranks on `device` (CPU, or CUDA devices `ordinal` to
+/// `ordinal + world - 1`), one thread per rank. `load` reads one rank's shard onto that rank's device and is
 /// called on the rank's thread. Returns rank 0, which drives the others.
 pub fn load_tensor_parallel<F>(
     world: usize,

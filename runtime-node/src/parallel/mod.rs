@@ -62,7 +62,7 @@ pub fn check_divisible(cfg: &crate::model::ModelConfig, world: usize) -> Result<
         ("MLP width", cfg.intermediate_size),
     ];
     for (what, count) in dims {
-        if world == 0 || count % world != 0 {
+        if world == 0 || !count.is_multiple_of(world) {
             return Err(IndivisibleError { world, what, count });
         }
     }

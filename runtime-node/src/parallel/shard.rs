@@ -33,7 +33,7 @@ impl Shard {
 
     /// This rank's `(start, len)` of a dimension of `size` (a multiple of `world`).
     pub fn range(self, size: usize) -> Result<(usize, usize)> {
-        if self.world == 0 || size % self.world != 0 {
+        if self.world == 0 || !size.is_multiple_of(self.world) {
             candle_core::bail!("a dimension of {size} does not split over {} ranks", self.world);
         }
         let len = size / self.world;
@@ -65,7 +65,7 @@ pub fn shard_columns(q: QTensor, shard: Shard) -> Result<QTensor> {
     let (start, len) = shard.range(inp)?;
     let dtype = q.dtype();
     let block = dtype.block_size();
-    if start % block != 0 || len % block != 0 {
+    if !start.is_multiple_of(block) || !len.is_multiple_of(block) {
         let dense = q.dequantize(&q.device())?.narrow(1, start, len)?.contiguous()?;
         return QTensor::quantize(&dense, GgmlDType::F32);
     }
