@@ -6,58 +6,18 @@
 //! pool. Grouped-query attention folds the query heads of a group into rows of one matmul instead
 //! of copying K/V per query head.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::gguf::LoadError;
 use super::kv_cache::{BlockTable, KvPool};
+pub use super::layers::WeightFormat;
+use super::layers::{Linear, RmsNorm, Split, WeightReader};
 use super::rope::Rope;
 use super::source::TensorSource;
 use crate::parallel::group::{Followers, StepCommand};
-use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
 use crate::parallel::{Communicator, Shard};
-
-/// RMS normalisation with a learned scale.
-#[derive(Debug, Clone)]
-struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
-
-impl RmsNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
-    }
-}
-
-/// A linear layer over quantized weights, with an optional f32 bias (Qwen2's q/k/v).
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-/// Rows from which a quantized matmul dequantizes its weight and runs a dense GEMM instead of
-/// one quantized dot product per (row, column): candle's quantized kernels do not reuse weight
-/// loads across rows, so long prompt chunks are several times faster dense.
-const DENSE_MIN_ROWS: usize = 32;
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.weight {
-            QMatMul::QTensor(q) if x.dim(0)? >= DENSE_MIN_ROWS => {
-                let w = q.dequantize(x.device())?;
-                x.matmul(&w.t()?)?
-            }
-            weight => weight.forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Block {
@@ -96,105 +56,6 @@ pub struct Llama {
     shard: Shard,
     comm: Option<Box<dyn Communicator>>,
     followers: Option<Followers>,
-}
-
-/// Which dimension of a linear layer's weight is split across ranks.
-#[derive(Debug, Clone, Copy)]
-enum Split {
-    /// Output rows (column-parallel: q/k/v, gate/up).
-    Output,
-    /// Input columns (row-parallel: o, down); the outputs are partial sums.
-    Input,
-}
-
-/// Loader state: the file, where the weights go, and the config they must agree with.
-struct WeightReader<'a> {
-    source: &'a mut dyn TensorSource,
-    device: &'a Device,
-    dequantize: bool,
-    requantize: Option<GgmlDType>,
-    shard: Shard,
-}
-
-/// Whether `dtype` is a block-quantized type (not a float type).
-fn is_block_quantized(dtype: GgmlDType) -> bool {
-    !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-}
-
-/// How weights are kept in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WeightFormat {
-    /// As stored in the file.
-    #[default]
-    AsStored,
-    /// Expanded to f32: exact matmuls at 4-8x the memory (numerics checks).
-    Dequantized,
-    /// Block-quantized weights converted to this type at load: trades a little accuracy for a
-    /// type with faster CPU kernels (candle has SIMD Q8_0 but scalar Q4_1).
-    Requantized(GgmlDType),
-}
-
-impl WeightReader<'_> {
-    fn qtensor(&mut self, name: &str, shape: &[usize]) -> std::result::Result<QTensor, LoadError> {
-        self.source.load(name, shape, self.device)
-    }
-
-    fn f32(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, LoadError> {
-        let q = self.qtensor(name, shape)?;
-        q.dequantize(self.device).map_err(|source| self.build_err(source))
-    }
-
-    fn linear(
-        &mut self,
-        name: &str,
-        out: usize,
-        inp: usize,
-        bias: bool,
-        split: Split,
-    ) -> std::result::Result<Linear, LoadError> {
-        let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
-        let q = match split {
-            Split::Output => shard_rows(q, self.shard),
-            Split::Input => shard_columns(q, self.shard),
-        }
-        .map_err(|source| self.build_err(source))?;
-        let weight = self.matmul(q)?;
-        let bias_name = format!("{name}.bias");
-        let bias = if bias && self.source.has(&bias_name) {
-            // Only column-parallel layers have biases here (Qwen2's q/k/v).
-            let b = self.f32(&bias_name, &[out])?;
-            Some(shard_vector(b, self.shard).map_err(|source| self.build_err(source))?)
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
-    }
-
-    fn matmul(&self, q: QTensor) -> std::result::Result<QMatMul, LoadError> {
-        if self.dequantize {
-            let t = q
-                .dequantize(self.device)
-                .map_err(|source| self.build_err(source))?;
-            return Ok(QMatMul::Tensor(t));
-        }
-        let q = match self.requantize {
-            Some(target) if q.dtype() != target && is_block_quantized(q.dtype()) => {
-                let requantized = q
-                    .dequantize(self.device)
-                    .and_then(|t| QTensor::quantize(&t, target));
-                requantized.map_err(|source| self.build_err(source))?
-            }
-            _ => q,
-        };
-        QMatMul::from_qtensor(q).map_err(|source| self.build_err(source))
-    }
-
-    fn build_err(&self, source: candle_core::Error) -> LoadError {
-        LoadError::Build {
-            path: self.source.path().to_path_buf(),
-            source: Box::new(source),
-        }
-    }
 }
 
 impl Llama {
