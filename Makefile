@@ -10,11 +10,12 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy unit-test chart-test local-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy cuda-check unit-test chart-test local-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
-	@echo "make test      everything CI checks: fmt, clippy, tests, generated files fresh"
+	@echo "make test      everything CI checks: fmt, clippy (CPU and --features cuda), tests, generated files fresh"
+	@echo "make cuda-check  clippy of the CUDA build, no GPU needed (nvcc from PyPI into .venv-cuda)"
 	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
@@ -65,6 +66,27 @@ clippy: deps
 
 lint: fmt clippy
 
+# The CUDA build (feature `cuda`: candle's CUDA kernels, NCCL, NVML) checked on a machine with no
+# GPU: candle compiles its kernels with nvcc even for `cargo check`, so nvcc and the headers come
+# from PyPI into their own venv (~1 GB, kept out of .venv). Linking needs the driver's libcuda.so,
+# so CI stops at clippy. Its own target dir: other features would invalidate the CPU build's.
+CUDA_VENV := .venv-cuda
+CUDA_STAMP := $(CUDA_VENV)/.cuda-check-requirements
+CUDA_HOME_DIR = $(shell $(CUDA_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13
+# Compute capability the kernels are compiled for (9.0: H100/H200); checking does not need a GPU.
+CUDA_COMPUTE_CAP ?= 90
+CUDA_TARGET_DIR ?= target/cuda
+
+$(CUDA_STAMP): scripts/cuda-check-requirements.txt
+	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q -r scripts/cuda-check-requirements.txt
+	touch $@
+
+cuda-check: deps $(CUDA_STAMP)
+	CUDA_HOME="$(CUDA_HOME_DIR)" CUDA_PATH="$(CUDA_HOME_DIR)" CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
+		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
+		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
+
 unit-test: deps python-deps
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
 
@@ -73,7 +95,7 @@ local-test: python-deps
 	$(CARGO) build -p hearth-operator -p runtime-node
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(VPY) -m pytest -q tests/local
 
-test: deps python-deps fmt clippy check-generated unit-test chart-test local-test
+test: deps python-deps fmt clippy cuda-check check-generated unit-test chart-test local-test
 	@echo "make test: all checks passed"
 
 run: deps python-deps

@@ -43,8 +43,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens.max(needed),
         weights: args.model.weight_format(),
+        tensor_parallel: 1,
     };
-    let loaded = load_model(&args.model.model, &options, &device(args.model.device))?;
+    let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;
     let model = &loaded.model;
     println!("model: {}", args.model.model.display());
     println!("threads: {}", candle_core::utils::get_num_threads());

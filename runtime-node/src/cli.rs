@@ -32,7 +32,7 @@ pub struct ModelArgs {
     /// A GGUF model file, or a Hugging Face folder (`config.json`, `*.safetensors`, `tokenizer.json`).
     #[arg(long, env = "HEARTH_MODEL")]
     pub model: PathBuf,
-    /// Compute device: `cpu` (CUDA is not built into this slice yet).
+    /// Compute device: `cpu`, or `cuda:N` (CUDA builds; tensor-parallel rank r uses GPU N + r).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
     /// CPU worker threads for the kernels (0 = one per physical core).
@@ -79,9 +79,18 @@ pub struct ServeArgs {
     /// Turn off sharing of identical prompt-prefix KV blocks between requests.
     #[arg(long)]
     pub no_prefix_caching: bool,
-    /// Tensor-parallel ranks; only 1 is implemented so far.
+    /// Tensor-parallel ranks, one thread each: attention heads, KV heads and the MLP width must
+    /// divide by it. On CUDA, one GPU per rank (NCCL); on CPU the ranks share the cores.
     #[arg(long, default_value_t = 1)]
     pub tensor_parallel: usize,
+    /// GPU product the pod was scheduled for (the CRD's `gpu.type`, e.g. `nvidia-h100-80gb`);
+    /// CUDA builds refuse to start on visible GPUs whose NVML name lacks any of its words.
+    #[arg(long, env = "HEARTH_EXPECT_GPU_PRODUCT")]
+    pub expect_gpu_product: Option<String>,
+    /// GPU memory the pod was scheduled for, GiB per GPU (the CRD's `gpu.memoryGiB`); CUDA
+    /// builds refuse GPUs with less than 90 % of it.
+    #[arg(long, env = "HEARTH_EXPECT_GPU_MEMORY_GIB")]
+    pub expect_gpu_memory_gib: Option<f64>,
     /// Compute dtype requested by the operator; a GGUF file fixes its own weight types, so only
     /// `auto` and the f32 activations this engine uses are meaningful here.
     #[arg(long, default_value = "auto")]
@@ -147,6 +156,9 @@ impl ModelArgs {
 pub enum DeviceSpec {
     /// The host CPU.
     Cpu,
+    /// CUDA GPU with this ordinal (CUDA builds only).
+    #[cfg(feature = "cuda")]
+    Cuda(usize),
 }
 
 /// Why a `--device` value was refused.
@@ -168,6 +180,14 @@ impl FromStr for DeviceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "cpu" => Ok(Self::Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => Ok(Self::Cuda(0)),
+            #[cfg(feature = "cuda")]
+            other if other.starts_with("cuda:") => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| DeviceSpecError::Unknown(other.to_string())),
             other if other == "cuda" || other.starts_with("cuda:") => {
                 Err(DeviceSpecError::CudaUnavailable(other.to_string()))
             }
@@ -226,6 +246,15 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_devices_parse_with_their_ordinal() {
+        assert_eq!("cuda".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(3)));
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_device_is_refused_with_a_reason() {
         let err = Cli::try_parse_from(["runtime-node", "serve", "--model", "m", "--device", "cuda:0"])

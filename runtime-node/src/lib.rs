@@ -4,13 +4,17 @@ pub mod bandwidth;
 pub mod bench;
 pub mod chat_template;
 pub mod cli;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
+pub mod gpu;
 pub mod kernels;
 pub mod loader;
 pub mod meter;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod parallel;
 pub mod sampler;
 pub mod serve;
 pub mod server;

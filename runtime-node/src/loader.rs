@@ -9,6 +9,7 @@ use candle_core::Device;
 use crate::chat_template::{ChatTemplate, TemplateError};
 use crate::model::safetensors::{SafetensorsDir, read_hf_config};
 use crate::model::{GgufFile, Llama, LoadError, ModelConfig, WeightFormat};
+use crate::parallel::load_tensor_parallel;
 use crate::tokenizer::{TextTokenizer, read_json};
 
 /// A model ready to serve, with the text-side pieces that came in the same file.
@@ -40,6 +41,8 @@ pub struct LoadOptions {
     pub max_context_tokens: usize,
     /// How weights are kept in memory.
     pub weights: WeightFormat,
+    /// Tensor-parallel ranks (0 or 1: one rank). Each rank thread loads only its shard.
+    pub tensor_parallel: usize,
 }
 
 /// Loads a model: a Hugging Face folder (`config.json`, `*.safetensors`, `tokenizer.json`) when
@@ -78,8 +81,11 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result
         tokenizer.eos_token(),
     )
     .map_err(std::sync::Arc::new);
-    let mut weights = SafetensorsDir::open(dir)?;
-    let model = Llama::load(&mut weights, &cfg, max_context_tokens, options.weights, device)?;
+    let (dir_owned, format) = (dir.to_path_buf(), options.weights);
+    let model = load_tensor_parallel(options.tensor_parallel, device, dir, move |shard, device| {
+        let mut weights = SafetensorsDir::open(&dir_owned)?;
+        Llama::load_shard(&mut weights, &cfg, max_context_tokens, format, device, shard)
+    })?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -93,7 +99,7 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result
 pub fn load_gguf(path: &Path, options: &LoadOptions, device: &Device) -> Result<LoadedModel, LoadError> {
     let started = Instant::now();
     let max_context_tokens = options.max_context_tokens;
-    let mut gguf = GgufFile::open(path)?;
+    let gguf = GgufFile::open(path)?;
     let cfg = ModelConfig::from_gguf(&gguf)?;
     let max_context_tokens = match max_context_tokens {
         0 => cfg.max_position_embeddings,
@@ -106,7 +112,13 @@ pub fn load_gguf(path: &Path, options: &LoadOptions, device: &Device) -> Result<
         tokenizer.eos_token(),
     )
     .map_err(std::sync::Arc::new);
-    let model = Llama::load(&mut gguf, &cfg, max_context_tokens, options.weights, device)?;
+    drop(gguf);
+    let (path_owned, format) = (path.to_path_buf(), options.weights);
+    let model = load_tensor_parallel(options.tensor_parallel, device, path, move |shard, device| {
+        // One reader per rank thread; each keeps only its slice of every matrix.
+        let mut gguf = GgufFile::open(&path_owned)?;
+        Llama::load_shard(&mut gguf, &cfg, max_context_tokens, format, device, shard)
+    })?;
     Ok(LoadedModel {
         model,
         tokenizer,

@@ -18,20 +18,48 @@ use crate::server::{AppState, app};
 /// Tokens per forward pass: bounds prefill chunks so running decodes are not starved.
 const MAX_STEP_TOKENS: usize = 512;
 
-/// Maps the command line's device to candle's.
-pub fn device(spec: DeviceSpec) -> Device {
+/// Maps the command line's device to candle's; a missing GPU is an error, not a panic.
+pub fn device(spec: DeviceSpec) -> anyhow::Result<Device> {
     match spec {
-        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(ordinal) => Ok(crate::cuda::new_device(ordinal)?),
+    }
+}
+
+/// How often the GPU gauges are refreshed.
+#[cfg(feature = "cuda")]
+const GPU_TELEMETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// On CUDA, checks the visible GPUs against what the pod asked for and starts the NVML gauges;
+/// on CPU, says that the expectation flags are ignored.
+fn check_gpus(args: &ServeArgs, registry: &Registry) -> anyhow::Result<()> {
+    let expect = crate::gpu::GpuExpectation {
+        product: args.expect_gpu_product.clone(),
+        memory_gib: args.expect_gpu_memory_gib,
+    };
+    match args.model.device {
+        DeviceSpec::Cpu => {
+            if expect != crate::gpu::GpuExpectation::default() {
+                tracing::warn!("ignoring --expect-gpu-*: the device is the CPU");
+            }
+            let _ = registry;
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(ordinal) => {
+            let nvml = crate::cuda::verify_gpus(ordinal + args.tensor_parallel.max(1), &expect)?;
+            let metrics = crate::gpu::GpuMetrics::new(registry).context("registering GPU metrics")?;
+            crate::cuda::spawn_telemetry(nvml, metrics, GPU_TELEMETRY_INTERVAL)?;
+            Ok(())
+        }
     }
 }
 
 /// Runs the server; returns after a signal and the drain.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.tensor_parallel != 1 {
-        anyhow::bail!(
-            "--tensor-parallel {} is not implemented yet; this build runs one rank",
-            args.tensor_parallel
-        );
+    if args.tensor_parallel == 0 {
+        anyhow::bail!("--tensor-parallel must be at least 1");
     }
     if !matches!(args.dtype.as_str(), "auto" | "f32" | "float32") {
         tracing::warn!(dtype = %args.dtype, "ignoring --dtype: GGUF weights keep their own types, activations are f32");
@@ -41,11 +69,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let registry = Registry::new();
     let metrics = EngineMetrics::new(&registry).context("registering metrics")?;
+    check_gpus(&args, &registry)?;
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens,
         weights: args.model.weight_format(),
+        tensor_parallel: args.tensor_parallel,
     };
-    let loaded = load_model(&args.model.model, &options, &device(args.model.device))?;
+    let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;
     let cfg = loaded.config().clone();
     tracing::info!(
         model = %args.model.model.display(),
@@ -53,6 +83,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         arch = ?cfg.arch,
         layers = cfg.num_layers,
         hidden = cfg.hidden_size,
+        tensor_parallel = args.tensor_parallel,
         max_context_tokens = loaded.max_context_tokens,
         "model loaded"
     );

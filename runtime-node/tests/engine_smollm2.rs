@@ -24,6 +24,7 @@ fn engine_with(max_batch_size: usize) -> Option<(LocalEngine, EngineMetrics)> {
     let options = LoadOptions {
         max_context_tokens: 256,
         weights: Default::default(),
+        tensor_parallel: 1,
     };
     let loaded = load_gguf(&path, &options, &Device::Cpu).expect("model loads");
     let metrics = EngineMetrics::new(&Registry::new()).expect("metrics");

@@ -99,6 +99,7 @@ fn load(weights: WeightFormat) -> Option<LoadedModel> {
     let options = LoadOptions {
         max_context_tokens: 256,
         weights,
+        tensor_parallel: 1,
     };
     Some(load_gguf(&path, &options, &Device::Cpu).expect("model loads"))
 }

@@ -95,6 +95,24 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
+    /// The model cannot be split over the requested tensor-parallel ranks.
+    #[error("{path}: {error}")]
+    TensorParallel {
+        /// The model file.
+        path: PathBuf,
+        /// Which dimension does not divide.
+        error: crate::parallel::IndivisibleError,
+    },
+    /// A tensor-parallel rank could not be started or set up.
+    #[error("{path}: tensor-parallel rank {rank}: {message}")]
+    Rank {
+        /// The model file.
+        path: PathBuf,
+        /// The rank.
+        rank: usize,
+        /// What failed.
+        message: String,
+    },
     /// A tensor operation failed while assembling the model.
     #[error("{path}: building the model")]
     Build {

@@ -69,6 +69,16 @@ impl BlockTable {
     pub fn blocks(&self) -> &[u32] {
         &self.blocks
     }
+
+    /// A table over `blocks` holding `len` tokens, as another rank's pool allocated them: a
+    /// tensor-parallel follower stores its heads in the same blocks as rank 0.
+    pub(crate) fn from_blocks(blocks: Vec<u32>, len: usize) -> Self {
+        Self {
+            blocks,
+            len,
+            ..Self::default()
+        }
+    }
 }
 
 /// Blocks needed to hold `tokens` tokens.

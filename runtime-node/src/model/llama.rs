@@ -6,55 +6,18 @@
 //! pool. Grouped-query attention folds the query heads of a group into rows of one matmul instead
 //! of copying K/V per query head.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::gguf::LoadError;
 use super::kv_cache::{BlockTable, KvPool};
+pub use super::layers::WeightFormat;
+use super::layers::{Linear, RmsNorm, Split, WeightReader};
 use super::rope::Rope;
 use super::source::TensorSource;
-
-/// RMS normalisation with a learned scale.
-#[derive(Debug, Clone)]
-struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
-
-impl RmsNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
-    }
-}
-
-/// A linear layer over quantized weights, with an optional f32 bias (Qwen2's q/k/v).
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-/// Rows from which a quantized matmul dequantizes its weight and runs a dense GEMM instead of
-/// one quantized dot product per (row, column): candle's quantized kernels do not reuse weight
-/// loads across rows, so long prompt chunks are several times faster dense.
-const DENSE_MIN_ROWS: usize = 32;
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.weight {
-            QMatMul::QTensor(q) if x.dim(0)? >= DENSE_MIN_ROWS => {
-                let w = q.dequantize(x.device())?;
-                x.matmul(&w.t()?)?
-            }
-            weight => weight.forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
-}
+use crate::parallel::group::{Followers, StepCommand};
+use crate::parallel::{Communicator, Shard};
 
 #[derive(Debug, Clone)]
 struct Block {
@@ -78,97 +41,21 @@ pub struct StepInput<'a> {
     pub table: &'a mut BlockTable,
 }
 
-/// A loaded model, ready to run steps.
+/// A loaded model, ready to run steps. Under tensor parallelism this is one rank's shard: its
+/// heads and MLP slice, a communicator, and on rank 0 the follower ranks it drives.
 #[derive(Debug)]
 pub struct Llama {
     cfg: ModelConfig,
     embedding: QTensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: QMatMul,
+    // Only rank 0 computes logits; follower ranks skip the output head.
+    lm_head: Option<QMatMul>,
     rope: Rope,
     device: Device,
-}
-
-/// Loader state: the file, where the weights go, and the config they must agree with.
-struct WeightReader<'a> {
-    source: &'a mut dyn TensorSource,
-    device: &'a Device,
-    dequantize: bool,
-    requantize: Option<GgmlDType>,
-}
-
-/// Whether `dtype` is a block-quantized type (not a float type).
-fn is_block_quantized(dtype: GgmlDType) -> bool {
-    !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-}
-
-/// How weights are kept in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WeightFormat {
-    /// As stored in the file.
-    #[default]
-    AsStored,
-    /// Expanded to f32: exact matmuls at 4-8x the memory (numerics checks).
-    Dequantized,
-    /// Block-quantized weights converted to this type at load: trades a little accuracy for a
-    /// type with faster CPU kernels (candle has SIMD Q8_0 but scalar Q4_1).
-    Requantized(GgmlDType),
-}
-
-impl WeightReader<'_> {
-    fn qtensor(&mut self, name: &str, shape: &[usize]) -> std::result::Result<QTensor, LoadError> {
-        self.source.load(name, shape, self.device)
-    }
-
-    fn f32(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, LoadError> {
-        let q = self.qtensor(name, shape)?;
-        q.dequantize(self.device).map_err(|source| self.build_err(source))
-    }
-
-    fn linear(
-        &mut self,
-        name: &str,
-        out: usize,
-        inp: usize,
-        bias: bool,
-    ) -> std::result::Result<Linear, LoadError> {
-        let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
-        let weight = self.matmul(q)?;
-        let bias_name = format!("{name}.bias");
-        let bias = if bias && self.source.has(&bias_name) {
-            Some(self.f32(&bias_name, &[out])?)
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
-    }
-
-    fn matmul(&self, q: QTensor) -> std::result::Result<QMatMul, LoadError> {
-        if self.dequantize {
-            let t = q
-                .dequantize(self.device)
-                .map_err(|source| self.build_err(source))?;
-            return Ok(QMatMul::Tensor(t));
-        }
-        let q = match self.requantize {
-            Some(target) if q.dtype() != target && is_block_quantized(q.dtype()) => {
-                let requantized = q
-                    .dequantize(self.device)
-                    .and_then(|t| QTensor::quantize(&t, target));
-                requantized.map_err(|source| self.build_err(source))?
-            }
-            _ => q,
-        };
-        QMatMul::from_qtensor(q).map_err(|source| self.build_err(source))
-    }
-
-    fn build_err(&self, source: candle_core::Error) -> LoadError {
-        LoadError::Build {
-            path: self.source.path().to_path_buf(),
-            source: Box::new(source),
-        }
-    }
+    shard: Shard,
+    comm: Option<Box<dyn Communicator>>,
+    followers: Option<Followers>,
 }
 
 impl Llama {
@@ -183,6 +70,24 @@ impl Llama {
         format: WeightFormat,
         device: &Device,
     ) -> std::result::Result<Self, LoadError> {
+        Self::load_shard(source, cfg, max_positions, format, device, Shard::SINGLE)
+    }
+
+    /// Like [`Llama::load`], keeping only `shard`'s slice of the heads and MLP: the rank's part
+    /// of a tensor-parallel model. `cfg`'s head counts and MLP width must divide by the shard's
+    /// world size.
+    pub fn load_shard(
+        source: &mut dyn TensorSource,
+        cfg: &ModelConfig,
+        max_positions: usize,
+        format: WeightFormat,
+        device: &Device,
+        shard: Shard,
+    ) -> std::result::Result<Self, LoadError> {
+        crate::parallel::check_divisible(cfg, shard.world).map_err(|error| LoadError::TensorParallel {
+            path: source.path().to_path_buf(),
+            error,
+        })?;
         let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
         let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
         let eps = cfg.rms_norm_eps as f32;
@@ -195,6 +100,7 @@ impl Llama {
                 WeightFormat::Requantized(target) => Some(target),
                 _ => None,
             },
+            shard,
         };
         let embedding = r.qtensor("token_embd.weight", &[cfg.vocab_size, h])?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
@@ -205,17 +111,17 @@ impl Llama {
                     weight: r.f32(&format!("{p}.attn_norm.weight"), &[h])?,
                     eps,
                 },
-                q: r.linear(&format!("{p}.attn_q"), q_out, h, biases)?,
-                k: r.linear(&format!("{p}.attn_k"), kv_out, h, biases)?,
-                v: r.linear(&format!("{p}.attn_v"), kv_out, h, biases)?,
-                o: r.linear(&format!("{p}.attn_output"), h, q_out, false)?,
+                q: r.linear(&format!("{p}.attn_q"), q_out, h, biases, Split::Output)?,
+                k: r.linear(&format!("{p}.attn_k"), kv_out, h, biases, Split::Output)?,
+                v: r.linear(&format!("{p}.attn_v"), kv_out, h, biases, Split::Output)?,
+                o: r.linear(&format!("{p}.attn_output"), h, q_out, false, Split::Input)?,
                 ffn_norm: RmsNorm {
                     weight: r.f32(&format!("{p}.ffn_norm.weight"), &[h])?,
                     eps,
                 },
-                gate: r.linear(&format!("{p}.ffn_gate"), ff, h, false)?,
-                up: r.linear(&format!("{p}.ffn_up"), ff, h, false)?,
-                down: r.linear(&format!("{p}.ffn_down"), h, ff, false)?,
+                gate: r.linear(&format!("{p}.ffn_gate"), ff, h, false, Split::Output)?,
+                up: r.linear(&format!("{p}.ffn_up"), ff, h, false, Split::Output)?,
+                down: r.linear(&format!("{p}.ffn_down"), h, ff, false, Split::Input)?,
             });
         }
         let norm = RmsNorm {
@@ -228,8 +134,12 @@ impl Llama {
         } else {
             "token_embd.weight"
         };
-        let head = r.qtensor(head_name, &[cfg.vocab_size, h])?;
-        let lm_head = r.matmul(head)?;
+        let lm_head = if shard.rank == 0 {
+            let head = r.qtensor(head_name, &[cfg.vocab_size, h])?;
+            Some(r.matmul(head)?)
+        } else {
+            None
+        };
         // Llama 3.x GGUFs carry their frequency scaling as per-dimension factors.
         let freq_factors = if r.source.has("rope_freqs.weight") {
             let t = r.f32("rope_freqs.weight", &[cfg.head_dim / 2])?;
@@ -247,7 +157,43 @@ impl Llama {
             lm_head,
             rope,
             device: device.clone(),
+            shard,
+            comm: None,
+            followers: None,
         })
+    }
+
+    /// Joins this shard to its group: `comm` sums the row-parallel outputs; `followers` (rank 0
+    /// only) are the other ranks, sent every step and pool allocation.
+    pub(crate) fn attach(&mut self, comm: Box<dyn Communicator>, followers: Option<Followers>) {
+        self.comm = Some(comm);
+        self.followers = followers;
+    }
+
+    /// Which slice of the model this is.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Query and KV heads held by this rank.
+    fn local_heads(&self) -> (usize, usize) {
+        let world = self.shard.world.max(1);
+        (self.cfg.num_heads / world, self.cfg.num_kv_heads / world)
+    }
+
+    /// Sums a row-parallel layer's partial output over the ranks.
+    fn all_reduce(&self, x: Tensor) -> Result<Tensor> {
+        match &self.comm {
+            Some(comm) if self.shard.is_split() => comm.all_reduce_sum(&x),
+            _ => Ok(x),
+        }
+    }
+
+    /// Gives up on the group after a failed step, so the other ranks stop waiting for this one.
+    pub(crate) fn abort_group(&self) {
+        if let Some(comm) = &self.comm {
+            comm.abort();
+        }
     }
 
     /// The model's hyper-parameters.
@@ -265,14 +211,62 @@ impl Llama {
         self.rope.max_positions()
     }
 
-    /// A KV pool of `num_blocks` blocks of `block_size` tokens for this model.
+    /// A KV pool of `num_blocks` blocks of `block_size` tokens for this model (for this rank's
+    /// KV heads; on rank 0 every follower allocates its own alike).
     pub fn new_pool(&self, num_blocks: usize, block_size: usize) -> Result<KvPool> {
-        KvPool::new(&self.cfg, num_blocks, block_size, &self.device)
+        if let Some(followers) = &self.followers {
+            followers.new_pools(num_blocks, block_size)?;
+        }
+        self.new_local_pool(num_blocks, block_size)
+    }
+
+    /// This rank's pool only.
+    pub(crate) fn new_local_pool(&self, num_blocks: usize, block_size: usize) -> Result<KvPool> {
+        let mut local = self.cfg.clone();
+        local.num_kv_heads = self.local_heads().1;
+        KvPool::new(&local, num_blocks, block_size, &self.device)
     }
 
     /// Runs one step over `batch`, appending every entry's tokens to its blocks in `pool`, and
     /// returns the next-token logits after each entry's last token: `(batch.len(), vocab)`, f32.
     pub fn forward(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<Tensor> {
+        let (ids, positions) = self.reserve(batch, pool)?;
+        if let Some(followers) = &self.followers {
+            followers.step(StepCommand::new(batch))?;
+        }
+        match self.run(batch, pool, ids, positions, true) {
+            Ok(Some(logits)) => Ok(logits),
+            Ok(None) => candle_core::bail!("the step computed no logits"),
+            Err(err) => {
+                self.abort_group();
+                Err(err)
+            }
+        }
+    }
+
+    /// A follower's share of rank 0's `step`: the same tokens into the same blocks of its own
+    /// pool, through its own heads; the logits are left to rank 0.
+    pub(crate) fn follow(&self, step: &StepCommand, pool: &mut KvPool) -> Result<()> {
+        let mut tables: Vec<BlockTable> = step
+            .entries
+            .iter()
+            .map(|e| BlockTable::from_blocks(e.blocks.clone(), e.len))
+            .collect();
+        let mut batch: Vec<StepInput<'_>> = step
+            .entries
+            .iter()
+            .zip(tables.iter_mut())
+            .map(|(e, table)| StepInput {
+                tokens: &e.tokens,
+                table,
+            })
+            .collect();
+        let (ids, positions) = self.reserve(&mut batch, pool)?;
+        self.run(&mut batch, pool, ids, positions, false).map(|_| ())
+    }
+
+    /// Makes room for every entry's tokens; returns the flattened token ids and positions.
+    fn reserve(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<(Tensor, Tensor)> {
         let mut all_tokens = Vec::new();
         let mut positions = Vec::new();
         for entry in batch.iter_mut() {
@@ -294,16 +288,28 @@ impl Llama {
         let total = all_tokens.len();
         let ids = Tensor::from_vec(all_tokens, total, &self.device)?;
         let positions = Tensor::from_vec(positions, total, &self.device)?;
+        Ok((ids, positions))
+    }
+
+    /// The layers over a reserved batch; the logits when `logits` (rank 0).
+    fn run(
+        &self,
+        batch: &mut [StepInput<'_>],
+        pool: &mut KvPool,
+        ids: Tensor,
+        positions: Tensor,
+        logits: bool,
+    ) -> Result<Option<Tensor>> {
         let (cos, sin) = self.rope.tables_for(&positions)?;
 
         let mut x = self.embedding.embedding(&ids)?.to_dtype(DType::F32)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&x)?;
             let attn = self.attention(layer, block, &h, &cos, &sin, batch, pool)?;
-            x = (x + block.o.forward(&attn)?)?;
+            x = (x + self.all_reduce(block.o.forward(&attn)?)?)?;
             let h = block.ffn_norm.forward(&x)?;
             let mlp = (block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?;
-            x = (x + block.down.forward(&mlp)?)?;
+            x = (x + self.all_reduce(block.down.forward(&mlp)?)?)?;
         }
         let mut last_rows = Vec::with_capacity(batch.len());
         let mut offset = 0u32;
@@ -313,9 +319,18 @@ impl Llama {
             last_rows.push(offset - 1);
             pool.advance(entry.table, n);
         }
+        if !logits {
+            return Ok(None);
+        }
         let last_rows = Tensor::new(last_rows.as_slice(), &self.device)?;
         let x = self.norm.forward(&x.index_select(&last_rows, 0)?)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        let Some(lm_head) = &self.lm_head else {
+            candle_core::bail!(
+                "rank {} has no output head; rank 0 computes the logits",
+                self.shard.rank
+            );
+        };
+        lm_head.forward(&x)?.to_dtype(DType::F32).map(Some)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -329,8 +344,7 @@ impl Llama {
         batch: &[StepInput<'_>],
         pool: &KvPool,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let ((heads, kv_heads), hd) = (self.local_heads(), self.cfg.head_dim);
         let group = heads / kv_heads;
         let total = h.dim(0)?;
         let q = block.q.forward(h)?.reshape((total, heads, hd))?;

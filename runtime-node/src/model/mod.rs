@@ -3,6 +3,7 @@
 pub mod config;
 pub mod gguf;
 pub mod kv_cache;
+mod layers;
 pub mod llama;
 pub mod rope;
 pub mod safetensors;

@@ -1,0 +1,151 @@
+//! The building blocks of the transformer and how their weights are read: RMS norm, linear
+//! layers over quantized matrices, and the loader that takes (for tensor parallel: slices)
+//! matrices from a [`TensorSource`] in the requested [`WeightFormat`].
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Result, Tensor};
+
+use super::gguf::LoadError;
+use super::source::TensorSource;
+use crate::parallel::Shard;
+use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
+
+/// RMS normalisation with a learned scale.
+#[derive(Debug, Clone)]
+pub(super) struct RmsNorm {
+    pub(super) weight: Tensor,
+    pub(super) eps: f32,
+}
+
+impl RmsNorm {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+/// A linear layer over quantized weights, with an optional f32 bias (Qwen2's q/k/v).
+#[derive(Debug, Clone)]
+pub(super) struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+/// Rows from which a quantized matmul dequantizes its weight and runs a dense GEMM instead of
+/// one quantized dot product per (row, column): candle's quantized kernels do not reuse weight
+/// loads across rows, so long prompt chunks are several times faster dense.
+const DENSE_MIN_ROWS: usize = 32;
+
+impl Linear {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            QMatMul::QTensor(q) if x.dim(0)? >= DENSE_MIN_ROWS => {
+                let w = q.dequantize(x.device())?;
+                x.matmul(&w.t()?)?
+            }
+            weight => weight.forward(x)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Which dimension of a linear layer's weight is split across ranks.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Split {
+    /// Output rows (column-parallel: q/k/v, gate/up).
+    Output,
+    /// Input columns (row-parallel: o, down); the outputs are partial sums.
+    Input,
+}
+
+/// Loader state: the file, where the weights go, and the config they must agree with.
+pub(super) struct WeightReader<'a> {
+    pub(super) source: &'a mut dyn TensorSource,
+    pub(super) device: &'a Device,
+    pub(super) dequantize: bool,
+    pub(super) requantize: Option<GgmlDType>,
+    pub(super) shard: Shard,
+}
+
+/// Whether `dtype` is a block-quantized type (not a float type).
+fn is_block_quantized(dtype: GgmlDType) -> bool {
+    !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// How weights are kept in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// As stored in the file.
+    #[default]
+    AsStored,
+    /// Expanded to f32: exact matmuls at 4-8x the memory (numerics checks).
+    Dequantized,
+    /// Block-quantized weights converted to this type at load: trades a little accuracy for a
+    /// type with faster CPU kernels (candle has SIMD Q8_0 but scalar Q4_1).
+    Requantized(GgmlDType),
+}
+
+impl WeightReader<'_> {
+    pub(super) fn qtensor(&mut self, name: &str, shape: &[usize]) -> std::result::Result<QTensor, LoadError> {
+        self.source.load(name, shape, self.device)
+    }
+
+    pub(super) fn f32(&mut self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, LoadError> {
+        let q = self.qtensor(name, shape)?;
+        q.dequantize(self.device).map_err(|source| self.build_err(source))
+    }
+
+    pub(super) fn linear(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        split: Split,
+    ) -> std::result::Result<Linear, LoadError> {
+        let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
+        let q = match split {
+            Split::Output => shard_rows(q, self.shard),
+            Split::Input => shard_columns(q, self.shard),
+        }
+        .map_err(|source| self.build_err(source))?;
+        let weight = self.matmul(q)?;
+        let bias_name = format!("{name}.bias");
+        let bias = if bias && self.source.has(&bias_name) {
+            // Only column-parallel layers have biases here (Qwen2's q/k/v).
+            let b = self.f32(&bias_name, &[out])?;
+            Some(shard_vector(b, self.shard).map_err(|source| self.build_err(source))?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    pub(super) fn matmul(&self, q: QTensor) -> std::result::Result<QMatMul, LoadError> {
+        if self.dequantize {
+            let t = q
+                .dequantize(self.device)
+                .map_err(|source| self.build_err(source))?;
+            return Ok(QMatMul::Tensor(t));
+        }
+        let q = match self.requantize {
+            Some(target) if q.dtype() != target && is_block_quantized(q.dtype()) => {
+                let requantized = q
+                    .dequantize(self.device)
+                    .and_then(|t| QTensor::quantize(&t, target));
+                requantized.map_err(|source| self.build_err(source))?
+            }
+            _ => q,
+        };
+        QMatMul::from_qtensor(q).map_err(|source| self.build_err(source))
+    }
+
+    pub(super) fn build_err(&self, source: candle_core::Error) -> LoadError {
+        LoadError::Build {
+            path: self.source.path().to_path_buf(),
+            source: Box::new(source),
+        }
+    }
+}
