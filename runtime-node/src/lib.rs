@@ -8,7 +8,6 @@ pub mod cli;
 pub mod cuda;
 pub mod engine;
 pub mod gpu;
-pub mod kernels;
 pub mod loader;
 pub mod meter;
 pub mod metrics;

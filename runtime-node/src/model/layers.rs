@@ -3,12 +3,14 @@
 //! matrices from a [`TensorSource`] in the requested [`WeightFormat`].
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::gguf::LoadError;
 use super::source::TensorSource;
 use crate::parallel::Shard;
 use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
+use hearth_kernels::QuantMatrix;
+use hearth_kernels::blocks::WeightType;
 
 /// RMS normalisation with a learned scale.
 #[derive(Debug, Clone)]
@@ -26,24 +28,55 @@ impl RmsNorm {
 /// A linear layer over quantized weights, with an optional f32 bias (Qwen2's q/k/v).
 #[derive(Debug, Clone)]
 pub(super) struct Linear {
-    weight: QMatMul,
+    weight: LinearWeight,
     bias: Option<Tensor>,
 }
 
 /// Rows from which a quantized matmul dequantizes its weight and runs a dense GEMM instead of
-/// one quantized dot product per (row, column): candle's quantized kernels do not reuse weight
-/// loads across rows, so long prompt chunks are several times faster dense.
+/// one quantized dot product per (row, column): the quantized kernels read each weight once per
+/// call, but a GEMM reuses it across rows, so long prompt chunks are several times faster dense.
 const DENSE_MIN_ROWS: usize = 32;
+
+/// A weight matrix: in our kernels' block layout on CPU for the types they implement
+/// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
+#[derive(Debug, Clone)]
+pub(super) enum LinearWeight {
+    /// Q4_0 / Q4_1 / Q8_0 on CPU.
+    Blocks(QuantMatrix),
+    /// Every other type or device.
+    Candle(QMatMul),
+}
+
+impl LinearWeight {
+    /// `x · Wᵀ` for `x` of shape `(rows, in)`.
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        match self {
+            Self::Blocks(matrix) if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                if rows >= DENSE_MIN_ROWS {
+                    let w =
+                        Tensor::from_vec(matrix.dequantize(), (matrix.rows(), matrix.cols()), x.device())?;
+                    return x.matmul(&w.t()?);
+                }
+                let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let y = matrix.matmul(&input, rows);
+                Tensor::from_vec(y, (rows, matrix.rows()), x.device())
+            }
+            Self::Blocks(_) => Err(candle_core::Error::Msg(
+                "block-layout weights run on CPU with f32 activations only".into(),
+            )),
+            Self::Candle(QMatMul::QTensor(q)) if rows >= DENSE_MIN_ROWS => {
+                let w = q.dequantize(x.device())?;
+                x.matmul(&w.t()?)
+            }
+            Self::Candle(weight) => weight.forward(x),
+        }
+    }
+}
 
 impl Linear {
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.weight {
-            QMatMul::QTensor(q) if x.dim(0)? >= DENSE_MIN_ROWS => {
-                let w = q.dequantize(x.device())?;
-                x.matmul(&w.t()?)?
-            }
-            weight => weight.forward(x)?,
-        };
+        let y = self.weight.forward(x)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -123,12 +156,12 @@ impl WeightReader<'_> {
         Ok(Linear { weight, bias })
     }
 
-    pub(super) fn matmul(&self, q: QTensor) -> std::result::Result<QMatMul, LoadError> {
+    pub(super) fn matmul(&self, q: QTensor) -> std::result::Result<LinearWeight, LoadError> {
         if self.dequantize {
             let t = q
                 .dequantize(self.device)
                 .map_err(|source| self.build_err(source))?;
-            return Ok(QMatMul::Tensor(t));
+            return Ok(LinearWeight::Candle(QMatMul::Tensor(t)));
         }
         let q = match self.requantize {
             Some(target) if q.dtype() != target && is_block_quantized(q.dtype()) => {
@@ -139,7 +172,21 @@ impl WeightReader<'_> {
             }
             _ => q,
         };
-        QMatMul::from_qtensor(q).map_err(|source| self.build_err(source))
+        let kind = match q.dtype() {
+            GgmlDType::Q4_0 => Some(WeightType::Q4_0),
+            GgmlDType::Q4_1 => Some(WeightType::Q4_1),
+            GgmlDType::Q8_0 => Some(WeightType::Q8_0),
+            _ => None,
+        };
+        if let (Some(kind), true, &[rows, cols]) = (kind, self.device.is_cpu(), q.shape().dims()) {
+            let data = q.data().map_err(|source| self.build_err(source))?.into_owned();
+            let matrix = QuantMatrix::new(kind, rows, cols, data)
+                .map_err(|e| self.build_err(candle_core::Error::Msg(e.to_string())))?;
+            return Ok(LinearWeight::Blocks(matrix));
+        }
+        QMatMul::from_qtensor(q)
+            .map(LinearWeight::Candle)
+            .map_err(|source| self.build_err(source))
     }
 
     pub(super) fn build_err(&self, source: candle_core::Error) -> LoadError {

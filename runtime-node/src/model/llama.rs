@@ -6,14 +6,14 @@
 //! pool. Grouped-query attention folds the query heads of a group into rows of one matmul instead
 //! of copying K/V per query head.
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{D, DType, Device, Result, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::gguf::LoadError;
 use super::kv_cache::{BlockTable, KvPool};
 pub use super::layers::WeightFormat;
-use super::layers::{Linear, RmsNorm, Split, WeightReader};
+use super::layers::{Linear, LinearWeight, RmsNorm, Split, WeightReader};
 use super::rope::Rope;
 use super::source::TensorSource;
 use crate::parallel::group::{Followers, StepCommand};
@@ -50,7 +50,7 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: RmsNorm,
     // Only rank 0 computes logits; follower ranks skip the output head.
-    lm_head: Option<QMatMul>,
+    lm_head: Option<LinearWeight>,
     rope: Rope,
     device: Device,
     shard: Shard,

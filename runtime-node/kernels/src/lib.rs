@@ -1,4 +1,4 @@
-//! Our own CPU kernels for quantized weights, used where candle's are slow: a few rows of
+//! runtime-node's own CPU kernels for quantized weights, used where candle's are slow: a few rows of
 //! activations (decode steps, small batches) times a Q4_0 / Q4_1 / Q8_0 weight matrix. Each
 //! activation row is quantized to 8-bit blocks once; each weight row is read once per call for
 //! all activation rows and dotted in integers ([`dot`]); output rows are split across the rayon
@@ -80,6 +80,28 @@ impl QuantMatrix {
     /// Input features.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// The weight type.
+    pub fn kind(&self) -> WeightType {
+        self.kind
+    }
+
+    /// The whole matrix as f32, `rows × cols` row-major (for long prompt chunks, where a dense
+    /// GEMM that reuses each weight across many rows wins).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        let bytes = self.kind.block_bytes();
+        out.par_chunks_mut(BLOCK * 256)
+            .zip(self.data.par_chunks(bytes * 256))
+            .for_each(|(values, blocks)| {
+                let mut block = [0f32; BLOCK];
+                for (chunk, raw) in values.chunks_exact_mut(BLOCK).zip(blocks.chunks_exact(bytes)) {
+                    blocks::dequantize_block(self.kind, raw, &mut block);
+                    chunk.copy_from_slice(&block);
+                }
+            });
+        out
     }
 
     /// `y = x · Wᵀ` for `x` of `n × cols` (row-major); returns `n × rows`.
@@ -195,6 +217,7 @@ mod tests {
                 dequantize_block(kind, bytes, &mut block);
                 weights[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&block);
             }
+            assert_eq!(matrix.dequantize(), weights, "dequantize is the block definition");
             for i in 0..n {
                 for r in 0..rows {
                     let exact: f64 = (0..cols)
