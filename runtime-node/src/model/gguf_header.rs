@@ -381,7 +381,9 @@ impl<R: Read> Header<'_, R> {
                 let needed = len.saturating_mul(self.min_size(item_type));
                 self.bytes
                     .ensure(needed, &format!("an array of {len} elements"))?;
-                let mut items = Vec::with_capacity(len as usize);
+                // Reserve no more than a page of items up front: nested arrays each claim the
+                // same remaining bytes, so capacity grows only with items actually read.
+                let mut items = Vec::with_capacity((len as usize).min(4096));
                 for _ in 0..len {
                     items.push(self.value(item_type, depth + 1)?);
                 }
