@@ -10,7 +10,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy cuda-check unit-test chart-test local-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy cuda-check fuzz-smoke unit-test chart-test local-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
@@ -19,6 +19,7 @@ help:
 	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
+	@echo "make fuzz-smoke  each model-file parser fuzz target for FUZZ_SECONDS (libFuzzer)"
 
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
@@ -95,7 +96,27 @@ local-test: python-deps
 	$(CARGO) build -p hearth-operator -p runtime-node
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(VPY) -m pytest -q tests/local
 
-test: deps python-deps fmt clippy cuda-check check-generated unit-test chart-test local-test
+# The GGUF and safetensors parsers under libFuzzer, briefly (runtime-node/fuzz; longer runs:
+# `cd runtime-node/fuzz && cargo +nightly fuzz run gguf_header`). New inputs go to a scratch
+# folder, so the checked-in seed corpus stays as it is; a crash leaves its input in
+# runtime-node/fuzz/artifacts/. Nightly when rustup has it, else stable with RUSTC_BOOTSTRAP.
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := gguf_header safetensors_header
+FUZZ_TARGET_DIR ?= target
+fuzz-smoke: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	@if rustup toolchain list | grep -q '^nightly'; then fuzz="$(CARGO) +nightly fuzz"; flags=""; \
+	else fuzz="env RUSTC_BOOTSTRAP=1 $(CARGO) fuzz"; flags="--sanitizer none"; fi; \
+	cd runtime-node/fuzz; \
+	for t in $(FUZZ_TARGETS); do \
+	  scratch=$$(mktemp -d); \
+	  $$fuzz run $$flags --debug-assertions --target-dir "$(FUZZ_TARGET_DIR)" $$t "$$scratch" corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -runs=10000000 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	  rm -rf "$$scratch"; \
+	done
+
+test: deps python-deps fmt clippy cuda-check check-generated fuzz-smoke unit-test chart-test local-test
 	@echo "make test: all checks passed"
 
 run: deps python-deps

@@ -17,10 +17,12 @@ use tower::ServiceExt;
 const MODEL: &str = "fake-model";
 const LIMIT: usize = 64;
 
-/// Answers every request with "Hello, world" in three pieces; prompt tokens = words.
+/// Answers every request with "Hello, world" in three pieces ("Hello, world#7" when seeded
+/// with 7, so choices can be told apart); prompt tokens = words.
 #[derive(Default)]
 struct FakeEngine {
     last: Mutex<Option<GenerateRequest>>,
+    seeds: Mutex<Vec<Option<u64>>>,
 }
 
 impl Engine for FakeEngine {
@@ -50,7 +52,11 @@ impl Engine for FakeEngine {
                 limit: LIMIT,
             });
         }
-        let pieces = ["Hello", ", ", "world"];
+        let last = match request.sampling.seed {
+            Some(seed) => format!("world#{seed}"),
+            None => "world".to_string(),
+        };
+        let pieces = ["Hello", ", ", last.as_str()];
         let n = pieces.len().min(max_tokens);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for piece in &pieces[..n] {
@@ -79,6 +85,7 @@ impl Engine for FakeEngine {
                 completion_tokens: n,
             },
         });
+        self.seeds.lock().expect("lock").push(request.sampling.seed);
         *self.last.lock().expect("lock") = Some(request);
         Ok(GenerationStream {
             prompt_tokens,
@@ -115,6 +122,20 @@ fn chat(extra: Value) -> Value {
 
 fn json_body(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The JSON chunks of an SSE body, checking it ends with `[DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data event: {e:?}"))
+        })
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    events[..events.len() - 1].iter().map(|e| json_body(e)).collect()
 }
 
 #[tokio::test]
@@ -334,5 +355,127 @@ async fn health_ready_and_metrics() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn n_choices_are_seeded_apart_and_count_the_prompt_once() {
+    let engine = Arc::new(FakeEngine::default());
+    let request = chat(json!({"n": 3, "temperature": 0.8, "seed": 7}));
+    let (status, body) = send(engine.clone(), post("/v1/chat/completions", request)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json_body(&body);
+    let choices = body["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3);
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        // Choice i samples with seed + i: reproducible one by one.
+        assert_eq!(choice["message"]["content"], format!("Hello, world#{}", 7 + i));
+        assert_eq!(choice["finish_reason"], "stop");
+    }
+    assert_eq!(
+        *engine.seeds.lock().expect("lock"),
+        vec![Some(7), Some(8), Some(9)]
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], 4, "the prompt is counted once");
+    assert_eq!(body["usage"]["completion_tokens"], 9, "completions are summed");
+    assert_eq!(body["usage"]["total_tokens"], 13);
+
+    let request =
+        json!({"model": MODEL, "prompt": "Once upon a time", "n": 2, "max_tokens": 2, "echo": true});
+    let (status, body) = send(Arc::default(), post("/v1/completions", request)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json_body(&body);
+    assert_eq!(body["choices"][0]["text"], "Once upon a timeHello, ");
+    assert_eq!(body["choices"][1]["index"], 1);
+    assert_eq!(body["choices"][1]["text"], "Once upon a timeHello, ");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})
+    );
+}
+
+#[tokio::test]
+async fn streamed_choices_carry_their_index_and_share_one_usage_chunk() {
+    let request = chat(json!({"n": 2, "seed": 1, "stream": true, "stream_options": {"include_usage": true}}));
+    let (status, body) = send(Arc::default(), post("/v1/chat/completions", request)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let chunks = sse_chunks(&body);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    for index in 0..2usize {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().into_iter().flatten())
+            .filter(|choice| choice["index"] == index)
+            .collect();
+        assert_eq!(
+            mine[0]["delta"]["role"], "assistant",
+            "each choice opens with the role"
+        );
+        let text: String = mine
+            .iter()
+            .filter_map(|c| c["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, format!("Hello, world#{}", 1 + index));
+        let finishes: Vec<&&Value> = mine.iter().filter(|c| !c["finish_reason"].is_null()).collect();
+        assert_eq!(finishes.len(), 1, "one finish per choice");
+        assert_eq!(finishes[0]["finish_reason"], "stop");
+    }
+    let usage: Vec<&Value> = chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+    assert_eq!(usage.len(), 1, "one usage chunk: {body}");
+    assert_eq!(usage[0]["choices"], json!([]));
+    assert_eq!(
+        usage[0]["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10})
+    );
+    assert_eq!(
+        chunks.last(),
+        Some(usage[0]),
+        "usage comes after every choice finished"
+    );
+
+    let request = json!({"model": MODEL, "prompt": "Hi", "n": 2, "stream": true, "logprobs": 0});
+    let (status, body) = send(Arc::default(), post("/v1/completions", request)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let chunks = sse_chunks(&body);
+    for index in 0..2usize {
+        let offsets: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0])
+            .filter(|c| c["index"] == index && c["text"] != "")
+            .map(|c| &c["logprobs"]["text_offset"][0])
+            .collect();
+        assert_eq!(
+            offsets,
+            [&json!(0), &json!(5), &json!(7)],
+            "offsets are per choice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn n_beyond_the_limit_names_the_field_and_the_limit() {
+    for (uri, body) in [
+        ("/v1/chat/completions", chat(json!({"n": 17}))),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "Hi", "n": 17}),
+        ),
+        ("/v1/chat/completions", chat(json!({"n": 0}))),
+    ] {
+        let engine = Arc::new(FakeEngine::default());
+        let (status, text) = send(engine.clone(), post(uri, body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+        let error = &json_body(&text)["error"];
+        assert_eq!(error["param"], "n");
+        assert_eq!(error["type"], "invalid_request_error");
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains("16")),
+            "{text}"
+        );
+        assert!(
+            engine.seeds.lock().expect("lock").is_empty(),
+            "nothing reached the engine"
+        );
     }
 }

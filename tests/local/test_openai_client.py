@@ -113,6 +113,20 @@ def test_streaming_with_final_usage_chunk(local_mode):
     assert usage is not None and 0 < usage.completion_tokens <= 12
 
 
+def test_n_choices_share_the_prompt(local_mode):
+    response = client(local_mode).chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=8,
+        n=3, temperature=0.9, seed=11,
+    )
+    assert [choice.index for choice in response.choices] == [0, 1, 2]
+    assert all(choice.message.content.strip() for choice in response.choices)
+    single = client(local_mode).chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=8,
+    )
+    assert response.usage.prompt_tokens == single.usage.prompt_tokens, "the prompt is counted once"
+    assert 3 <= response.usage.completion_tokens <= 24
+
+
 def test_models_lists_the_served_model(local_mode):
     ids = [model.id for model in client(local_mode).models.list()]
     assert "smollm2-135m" in ids

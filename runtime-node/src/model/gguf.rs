@@ -1,10 +1,13 @@
-//! Reading GGUF files: the header and metadata through candle's parser, plus typed accessors
-//! whose errors name the file and the key, so a bad model fails with a sentence, not a panic.
+//! Reading GGUF files: the header and metadata through a bounds-checked parser
+//! ([`super::gguf_header`]), tensors through candle, plus typed accessors whose errors name the
+//! file and the key, so a bad model fails with a sentence, not a panic.
 //! Causes hang off `source()`: print errors with their chain (`{:#}` in anyhow).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use super::gguf_header::{HeaderError, read_header};
 
 use candle_core::Device;
 use candle_core::quantized::QTensor;
@@ -30,8 +33,18 @@ pub enum LoadError {
         /// The first four bytes found.
         magic: [u8; 4],
     },
-    /// The GGUF header or a tensor could not be parsed (truncated file, unknown dtype...).
-    #[error("{path}: malformed GGUF ({what})")]
+    /// The GGUF header is truncated or inconsistent (lengths past the end, unknown types...).
+    #[error("{path}: malformed GGUF header at byte {offset}: {problem}")]
+    Header {
+        /// The model file.
+        path: PathBuf,
+        /// Where in the file the problem was found.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A tensor (or a whole safetensors file) could not be parsed.
+    #[error("{path}: malformed {what}")]
     Malformed {
         /// The model file.
         path: PathBuf,
@@ -124,11 +137,15 @@ pub enum LoadError {
     },
 }
 
+/// Where tensor data is read from: the file, or bytes in memory (tests, fuzzing).
+trait TensorReader: Read + Seek + Send {}
+impl<R: Read + Seek + Send> TensorReader for R {}
+
 /// An open GGUF file: its parsed header and a reader for tensor data.
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: BufReader<File>,
+    reader: Box<dyn TensorReader>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -143,40 +160,47 @@ impl std::fmt::Debug for GgufFile {
 impl GgufFile {
     /// Opens `path` and parses its header and metadata (tensor data is read on demand).
     pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let file = File::open(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_reader(path, BufReader::new(file))
+    }
+
+    /// Parses the header of the GGUF bytes `reader` yields from its start; `path` names them
+    /// in errors. Every length in the header is checked against the size `reader` reports.
+    pub fn from_reader(
+        path: &Path,
+        mut reader: impl Read + Seek + Send + 'static,
+    ) -> Result<Self, LoadError> {
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        let mut reader = BufReader::new(file);
-        let mut magic = [0u8; 4];
-        match reader.read_exact(&mut magic) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(LoadError::NotGguf {
-                    path: path.to_path_buf(),
-                    magic,
-                });
-            }
-            Err(e) => return Err(io(e)),
-        }
-        if &magic != b"GGUF" {
-            return Err(LoadError::NotGguf {
+        let file_len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
+        let content = read_header(&mut reader, file_len).map_err(|e| match e {
+            HeaderError::NotGguf(magic) => LoadError::NotGguf {
                 path: path.to_path_buf(),
                 magic,
-            });
-        }
-        reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let content = Content::read(&mut reader).map_err(|source| LoadError::Malformed {
-            path: path.to_path_buf(),
-            what: "header".into(),
-            source: Box::new(source),
+            },
+            HeaderError::Io(source) => io(source),
+            HeaderError::Malformed { offset, problem } => LoadError::Header {
+                path: path.to_path_buf(),
+                offset,
+                problem,
+            },
         })?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
-            reader,
+            reader: Box::new(reader),
         })
+    }
+
+    /// Names of the tensors in the file.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.content.tensor_infos.keys().map(String::as_str)
     }
 
     /// The file this was read from.
@@ -371,7 +395,8 @@ mod tests {
         // Magic, version 3, then a tensor count cut short.
         let path = temp_file("trunc", b"GGUF\x03\x00\x00\x00\x01\x00");
         let err = GgufFile::open(&path).expect_err("truncated");
-        assert!(matches!(err, LoadError::Malformed { .. }), "{err}");
+        assert!(matches!(err, LoadError::Header { .. }), "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
         let _ = std::fs::remove_file(path);
     }
 }

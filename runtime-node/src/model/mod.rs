@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod gguf;
+pub mod gguf_header;
 pub mod kv_cache;
 mod layers;
 pub mod llama;

@@ -62,20 +62,37 @@ impl SafetensorsDir {
         }
         let mut tensors = HashMap::new();
         for file in &files {
-            let shard = candle_core::safetensors::load(file, &Device::Cpu).map_err(|source| {
-                LoadError::Malformed {
-                    path: file.clone(),
-                    what: "safetensors".into(),
-                    source: Box::new(source),
-                }
-            })?;
-            tensors.extend(shard);
+            let bytes = std::fs::read(file).map_err(|e| io(file, e))?;
+            tensors.extend(parse_shard(file, &bytes)?);
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             tensors,
         })
     }
+}
+
+/// The tensors of one `.safetensors` file's `bytes` (`path` names it in errors). The header's
+/// offsets, dtypes and shapes are checked against the data before anything is allocated.
+pub fn parse_shard(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Tensor>, LoadError> {
+    candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|source| LoadError::Malformed {
+        path: path.to_path_buf(),
+        what: "safetensors".into(),
+        source: Box::new(source),
+    })
+}
+
+/// `tensor` as the f32 weights the model is built from (`path` names the source in errors).
+pub fn to_f32_weights(path: &Path, tensor: &Tensor, device: &Device) -> Result<QTensor, LoadError> {
+    let build = |source| LoadError::Build {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let tensor = tensor
+        .to_dtype(DType::F32)
+        .and_then(|t| t.to_device(device))
+        .map_err(build)?;
+    QTensor::quantize(&tensor, GgmlDType::F32).map_err(build)
 }
 
 /// The Hugging Face name of the tensor llama.cpp calls `name`.
@@ -132,15 +149,7 @@ impl TensorSource for SafetensorsDir {
                 expected: shape.to_vec(),
             });
         }
-        let build = |source| LoadError::Build {
-            path: self.dir.clone(),
-            source: Box::new(source),
-        };
-        let tensor = tensor
-            .to_dtype(DType::F32)
-            .and_then(|t| t.to_device(device))
-            .map_err(build)?;
-        QTensor::quantize(&tensor, GgmlDType::F32).map_err(build)
+        to_f32_weights(&self.dir, &tensor, device)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, GenerationParams, UsageBody};
+use super::{ApiError, GenerationParams, StreamChunk, UsageBody};
 use crate::chat_template::TemplateMessage;
 use crate::engine::TokenLogprob;
 
@@ -108,7 +108,7 @@ pub struct ChatCompletion {
     pub created: u64,
     /// The served model id.
     pub model: String,
-    /// The answer (always one).
+    /// The answers, `n` of them.
     pub choices: Vec<ChatChoice>,
     /// Token counts.
     pub usage: UsageBody,
@@ -137,22 +137,7 @@ pub struct AssistantMessage {
 }
 
 /// One streamed chunk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatCompletionChunk {
-    /// Same id for every chunk of a response.
-    pub id: String,
-    /// Always `chat.completion.chunk`.
-    pub object: String,
-    /// Unix seconds.
-    pub created: u64,
-    /// The served model id.
-    pub model: String,
-    /// The delta (empty in the final usage chunk).
-    pub choices: Vec<ChunkChoice>,
-    /// Only in the final chunk, when `stream_options.include_usage`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<UsageBody>,
-}
+pub type ChatCompletionChunk = StreamChunk<ChunkChoice>;
 
 /// A streamed choice.
 #[derive(Debug, Clone, Serialize, Deserialize)]

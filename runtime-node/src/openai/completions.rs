@@ -55,7 +55,7 @@ impl CompletionRequest {
     }
 }
 
-/// A response (also the shape of each streamed chunk, with `usage` only on the last).
+/// A non-streamed response (streamed chunks are [`super::StreamChunk`]s of the same shape).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Completion {
     /// `cmpl-...`.
@@ -66,9 +66,9 @@ pub struct Completion {
     pub created: u64,
     /// The served model id.
     pub model: String,
-    /// The completion (always one; empty in the final usage chunk of a stream).
+    /// The completions, `n` of them.
     pub choices: Vec<CompletionChoice>,
-    /// Token counts (always on non-streamed responses).
+    /// Token counts: the prompt once, the completions summed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageBody>,
 }

@@ -83,7 +83,8 @@ pub struct GenerationParams {
     /// Ignore end-of-turn tokens.
     #[serde(default)]
     pub ignore_eos: bool,
-    /// Number of choices; only 1 is supported.
+    /// Number of choices, each sampled independently from the same prompt (1 to
+    /// [`MAX_CHOICES`]).
     pub n: Option<usize>,
     /// Stream the answer as server-sent events.
     #[serde(default)]
@@ -100,6 +101,28 @@ pub struct GenerationParams {
 /// Most alternatives per token the API returns (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 
+/// Most choices (`n`) one request may ask for: each is a sequence in the batch.
+pub const MAX_CHOICES: usize = 16;
+
+/// One streamed chunk of either generation endpoint: the response's identity, the choices it
+/// advances (none in the trailing usage chunk) and, in that last chunk only, the usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamChunk<C> {
+    /// Same id for every chunk of a response.
+    pub id: String,
+    /// `chat.completion.chunk` or `text_completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model id.
+    pub model: String,
+    /// The choices this chunk advances, each with its `index`.
+    pub choices: Vec<C>,
+    /// Only in the final chunk, when `stream_options.include_usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+}
+
 impl GenerationParams {
     /// Builds the engine request, refusing what the engine cannot honour.
     pub fn to_request(
@@ -109,8 +132,13 @@ impl GenerationParams {
         default_max_tokens: Option<usize>,
         priority: i32,
     ) -> Result<GenerateRequest, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("only `n` = 1 is supported", Some("n")));
+        if let Some(n) = self.n
+            && !(1..=MAX_CHOICES).contains(&n)
+        {
+            return Err(ApiError::invalid(
+                format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"),
+                Some("n"),
+            ));
         }
         let logprobs = self.logprobs_request()?;
         let top_k = match self.top_k {
@@ -194,6 +222,11 @@ impl GenerationParams {
             ));
         }
         Ok(Some(top))
+    }
+
+    /// How many choices to generate (`n`, 1 when absent; checked by [`Self::to_request`]).
+    pub fn choices(&self) -> usize {
+        self.n.unwrap_or(1)
     }
 
     /// Whether a streamed response should end with a usage chunk.

@@ -6,14 +6,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::generation::{ChunkFormat, collect, sse};
+use super::generation::{ChunkFormat, ChunkHeader, collect_all, sse, submit_choices, total_usage};
 use super::{AppState, priority, response_id, unix_now};
-use crate::engine::{FinishReason, Prompt, TokenLogprob, Usage};
+use crate::engine::{FinishReason, Prompt, TokenLogprob};
+use crate::openai::ApiError;
 use crate::openai::chat::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice,
-    Delta, chat_logprobs,
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, ChunkChoice, Delta, chat_logprobs,
 };
-use crate::openai::{ApiError, UsageBody};
 
 #[tracing::instrument(skip_all, fields(id))]
 pub async fn chat_completions(
@@ -30,34 +29,36 @@ pub async fn chat_completions(
         .params
         .to_request(&id, Prompt::Chat(messages), None, priority(&headers)?)?;
     let with_logprobs = generate.logprobs.is_some();
-    let stream = state.engine.submit(generate)?;
+    let streams = submit_choices(state.engine.as_ref(), &generate, request.params.choices())?;
     let model = state.engine.model_id().to_string();
     let created = unix_now();
     if request.params.stream {
-        let format = ChatChunks {
-            id,
-            model,
-            created,
-            with_logprobs,
-        };
-        return Ok(sse(stream, format, request.params.include_usage()).into_response());
+        let header = ChunkHeader { id, model, created };
+        let format = ChatChunks { with_logprobs };
+        return Ok(sse(streams, header, format, request.params.include_usage()).into_response());
     }
-    let answer = collect(stream).await?;
-    Ok(Json(ChatCompletion {
-        id,
-        object: "chat.completion".into(),
-        created,
-        model,
-        choices: vec![ChatChoice {
-            index: 0,
+    let answers = collect_all(streams).await?;
+    let usage = total_usage(answers.iter().map(|a| a.usage));
+    let choices = answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, answer)| ChatChoice {
+            index,
             message: AssistantMessage {
                 role: "assistant".into(),
                 content: answer.text,
             },
             finish_reason: Some(answer.reason.as_str().into()),
             logprobs: with_logprobs.then(|| chat_logprobs(&answer.logprobs)),
-        }],
-        usage: answer.usage.into(),
+        })
+        .collect();
+    Ok(Json(ChatCompletion {
+        id,
+        object: "chat.completion".into(),
+        created,
+        model,
+        choices,
+        usage: usage.into(),
     })
     .into_response())
 }
@@ -71,65 +72,45 @@ pub(super) fn rejection(err: JsonRejection) -> ApiError {
 }
 
 struct ChatChunks {
-    id: String,
-    model: String,
-    created: u64,
     with_logprobs: bool,
 }
 
-impl ChatChunks {
-    fn chunk(
-        &self,
-        delta: Delta,
-        logprobs: Option<serde_json::Value>,
-        finish_reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) -> String {
-        let choices = if usage.is_some() {
-            Vec::new()
-        } else {
-            vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish_reason.map(|r| r.as_str().to_string()),
-                logprobs,
-            }]
-        };
-        let chunk = ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage: usage.map(UsageBody::from),
-        };
-        serde_json::to_string(&chunk).unwrap_or_default()
-    }
-}
-
 impl ChunkFormat for ChatChunks {
-    fn opening(&self) -> Option<String> {
+    type Choice = ChunkChoice;
+    const OBJECT: &'static str = "chat.completion.chunk";
+
+    fn opening(&self, index: usize) -> Option<ChunkChoice> {
         let delta = Delta {
             role: Some("assistant".into()),
             content: Some(String::new()),
         };
-        Some(self.chunk(delta, None, None, None))
+        Some(choice(index, delta, None, None))
     }
 
-    fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String {
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> ChunkChoice {
         let delta = Delta {
             role: None,
             content: Some(text.to_string()),
         };
         let logprobs = self.with_logprobs.then(|| chat_logprobs(logprobs));
-        self.chunk(delta, logprobs, None, None)
+        choice(index, delta, logprobs, None)
     }
 
-    fn finish(&self, reason: FinishReason) -> String {
-        self.chunk(Delta::default(), None, Some(reason), None)
+    fn finish(&self, index: usize, reason: FinishReason) -> ChunkChoice {
+        choice(index, Delta::default(), None, Some(reason))
     }
+}
 
-    fn usage(&self, usage: Usage) -> String {
-        self.chunk(Delta::default(), None, None, Some(usage))
+fn choice(
+    index: usize,
+    delta: Delta,
+    logprobs: Option<serde_json::Value>,
+    finish_reason: Option<FinishReason>,
+) -> ChunkChoice {
+    ChunkChoice {
+        index,
+        delta,
+        finish_reason: finish_reason.map(|r| r.as_str().to_string()),
+        logprobs,
     }
 }

@@ -1,7 +1,5 @@
 //! `POST /v1/completions`.
 
-use std::cell::Cell;
-
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -9,9 +7,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::chat::rejection;
-use super::generation::{ChunkFormat, collect, sse};
+use super::generation::{ChunkFormat, ChunkHeader, collect_all, sse, submit_choices, total_usage};
 use super::{AppState, priority, response_id, unix_now};
-use crate::engine::{FinishReason, Prompt, TokenLogprob, Usage};
+use crate::engine::{FinishReason, Prompt, TokenLogprob};
 use crate::openai::ApiError;
 use crate::openai::completions::{
     Completion, CompletionChoice, CompletionRequest, DEFAULT_MAX_TOKENS, completion_logprobs,
@@ -43,99 +41,77 @@ pub async fn completions(
         .params
         .to_request(&id, prompt, Some(DEFAULT_MAX_TOKENS), priority(&headers)?)?;
     let with_logprobs = generate.logprobs.is_some();
-    let stream = state.engine.submit(generate)?;
+    let n = request.params.choices();
+    let streams = submit_choices(state.engine.as_ref(), &generate, n)?;
     let model = state.engine.model_id().to_string();
     let created = unix_now();
     if request.params.stream {
+        let header = ChunkHeader { id, model, created };
         let format = CompletionChunks {
-            id,
-            model,
-            created,
             with_logprobs,
-            offset: Cell::new(0),
+            offsets: vec![0; n],
         };
-        return Ok(sse(stream, format, request.params.include_usage()).into_response());
+        return Ok(sse(streams, header, format, request.params.include_usage()).into_response());
     }
-    let answer = collect(stream).await?;
+    let answers = collect_all(streams).await?;
+    let usage = total_usage(answers.iter().map(|a| a.usage));
     let offset = echo.as_ref().map_or(0, |p| p.chars().count());
-    let logprobs = with_logprobs.then(|| completion_logprobs(&answer.logprobs, offset));
-    let text = match echo {
-        Some(prompt) => prompt + &answer.text,
-        None => answer.text,
-    };
+    let choices = answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, answer)| CompletionChoice {
+            index,
+            logprobs: with_logprobs.then(|| completion_logprobs(&answer.logprobs, offset)),
+            text: match &echo {
+                Some(prompt) => format!("{prompt}{}", answer.text),
+                None => answer.text,
+            },
+            finish_reason: Some(answer.reason.as_str().into()),
+        })
+        .collect();
     Ok(Json(Completion {
         id,
         object: "text_completion".into(),
         created,
         model,
-        choices: vec![CompletionChoice {
-            index: 0,
-            text,
-            finish_reason: Some(answer.reason.as_str().into()),
-            logprobs,
-        }],
-        usage: Some(answer.usage.into()),
+        choices,
+        usage: Some(usage.into()),
     })
     .into_response())
 }
 
 struct CompletionChunks {
-    id: String,
-    model: String,
-    created: u64,
     with_logprobs: bool,
-    // Characters streamed so far, for `text_offset`.
-    offset: Cell<usize>,
-}
-
-impl CompletionChunks {
-    fn chunk(
-        &self,
-        text: &str,
-        logprobs: Option<serde_json::Value>,
-        finish_reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) -> String {
-        let choices = if usage.is_some() {
-            Vec::new()
-        } else {
-            vec![CompletionChoice {
-                index: 0,
-                text: text.to_string(),
-                finish_reason: finish_reason.map(|r| r.as_str().to_string()),
-                logprobs,
-            }]
-        };
-        let chunk = Completion {
-            id: self.id.clone(),
-            object: "text_completion".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage: usage.map(Into::into),
-        };
-        serde_json::to_string(&chunk).unwrap_or_default()
-    }
+    // Characters streamed so far by each choice, for `text_offset`.
+    offsets: Vec<usize>,
 }
 
 impl ChunkFormat for CompletionChunks {
-    fn opening(&self) -> Option<String> {
+    type Choice = CompletionChoice;
+    const OBJECT: &'static str = "text_completion";
+
+    fn opening(&self, _index: usize) -> Option<CompletionChoice> {
         None
     }
 
-    fn text(&self, text: &str, logprobs: &[TokenLogprob]) -> String {
-        let logprobs = self
-            .with_logprobs
-            .then(|| completion_logprobs(logprobs, self.offset.get()));
-        self.offset.set(self.offset.get() + text.chars().count());
-        self.chunk(text, logprobs, None, None)
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> CompletionChoice {
+        let offset = &mut self.offsets[index];
+        let logprobs = self.with_logprobs.then(|| completion_logprobs(logprobs, *offset));
+        *offset += text.chars().count();
+        CompletionChoice {
+            index,
+            text: text.to_string(),
+            finish_reason: None,
+            logprobs,
+        }
     }
 
-    fn finish(&self, reason: FinishReason) -> String {
-        self.chunk("", None, Some(reason), None)
-    }
-
-    fn usage(&self, usage: Usage) -> String {
-        self.chunk("", None, None, Some(usage))
+    fn finish(&self, index: usize, reason: FinishReason) -> CompletionChoice {
+        CompletionChoice {
+            index,
+            text: String::new(),
+            finish_reason: Some(reason.as_str().to_string()),
+            logprobs: None,
+        }
     }
 }
