@@ -66,7 +66,7 @@ clippy: deps
 lint: fmt clippy
 
 unit-test: deps python-deps
-	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) test --workspace --exclude hearth-e2e
 
 # Local mode driven by the official openai client, exactly as a user would (binaries from unit-test).
 local-test: python-deps
@@ -80,11 +80,13 @@ run: deps python-deps
 	$(CARGO) build --release -p hearth-operator -p runtime-node
 	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
 
-# Benchmarks (not tests): the engine on the real GGUF, and the meter's overhead.
+# Benchmarks (not tests): the engine on the real GGUF, the meter's and the gateway's overhead
+# (the gateway's also with its Redis limiter, on a throwaway Redis).
 bench: deps python-deps
 	$(CARGO) build --release -p runtime-node
 	./target/release/runtime-node bench --model "$(SMOLLM2_GGUF)" --threads 2
 	$(CARGO) bench -p runtime-node --bench meter_overhead
+	scripts/with-redis.sh $(CARGO) bench -p hearth-operator --bench gateway_overhead
 
 IMAGE_TAG ?= 0.1.0
 images:

@@ -108,6 +108,9 @@ pub enum GatewayError {
     /// Every replica tried failed before answering.
     #[error("The model's replicas failed to answer: {0}")]
     Upstream(String),
+    /// The shared limiter (Redis) could not be asked in time; the gateway fails closed.
+    #[error("Rate limiting is temporarily unavailable; retry shortly.")]
+    LimiterUnavailable,
 }
 
 impl GatewayError {
@@ -128,6 +131,7 @@ impl GatewayError {
             Self::Overloaded { .. } => "overloaded",
             Self::NoReplicas(_) => "no_replicas",
             Self::Upstream(_) => "upstream",
+            Self::LimiterUnavailable => "limiter_unavailable",
         }
     }
 
@@ -140,7 +144,9 @@ impl GatewayError {
             Self::InvalidRequest { .. } | Self::MaxTokensTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } | Self::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::NoReplicas(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::NoReplicas(_) | Self::LimiterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -162,6 +168,7 @@ impl GatewayError {
             Self::Overloaded { .. } => ("server_error", "overloaded"),
             Self::NoReplicas(_) => ("server_error", "no_ready_replica"),
             Self::Upstream(_) => ("server_error", "upstream_error"),
+            Self::LimiterUnavailable => ("server_error", "limiter_unavailable"),
         }
     }
 
@@ -179,7 +186,7 @@ impl GatewayError {
             Self::RateLimited { retry_after, .. }
             | Self::QuotaExhausted { retry_after }
             | Self::Overloaded { retry_after, .. } => Some(*retry_after),
-            Self::NoReplicas(_) => Some(Duration::from_secs(1)),
+            Self::NoReplicas(_) | Self::LimiterUnavailable => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -256,5 +263,11 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(5001)), 6);
         assert_eq!(retry_after_seconds(Duration::from_secs(6)), 6);
         assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        let closed = GatewayError::LimiterUnavailable.into_response();
+        assert_eq!(closed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            closed.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&HeaderValue::from(1u64))
+        );
     }
 }

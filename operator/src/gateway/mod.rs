@@ -11,9 +11,11 @@ pub mod auth;
 pub mod bucket;
 pub mod config;
 pub mod error;
+pub mod limiter;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
+pub mod redis_limiter;
 pub mod request;
 pub mod routing;
 pub mod scheduler;
@@ -28,6 +30,8 @@ use std::time::Duration;
 
 pub use config::{Config, ConfigHandle};
 pub use error::GatewayError;
+pub use limiter::Limiter;
+pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};
 pub use server::{GatewayOptions, GatewayState, app};
 pub use source::LocalSource;
 
@@ -69,6 +73,19 @@ pub struct GatewayArgs {
     /// How often the config and keys folders are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub reload_interval_ms: u64,
+    /// Redis holding the limiter state that every gateway replica shares
+    /// (`redis://[:password@]host:port[/db]`); without it each replica limits on its own, in
+    /// memory. Fails closed: while Redis does not answer within `--redis-timeout-ms`,
+    /// completion requests are refused with 503 `limiter_unavailable` and `Retry-After: 1`
+    /// rather than admitted past the tenants' limits and quotas.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// First part of every Redis key, so several installs can share one Redis.
+    #[arg(long, default_value = "hearth")]
+    pub redis_key_prefix: String,
+    /// Longest wait for Redis per admission, in milliseconds, before failing closed.
+    #[arg(long, default_value_t = 250)]
+    pub redis_timeout_ms: u64,
 }
 
 impl GatewayArgs {
@@ -106,6 +123,11 @@ pub async fn serve(
     state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Streamed chunks go out at once: without TCP_NODELAY a small write can wait for a
+    // delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -126,7 +148,29 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     {
         tracing::warn!(model = %name, "--backend names a servedName no InferenceModel declares; ignored");
     }
-    let state = GatewayState::new(config, args.options());
+    let state = match &args.redis_url {
+        None => GatewayState::new(config, args.options()),
+        Some(url) => {
+            let options = RedisLimiterOptions {
+                key_prefix: args.redis_key_prefix.clone(),
+                timeout: Duration::from_millis(args.redis_timeout_ms),
+                ..RedisLimiterOptions::new(url.clone())
+            };
+            let limiter = RedisLimiter::new(options)
+                .map_err(|e| anyhow::anyhow!("--redis-url is not a usable Redis URL: {e}"))?;
+            match limiter.ping().await {
+                Ok(()) => tracing::info!("limits shared through Redis"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "Redis does not answer yet; requests are refused until it does")
+                }
+            }
+            GatewayState::with_limiter(
+                ConfigHandle::new(config),
+                args.options(),
+                std::sync::Arc::new(limiter),
+            )
+        }
+    };
     let watcher = tokio::spawn(source.watch(state.clone(), Duration::from_millis(args.reload_interval_ms)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

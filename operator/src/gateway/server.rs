@@ -21,6 +21,7 @@ use super::admission::Admission;
 use super::auth::{authenticate, bearer_token, fingerprint};
 use super::config::{Config, ConfigHandle, ModelRoute, TenantPolicy};
 use super::error::GatewayError;
+use super::limiter::Limiter;
 use super::metrics::GatewayMetrics;
 use super::proxy::{HttpClient, drop_response_header, engine_headers, forward, http_client};
 use super::queue::Ticket;
@@ -59,7 +60,7 @@ struct ModelRuntime {
 
 struct Shared {
     config: ConfigHandle,
-    admission: Admission,
+    limiter: Arc<dyn Limiter>,
     models: Mutex<HashMap<String, ModelRuntime>>,
     metrics: GatewayMetrics,
     client: HttpClient,
@@ -78,12 +79,19 @@ impl GatewayState {
         Self::with_handle(ConfigHandle::new(config), options)
     }
 
-    /// A gateway reading its Config from `handle` (shared with whatever swaps it).
+    /// A gateway reading its Config from `handle` (shared with whatever swaps it), limiting
+    /// in memory.
     pub fn with_handle(handle: ConfigHandle, options: GatewayOptions) -> Self {
+        Self::with_limiter(handle, options, Arc::new(Admission::new()))
+    }
+
+    /// A gateway whose admission state lives in `limiter` (Redis for limits shared by several
+    /// replicas).
+    pub fn with_limiter(handle: ConfigHandle, options: GatewayOptions, limiter: Arc<dyn Limiter>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config: handle,
-                admission: Admission::new(),
+                limiter,
                 models: Mutex::new(HashMap::new()),
                 metrics: GatewayMetrics::new(),
                 client: http_client(),
@@ -303,8 +311,9 @@ async fn serve(
         return Err(GatewayError::NoReplicas(route.served_name.clone()));
     }
     let reservation = shared
-        .admission
-        .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)?;
+        .limiter
+        .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)
+        .await?;
 
     let (replicas, scheduler) = state.runtime(route);
     let ticket = Ticket {
