@@ -89,7 +89,7 @@ cuda-check: deps $(CUDA_STAMP)
 		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
 
 unit-test: deps python-deps
-	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh $(CARGO) test --workspace --exclude hearth-e2e
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) test --workspace --exclude hearth-e2e
 
 # Local mode driven by the official openai client, exactly as a user would (binaries from unit-test).
 local-test: python-deps
@@ -124,12 +124,14 @@ run: deps python-deps
 	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
 
 # Benchmarks (not tests): the engine next to llama.cpp on the same GGUF files in one run (writes
-# docs/benchmarks.md), and the meter's overhead.
+# docs/benchmarks.md), the meter's and the gateway's overhead (the gateway's also with its Redis
+# limiter, on a throwaway Redis).
 bench: deps python-deps
 	$(CARGO) build --release -p runtime-node
 	bench/build-llama-cpp.sh
 	$(VPY) bench/engine_vs_llamacpp.py --gguf "$(SMOLLM2_GGUF)" --threads 2
 	$(CARGO) bench -p runtime-node --bench meter_overhead
+	scripts/with-redis.sh $(CARGO) bench -p hearth-operator --bench gateway_overhead
 
 IMAGE_TAG ?= 0.1.0
 images:

@@ -4,6 +4,7 @@
 //! It reserves its prompt estimate plus its completion bound up front, so a burst of concurrent
 //! requests cannot overshoot a limit; when the response ends, [`Reservation::settle`] refunds
 //! what the real usage left unused (or charges the excess, leaving the bucket in debt).
+//! This is the default [`Limiter`]: each gateway replica limits on its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 use chrono::{Datelike, TimeZone, Utc};
+use futures::future::BoxFuture;
 
 use super::bucket::{TokenBucket, format_reset};
 use super::config::{Limits, TenantPolicy};
 use super::error::{GatewayError, LimitKind, headers};
+use super::limiter::{Hold, Limiter, Reservation};
 
 /// The values of OpenAI's `x-ratelimit-*` headers for one tenant at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,47 +208,26 @@ impl Admission {
         state.in_flight += 1;
         let headers = state.headers(now);
         drop(state);
-        Ok(Reservation {
+        let hold = MemoryHold {
             state: shared,
-            tokens,
             period: period.to_string(),
-            headers,
-        })
+        };
+        Ok(Reservation::new(tokens, headers, Box::new(hold)))
     }
 }
 
-/// Capacity held by an admitted request: one concurrency slot (released on drop) and its
-/// reserved tokens (kept in full unless [`Self::settle`] reports the real usage, so a response
-/// whose usage is unknown is charged its whole reservation).
+/// The in-memory limiter's hold on a tenant: its concurrency slot and its reservation's period.
 #[derive(Debug)]
-pub struct Reservation {
+struct MemoryHold {
     state: Arc<Mutex<TenantState>>,
-    tokens: u64,
     period: String,
-    headers: RateLimitHeaders,
 }
 
-impl Reservation {
-    /// Tokens reserved.
-    pub fn tokens(&self) -> u64 {
-        self.tokens
-    }
-
-    /// The `x-ratelimit-*` values right after admission.
-    pub fn headers(&self) -> &RateLimitHeaders {
-        &self.headers
-    }
-
-    /// Corrects the reservation to the `used` tokens the response reported.
-    pub fn settle(&self, used: u64) {
-        self.settle_at(used, Instant::now());
-    }
-
-    /// [`Self::settle`] at an explicit time (for tests).
-    pub fn settle_at(&self, used: u64, now: Instant) {
+impl Hold for MemoryHold {
+    fn settle(&self, reserved: u64, used: u64, now: Instant) {
         let mut state = lock(&self.state);
-        if used < self.tokens {
-            let refund = self.tokens - used;
+        if used < reserved {
+            let refund = reserved - used;
             if let Some(bucket) = state.tokens.as_mut() {
                 bucket.give_back(refund, now);
             }
@@ -253,7 +235,7 @@ impl Reservation {
                 state.month_used = state.month_used.saturating_sub(refund);
             }
         } else {
-            let excess = used - self.tokens;
+            let excess = used - reserved;
             if let Some(bucket) = state.tokens.as_mut() {
                 bucket.take(excess, now);
             }
@@ -264,10 +246,20 @@ impl Reservation {
     }
 }
 
-impl Drop for Reservation {
+impl Drop for MemoryHold {
     fn drop(&mut self) {
         let mut state = lock(&self.state);
         state.in_flight = state.in_flight.saturating_sub(1);
+    }
+}
+
+impl Limiter for Admission {
+    fn admit<'a>(
+        &'a self,
+        tenant: &'a TenantPolicy,
+        tokens: u64,
+    ) -> BoxFuture<'a, Result<Reservation, GatewayError>> {
+        Box::pin(std::future::ready(Admission::admit(self, tenant, tokens)))
     }
 }
 

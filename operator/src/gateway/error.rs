@@ -121,6 +121,9 @@ pub enum GatewayError {
     /// Every replica tried failed before answering.
     #[error("The model's replicas failed to answer: {0}")]
     Upstream(String),
+    /// The shared limiter (Redis) could not be asked in time; the gateway fails closed.
+    #[error("Rate limiting is temporarily unavailable; retry shortly.")]
+    LimiterUnavailable,
 }
 
 impl GatewayError {
@@ -142,6 +145,7 @@ impl GatewayError {
             Self::NoReplicas(_) => "no_replicas",
             Self::Starting { .. } => "model_starting",
             Self::Upstream(_) => "upstream",
+            Self::LimiterUnavailable => "limiter_unavailable",
         }
     }
 
@@ -154,9 +158,10 @@ impl GatewayError {
             Self::InvalidRequest { .. } | Self::MaxTokensTooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } | Self::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::NoReplicas(_) | Self::Starting { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded { .. }
+            | Self::NoReplicas(_)
+            | Self::Starting { .. }
+            | Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -179,6 +184,7 @@ impl GatewayError {
             Self::NoReplicas(_) => ("server_error", "no_ready_replica"),
             Self::Starting { .. } => ("server_error", "model_starting"),
             Self::Upstream(_) => ("server_error", "upstream_error"),
+            Self::LimiterUnavailable => ("server_error", "limiter_unavailable"),
         }
     }
 
@@ -197,7 +203,7 @@ impl GatewayError {
             | Self::QuotaExhausted { retry_after }
             | Self::Overloaded { retry_after, .. }
             | Self::Starting { retry_after, .. } => Some(*retry_after),
-            Self::NoReplicas(_) => Some(Duration::from_secs(1)),
+            Self::NoReplicas(_) | Self::LimiterUnavailable => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -274,5 +280,11 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(5001)), 6);
         assert_eq!(retry_after_seconds(Duration::from_secs(6)), 6);
         assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        let closed = GatewayError::LimiterUnavailable.into_response();
+        assert_eq!(closed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            closed.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&HeaderValue::from(1u64))
+        );
     }
 }

@@ -14,9 +14,11 @@ pub mod canary;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod limiter;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
+pub mod redis_limiter;
 pub mod request;
 pub mod routing;
 pub mod runtime;
@@ -34,6 +36,8 @@ use std::time::Duration;
 
 pub use config::{Config, ConfigHandle};
 pub use error::GatewayError;
+pub use limiter::Limiter;
+pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};
 pub use server::{GatewayOptions, GatewayState, app};
 pub use source::LocalSource;
 
@@ -109,6 +113,19 @@ pub struct GatewayArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub reload_interval_ms: u64,
+    /// Redis holding the limiter state that every gateway replica shares
+    /// (`redis://[:password@]host:port[/db]`); without it each replica limits on its own, in
+    /// memory. Fails closed: while Redis does not answer within `--redis-timeout-ms`,
+    /// completion requests are refused with 503 `limiter_unavailable` and `Retry-After: 1`
+    /// rather than admitted past the tenants' limits and quotas.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// First part of every Redis key, so several installs can share one Redis.
+    #[arg(long, default_value = "hearth")]
+    pub redis_key_prefix: String,
+    /// Longest wait for Redis per admission, in milliseconds, before failing closed.
+    #[arg(long, default_value_t = 250)]
+    pub redis_timeout_ms: u64,
 }
 
 impl GatewayArgs {
@@ -146,6 +163,11 @@ pub async fn serve(
     state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Streamed chunks go out at once: without TCP_NODELAY a small write can wait for a
+    // delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -182,7 +204,7 @@ async fn start_cluster(args: &GatewayArgs) -> anyhow::Result<(GatewayState, toki
             Duration::from_secs(args.scale_from_zero_timeout_seconds),
         ))
     });
-    let state = GatewayState::with_waker(ConfigHandle::default(), args.options(), waker);
+    let state = GatewayState::with_parts(ConfigHandle::default(), args.options(), limiter(args)?, waker);
     state.set_ready(false);
     let (stores, changes) = cluster::watch(&client, args.namespace.as_deref());
     let task = tokio::spawn(cluster::rebuild_on_change(
@@ -192,6 +214,31 @@ async fn start_cluster(args: &GatewayArgs) -> anyhow::Result<(GatewayState, toki
         Duration::from_millis(args.debounce_ms),
     ));
     Ok((state, task))
+}
+
+/// Where admission state lives: in this gateway's memory, or in Redis with `--redis-url`.
+fn limiter(args: &GatewayArgs) -> anyhow::Result<Arc<dyn Limiter>> {
+    let Some(url) = &args.redis_url else {
+        return Ok(Arc::new(admission::Admission::new()));
+    };
+    let options = RedisLimiterOptions {
+        key_prefix: args.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(args.redis_timeout_ms),
+        ..RedisLimiterOptions::new(url.clone())
+    };
+    let limiter = RedisLimiter::new(options)
+        .map_err(|e| anyhow::anyhow!("--redis-url is not a usable Redis URL: {e}"))?;
+    // Checked in the background: a Redis that is still starting must not stop the gateway.
+    let probe = limiter.clone();
+    tokio::spawn(async move {
+        match probe.ping().await {
+            Ok(()) => tracing::info!("limits shared through Redis"),
+            Err(error) => {
+                tracing::warn!(%error, "Redis does not answer yet; requests are refused until it does")
+            }
+        }
+    });
+    Ok(Arc::new(limiter))
 }
 
 /// The local source: a polled folder of CR YAML, key files and static backends.
@@ -210,7 +257,7 @@ fn start_local(args: &GatewayArgs) -> anyhow::Result<(GatewayState, tokio::task:
     {
         tracing::warn!(model = %name, "--backend names a servedName no InferenceModel declares; ignored");
     }
-    let state = GatewayState::new(config, args.options());
+    let state = GatewayState::with_parts(ConfigHandle::new(config), args.options(), limiter(args)?, None);
     let interval = Duration::from_millis(args.reload_interval_ms);
     let task = tokio::spawn(source.watch(state.clone(), interval));
     Ok((state, task))

@@ -21,6 +21,7 @@ use super::admission::Admission;
 use super::auth::{authenticate, bearer_token, fingerprint};
 use super::config::{Config, ConfigHandle, ModelRoute, TenantPolicy, Variant};
 use super::error::GatewayError;
+use super::limiter::Limiter;
 use super::metrics::GatewayMetrics;
 use super::proxy::{HttpClient, drop_response_header, engine_headers, forward, http_client};
 use super::queue::Ticket;
@@ -54,7 +55,7 @@ impl Default for GatewayOptions {
 
 struct Shared {
     config: ConfigHandle,
-    admission: Admission,
+    limiter: Arc<dyn Limiter>,
     runtimes: Runtimes,
     waker: Option<Arc<Waker>>,
     ready: AtomicBool,
@@ -75,20 +76,35 @@ impl GatewayState {
         Self::with_handle(ConfigHandle::new(config), options)
     }
 
-    /// A gateway reading its Config from `handle` (shared with whatever swaps it), with no
-    /// scale from zero: a model without ready replicas is answered 503 at once.
+    /// A gateway reading its Config from `handle` (shared with whatever swaps it), limiting in
+    /// memory, with no scale from zero: a model without ready replicas is answered 503 at once.
     pub fn with_handle(handle: ConfigHandle, options: GatewayOptions) -> Self {
-        Self::with_waker(handle, options, None)
+        Self::with_parts(handle, options, Arc::new(Admission::new()), None)
     }
 
-    /// A gateway reading its Config from `handle` that wakes models at zero with `waker`. It
-    /// reports ready (`/readyz`) from the start; a source still syncing calls
-    /// [`Self::set_ready`] with `false` first.
+    /// [`Self::with_handle`] with its admission state in `limiter` (Redis for limits shared by
+    /// several replicas).
+    pub fn with_limiter(handle: ConfigHandle, options: GatewayOptions, limiter: Arc<dyn Limiter>) -> Self {
+        Self::with_parts(handle, options, limiter, None)
+    }
+
+    /// [`Self::with_handle`] waking models at zero with `waker`.
     pub fn with_waker(handle: ConfigHandle, options: GatewayOptions, waker: Option<Arc<Waker>>) -> Self {
+        Self::with_parts(handle, options, Arc::new(Admission::new()), waker)
+    }
+
+    /// A gateway with every part chosen. It reports ready (`/readyz`) from the start; a source
+    /// still syncing calls [`Self::set_ready`] with `false` first.
+    pub fn with_parts(
+        handle: ConfigHandle,
+        options: GatewayOptions,
+        limiter: Arc<dyn Limiter>,
+        waker: Option<Arc<Waker>>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config: handle,
-                admission: Admission::new(),
+                limiter,
                 runtimes: Runtimes::new(options.queue),
                 waker,
                 ready: AtomicBool::new(true),
@@ -296,8 +312,9 @@ async fn serve(
     let completion_tokens = completion_bound(&parsed, &tenant, route)?;
     let wake = cold_start(route, shared.waker.as_ref())?;
     let reservation = shared
-        .admission
-        .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)?;
+        .limiter
+        .admit(&tenant, parsed.prompt_tokens_bound + completion_tokens)
+        .await?;
     let config = match (wake, &shared.waker) {
         (Some(variant), Some(waker)) => waker
             .wake_and_wait(&shared.config, &route.served_name, &variant)

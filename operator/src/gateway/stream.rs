@@ -14,7 +14,7 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::admission::Reservation;
+use super::limiter::Reservation;
 use super::metrics::GatewayMetrics;
 use super::routing::InFlight;
 use super::scheduler::Permit;
