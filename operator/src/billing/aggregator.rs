@@ -17,6 +17,7 @@ use super::pricing::{Prices, period_of};
 use super::pull::Puller;
 use super::store::{UsageStore, blocking};
 use super::usage_status::{evaluate, prices_of, write_usage};
+use crate::gateway::config::object_id;
 
 /// Usage and `BudgetExceeded` condition per tenant (`namespace/name`), as one pass computed them.
 pub type TenantStatuses = BTreeMap<String, (TenantUsage, Condition)>;
@@ -85,11 +86,7 @@ impl Aggregator {
         let mut prices = BTreeMap::new();
         let mut statuses = TenantStatuses::new();
         for tenant in tenants {
-            let key = format!(
-                "{}/{}",
-                tenant.metadata.namespace.as_deref().unwrap_or_default(),
-                tenant.metadata.name.as_deref().unwrap_or_default()
-            );
+            let key = object_id(&tenant.metadata);
             let tier = tiers
                 .iter()
                 .find(|t| t.metadata.name.as_deref() == Some(tenant.spec.tier_ref.as_str()));

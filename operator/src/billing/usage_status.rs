@@ -14,6 +14,7 @@ use super::invoice::{Invoice, build_invoice};
 use super::pricing::{Prices, PricingError};
 use super::store::Totals;
 use crate::error::Error;
+use crate::gateway::config::object_id;
 
 /// Field manager of everything billing writes.
 pub const BILLING_FIELD_MANAGER: &str = "hearth-billing";
@@ -66,12 +67,7 @@ pub fn evaluate(
     totals: &BTreeMap<String, Totals>,
     now: Time,
 ) -> Result<(Invoice, TenantUsage, Condition), PricingError> {
-    let name = format!(
-        "{}/{}",
-        tenant.metadata.namespace.as_deref().unwrap_or_default(),
-        tenant.metadata.name.as_deref().unwrap_or_default()
-    );
-    let invoice = build_invoice(&name, period, &prices_of(tier)?, totals);
+    let invoice = build_invoice(&object_id(&tenant.metadata), period, &prices_of(tier)?, totals);
     let usage = TenantUsage {
         period: period.to_string(),
         requests: invoice.requests,

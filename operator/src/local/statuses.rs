@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::billing::aggregator::TenantStatuses;
+use crate::gateway::config::object_id;
 use crate::local::config::LocalConfig;
 
 /// The latest statuses with a version that changes whenever they do.
@@ -41,12 +42,7 @@ impl LocalStatuses {
             return;
         };
         for (_, tenant) in &mut config.tenants {
-            let key = format!(
-                "{}/{}",
-                tenant.metadata.namespace.as_deref().unwrap_or("default"),
-                tenant.metadata.name.as_deref().unwrap_or_default()
-            );
-            let Some((usage, condition)) = statuses.get(&key) else {
+            let Some((usage, condition)) = statuses.get(&object_id(&tenant.metadata)) else {
                 continue;
             };
             let status = tenant.status.get_or_insert_with(Default::default);

@@ -151,17 +151,7 @@ fn build_engine_container(
         env: Some(vec![
             env("HOME", "/tmp"),
             env("HF_HOME", "/models/.hf"),
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
+            pod_name_env(),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("engine".into()),
@@ -200,17 +190,7 @@ fn build_meter_sidecar(model: &InferenceModel, settings: &Settings) -> Container
         env: Some(vec![
             env("HEARTH_GPUS", &gpus.to_string()),
             env("HEARTH_SERVED_NAME", &model.spec.served_name),
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
+            pod_name_env(),
         ]),
         name: CONTAINER_METER.into(),
         image: Some(settings.runtime_image.clone()),
@@ -356,6 +336,21 @@ fn mount(name: &str, path: &str) -> VolumeMount {
         name: name.into(),
         mount_path: path.into(),
         ..VolumeMount::default()
+    }
+}
+
+/// `POD_NAME` from the downward API.
+fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     }
 }
 
