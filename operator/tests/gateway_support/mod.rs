@@ -269,3 +269,50 @@ pub async fn text(response: Response) -> String {
 pub fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
+
+/// Sends 50 concurrent chat requests (`max_tokens: 10`) with `key`, request `i` through
+/// `router_for(i)`, to a backend that holds its answers: the 40 refusals must all arrive while
+/// the answers are held (so no refund can make room early), then `backend` is opened. Returns
+/// (admitted, refused).
+pub async fn fifty_concurrent_requests(
+    key: &'static str,
+    router_for: impl Fn(usize) -> Router,
+    backend: &FakeBackend,
+) -> (usize, usize) {
+    use tower::ServiceExt;
+    let (sender, mut results) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..50 {
+        let router = router_for(i);
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let response = router
+                .oneshot(chat(key, chat_body("m", Some(10), false)))
+                .await
+                .expect("response");
+            let _ = sender.send(response.status());
+        });
+    }
+    drop(sender);
+    let mut statuses = Vec::new();
+    while statuses.len() < 40 {
+        match tokio::time::timeout(Duration::from_secs(10), results.recv()).await {
+            Ok(Some(status)) => statuses.push(status),
+            _ => break,
+        }
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == axum::http::StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    backend.open();
+    while let Some(status) = results.recv().await {
+        statuses.push(status);
+    }
+    let admitted = statuses
+        .iter()
+        .filter(|s| **s == axum::http::StatusCode::OK)
+        .count();
+    (admitted, statuses.len() - admitted)
+}
