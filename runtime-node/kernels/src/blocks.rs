@@ -47,6 +47,8 @@ pub struct ActivationBlock {
     pub d: f32,
     /// Sum of `qs`.
     pub sum: i32,
+    /// `d · sum`: the block's sum in real units, for the weight types' constant terms.
+    pub scaled_sum: f32,
 }
 
 /// Quantizes `x` (length a multiple of [`BLOCK`]) block by block to the nearest 8-bit value,
@@ -61,12 +63,14 @@ pub fn quantize_activations(x: &[f32], out: &mut Vec<ActivationBlock>) {
             qs: [0; BLOCK],
             d,
             sum: 0,
+            scaled_sum: 0.0,
         };
         for (q, v) in block.qs.iter_mut().zip(chunk) {
             // |v · inverse| ≤ 127 by construction, so the cast cannot saturate.
             *q = (v * inverse).round() as i8;
         }
         block.sum = block.qs.iter().map(|&q| i32::from(q)).sum();
+        block.scaled_sum = d * block.sum as f32;
         out.push(block);
     }
 }

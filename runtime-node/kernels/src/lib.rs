@@ -107,36 +107,54 @@ impl QuantMatrix {
     /// `y = x · Wᵀ` for `x` of `n × cols` (row-major); returns `n × rows`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), n * self.cols);
+        let mut activations = Vec::with_capacity(n * self.cols / BLOCK);
+        // Columns fill whole blocks, so the rows quantize as one run of blocks.
+        quantize_activations(x, &mut activations);
+        let mut y = vec![0f32; n * self.rows];
+        self.matmul_quantized(&activations, n, &mut y, &mut Vec::new());
+        y
+    }
+
+    /// `out = x · Wᵀ` for `n` rows of activations already quantized by
+    /// [`quantize_activations`] (`cols / 32` blocks per row), so matrices that share an input
+    /// (q/k/v, gate/up) quantize it once. `out` is `n × rows`; `scratch` is reused across calls.
+    pub fn matmul_quantized(
+        &self,
+        activations: &[ActivationBlock],
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         let blocks_per_row = self.cols / BLOCK;
-        let mut activations: Vec<ActivationBlock> = Vec::with_capacity(n * blocks_per_row);
-        let mut scratch = Vec::with_capacity(blocks_per_row);
-        for input in x.chunks_exact(self.cols) {
-            quantize_activations(input, &mut scratch);
-            activations.extend_from_slice(&scratch);
-        }
+        assert_eq!(
+            activations.len(),
+            n * blocks_per_row,
+            "activation blocks for {n} rows"
+        );
+        assert_eq!(out.len(), n * self.rows, "output for {n} rows");
         let row_bytes = blocks_per_row * self.kind.block_bytes();
-        // Computed as rows × n so each task writes one contiguous stretch.
-        let mut transposed = vec![0f32; self.rows * n];
-        transposed
+        let level = dot::simd_level();
+        let dots = |out: &mut [f32], weights: &[u8]| {
+            dot::dot_rows(level, self.kind, weights, row_bytes, activations, n, out);
+        };
+        if n == 1 {
+            out.par_chunks_mut(ROWS_PER_TASK)
+                .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
+                .for_each(|(out, weights)| dots(out, weights));
+            return;
+        }
+        // Computed as rows × n so each task writes one contiguous stretch, then transposed.
+        scratch.clear();
+        scratch.resize(self.rows * n, 0.0);
+        scratch
             .par_chunks_mut(ROWS_PER_TASK * n)
             .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
-            .for_each(|(out, weights)| {
-                for (row_out, row) in out.chunks_exact_mut(n).zip(weights.chunks_exact(row_bytes)) {
-                    for (value, input) in row_out.iter_mut().zip(activations.chunks_exact(blocks_per_row)) {
-                        *value = dot::dot(self.kind, row, input);
-                    }
-                }
-            });
-        if n == 1 {
-            return transposed;
-        }
-        let mut y = vec![0f32; n * self.rows];
-        for (r, row) in transposed.chunks_exact(n).enumerate() {
+            .for_each(|(out, weights)| dots(out, weights));
+        for (r, row) in scratch.chunks_exact(n).enumerate() {
             for (i, value) in row.iter().enumerate() {
-                y[i * self.rows + r] = *value;
+                out[i * self.rows + r] = *value;
             }
         }
-        y
     }
 }
 
@@ -185,18 +203,20 @@ mod tests {
     fn fast_and_scalar_dots_agree_on_random_rows() {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for kind in KINDS {
-            for blocks in [1, 3, 17] {
+            for blocks in [1, 2, 3, 17, 18] {
                 let row = random_blocks(kind, blocks, &mut random);
                 let x: Vec<f32> = (0..blocks * BLOCK).map(|_| random.float()).collect();
                 let mut a = Vec::new();
                 quantize_activations(&x, &mut a);
                 let scalar = dot::dot_scalar(kind, &row, &a);
-                let fast = dot::dot(kind, &row, &a);
-                // Same integer sums; only the f32 accumulation order differs.
-                assert!(
-                    (scalar - fast).abs() <= 1e-4 * (1.0 + scalar.abs()),
-                    "{kind:?} {blocks}: {scalar} vs {fast}"
-                );
+                for level in dot::available() {
+                    let fast = dot::dot_at(level, kind, &row, &a);
+                    // Same integer sums; only the f32 accumulation order differs.
+                    assert!(
+                        (scalar - fast).abs() <= 1e-4 * (1.0 + scalar.abs()),
+                        "{kind:?} {level:?} {blocks}: {scalar} vs {fast}"
+                    );
+                }
             }
         }
     }

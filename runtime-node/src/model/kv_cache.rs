@@ -2,10 +2,11 @@
 //! block table per sequence mapping its positions to blocks (vLLM's layout). Sequences grow one
 //! block at a time, never copy their history, and hand their blocks back when they finish.
 //!
-//! Storage per layer is a `(kv_heads, num_blocks * block_size, head_dim)` tensor for K and one for
-//! V, so a block's rows for a head are contiguous: writes are `slice_set`s, and attention gathers a
-//! sequence's blocks with one `index_select`. A fused paged-attention kernel can later read the
-//! blocks in place without changing this interface.
+//! Storage per layer is `(kv_heads, num_blocks * block_size, head_dim)` f32 for K and for V, so a
+//! block's rows for a head are contiguous. On CPU it is plain host memory that the fused decode
+//! step ([`super::host_step`]) writes and reads in place through the block table; elsewhere it is
+//! a device tensor written with `slice_set`. The tensor path ([`KvPool::write`],
+//! [`KvPool::gather`]) works on both.
 //!
 //! **Prefix caching**: full blocks of a prompt are registered under a hash chained over all tokens
 //! up to the block's end. A later prompt with the same prefix maps those blocks into its table
@@ -26,7 +27,7 @@ pub const DEFAULT_BLOCK_SIZE: usize = 16;
 /// The block pool.
 #[derive(Debug)]
 pub struct KvPool {
-    layers: Vec<(Tensor, Tensor)>,
+    store: Store,
     block_size: usize,
     num_blocks: usize,
     kv_heads: usize,
@@ -42,6 +43,24 @@ pub struct KvPool {
     evictable: BTreeMap<u64, u32>,
     released_at: Vec<u64>,
     tick: u64,
+}
+
+/// Where the K/V rows live.
+#[derive(Debug)]
+enum Store {
+    /// CPU: per layer, K and V as host vectors.
+    Host(Vec<HostLayer>),
+    /// Other devices: per layer, K and V tensors.
+    Device(Vec<(Tensor, Tensor)>),
+}
+
+/// One layer's K and V rows in host memory, `(kv_heads, num_blocks * block_size, head_dim)`.
+#[derive(Debug)]
+pub struct HostLayer {
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
 }
 
 /// The blocks holding one sequence's keys and values, in position order.
@@ -93,16 +112,30 @@ impl KvPool {
             candle_core::bail!("a KV pool needs at least one block of at least one token");
         }
         let shape = (cfg.num_kv_heads, num_blocks * block_size, cfg.head_dim);
-        let layers = (0..cfg.num_layers)
-            .map(|_| {
-                Ok((
-                    Tensor::zeros(shape, DType::F32, device)?,
-                    Tensor::zeros(shape, DType::F32, device)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let store = if device.is_cpu() {
+            let values = shape.0 * shape.1 * shape.2;
+            Store::Host(
+                (0..cfg.num_layers)
+                    .map(|_| HostLayer {
+                        k: vec![0.0; values],
+                        v: vec![0.0; values],
+                    })
+                    .collect(),
+            )
+        } else {
+            Store::Device(
+                (0..cfg.num_layers)
+                    .map(|_| {
+                        Ok((
+                            Tensor::zeros(shape, DType::F32, device)?,
+                            Tensor::zeros(shape, DType::F32, device)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
         Ok(Self {
-            layers,
+            store,
             block_size,
             num_blocks,
             kv_heads: cfg.num_kv_heads,
@@ -140,7 +173,11 @@ impl KvPool {
 
     /// Bytes of K/V storage the pool holds.
     pub fn capacity_bytes(&self) -> usize {
-        self.layers.len() * 2 * self.kv_heads * self.num_blocks * self.block_size * self.head_dim * 4
+        let layers = match &self.store {
+            Store::Host(layers) => layers.len(),
+            Store::Device(layers) => layers.len(),
+        };
+        layers * 2 * self.kv_heads * self.num_blocks * self.block_size * self.head_dim * 4
     }
 
     /// Gives `table`'s blocks back to the pool and empties it. Cached prefix blocks stay cached.
@@ -247,11 +284,44 @@ impl KvPool {
 
     /// Stores `k`/`v` of shape `(kv_heads, n, head_dim)` for positions `len..len + n` of `table`
     /// in `layer`. The tokens count in `table.len()` only after [`KvPool::advance`].
-    pub fn write(&self, layer: usize, table: &BlockTable, k: &Tensor, v: &Tensor) -> Result<()> {
-        let Some((k_store, v_store)) = self.layers.get(layer) else {
-            candle_core::bail!("KV pool has no layer {layer}");
-        };
+    pub fn write(&mut self, layer: usize, table: &BlockTable, k: &Tensor, v: &Tensor) -> Result<()> {
         let n = k.dim(1)?;
+        let rows = self.num_blocks * self.block_size;
+        let spans = self.spans(table, n)?;
+        match &mut self.store {
+            Store::Host(layers) => {
+                let Some(store) = layers.get_mut(layer) else {
+                    candle_core::bail!("KV pool has no layer {layer}");
+                };
+                let hd = self.head_dim;
+                let k = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let v = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                for head in 0..self.kv_heads {
+                    for &(done, row, count) in &spans {
+                        let from = (head * n + done) * hd..(head * n + done + count) * hd;
+                        let to = (head * rows + row) * hd;
+                        store.k[to..to + count * hd].copy_from_slice(&k[from.clone()]);
+                        store.v[to..to + count * hd].copy_from_slice(&v[from]);
+                    }
+                }
+            }
+            Store::Device(layers) => {
+                let Some((k_store, v_store)) = layers.get(layer) else {
+                    candle_core::bail!("KV pool has no layer {layer}");
+                };
+                for (done, row, count) in spans {
+                    k_store.slice_set(&k.narrow(1, done, count)?.contiguous()?, 1, row)?;
+                    v_store.slice_set(&v.narrow(1, done, count)?.contiguous()?, 1, row)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where positions `len..len + n` of `table` go: `(offset in the new tokens, pool row,
+    /// count)` runs, one per block touched.
+    pub fn spans(&self, table: &BlockTable, n: usize) -> Result<Vec<(usize, usize, usize)>> {
+        let mut spans = Vec::new();
         let mut done = 0;
         while done < n {
             let pos = table.len + done;
@@ -260,30 +330,70 @@ impl KvPool {
             };
             let offset = pos % self.block_size;
             let count = (self.block_size - offset).min(n - done);
-            let row = block as usize * self.block_size + offset;
-            k_store.slice_set(&k.narrow(1, done, count)?.contiguous()?, 1, row)?;
-            v_store.slice_set(&v.narrow(1, done, count)?.contiguous()?, 1, row)?;
+            spans.push((done, block as usize * self.block_size + offset, count));
             done += count;
         }
-        Ok(())
+        Ok(spans)
     }
 
     /// `table`'s keys and values in `layer`, gathered to `(kv_heads, blocks * block_size,
     /// head_dim)` each; rows at or after the sequence's length are stale and must be masked.
     pub fn gather(&self, layer: usize, table: &BlockTable) -> Result<(Tensor, Tensor)> {
-        let Some((k_store, v_store)) = self.layers.get(layer) else {
-            candle_core::bail!("KV pool has no layer {layer}");
-        };
-        let ids = Tensor::new(table.blocks.as_slice(), k_store.device())?;
-        let shape4 = (self.kv_heads, self.num_blocks, self.block_size, self.head_dim);
         let rows = table.blocks.len() * self.block_size;
-        let gather = |store: &Tensor| {
-            store
-                .reshape(shape4)?
-                .index_select(&ids, 1)?
-                .reshape((self.kv_heads, rows, self.head_dim))
-        };
-        Ok((gather(k_store)?, gather(v_store)?))
+        match &self.store {
+            Store::Host(layers) => {
+                let Some(store) = layers.get(layer) else {
+                    candle_core::bail!("KV pool has no layer {layer}");
+                };
+                let (bs, hd) = (self.block_size, self.head_dim);
+                let pool_rows = self.num_blocks * bs;
+                let gather = |values: &[f32]| {
+                    let mut out = Vec::with_capacity(self.kv_heads * rows * hd);
+                    for head in 0..self.kv_heads {
+                        for &block in &table.blocks {
+                            let start = (head * pool_rows + block as usize * bs) * hd;
+                            out.extend_from_slice(&values[start..start + bs * hd]);
+                        }
+                    }
+                    Tensor::from_vec(out, (self.kv_heads, rows, hd), &candle_core::Device::Cpu)
+                };
+                Ok((gather(&store.k)?, gather(&store.v)?))
+            }
+            Store::Device(layers) => {
+                let Some((k_store, v_store)) = layers.get(layer) else {
+                    candle_core::bail!("KV pool has no layer {layer}");
+                };
+                let ids = Tensor::new(table.blocks.as_slice(), k_store.device())?;
+                let shape4 = (self.kv_heads, self.num_blocks, self.block_size, self.head_dim);
+                let gather = |store: &Tensor| {
+                    store.reshape(shape4)?.index_select(&ids, 1)?.reshape((
+                        self.kv_heads,
+                        rows,
+                        self.head_dim,
+                    ))
+                };
+                Ok((gather(k_store)?, gather(v_store)?))
+            }
+        }
+    }
+
+    /// `layer`'s host storage, for the fused CPU step to read and write in place; `None` when
+    /// the pool lives on another device.
+    pub fn host_layer_mut(&mut self, layer: usize) -> Option<&mut HostLayer> {
+        match &mut self.store {
+            Store::Host(layers) => layers.get_mut(layer),
+            Store::Device(_) => None,
+        }
+    }
+
+    /// Whether the pool is in host memory.
+    pub fn is_host(&self) -> bool {
+        matches!(self.store, Store::Host(_))
+    }
+
+    /// Rows per head in a layer's storage (`num_blocks * block_size`).
+    pub fn pool_rows(&self) -> usize {
+        self.num_blocks * self.block_size
     }
 
     /// Marks `n` written tokens of `table` as cached.

@@ -10,18 +10,42 @@ use super::source::TensorSource;
 use crate::parallel::Shard;
 use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
 use hearth_kernels::QuantMatrix;
-use hearth_kernels::blocks::WeightType;
+use hearth_kernels::blocks::{ActivationBlock, WeightType};
 
 /// RMS normalisation with a learned scale.
 #[derive(Debug, Clone)]
 pub(super) struct RmsNorm {
     pub(super) weight: Tensor,
     pub(super) eps: f32,
+    // The weight in host memory, for the fused CPU step.
+    pub(super) host_weight: Vec<f32>,
 }
 
 impl RmsNorm {
+    /// A norm with `weight` (copied to host memory for the fused CPU step).
+    pub(super) fn new(weight: Tensor, eps: f32) -> Result<Self> {
+        let host_weight = weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        Ok(Self {
+            weight,
+            eps,
+            host_weight,
+        })
+    }
+
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+
+    /// Normalises each row of `x` into `out` (host memory, rows of the weight's length).
+    pub(super) fn forward_host(&self, x: &[f32], out: &mut [f32]) {
+        let width = self.host_weight.len();
+        for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            let mean_square = super::host_step::dot(row, row) / width as f32;
+            let scale = 1.0 / (mean_square + self.eps).sqrt();
+            for ((o, v), w) in out.iter_mut().zip(row).zip(&self.host_weight) {
+                *o = v * scale * w;
+            }
+        }
     }
 }
 
@@ -30,12 +54,14 @@ impl RmsNorm {
 pub(super) struct Linear {
     weight: LinearWeight,
     bias: Option<Tensor>,
+    // The bias in host memory, for the fused CPU step.
+    host_bias: Option<Vec<f32>>,
 }
 
 /// Rows from which a quantized matmul dequantizes its weight and runs a dense GEMM instead of
 /// one quantized dot product per (row, column): the quantized kernels read each weight once per
 /// call, but a GEMM reuses it across rows, so long prompt chunks are several times faster dense.
-const DENSE_MIN_ROWS: usize = 32;
+pub(super) const DENSE_MIN_ROWS: usize = 32;
 
 /// A weight matrix: in our kernels' block layout on CPU for the types they implement
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
@@ -74,12 +100,75 @@ impl LinearWeight {
     }
 }
 
+impl LinearWeight {
+    /// `out = x · Wᵀ` on host memory for the fused CPU step: `x` is `n × in`, `quantized` the
+    /// same rows already in 8-bit blocks (our kernels' input), `out` is `n × out`. Other weight
+    /// types go through candle's matmul.
+    pub(super) fn forward_host(
+        &self,
+        x: &[f32],
+        quantized: &[ActivationBlock],
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        match self {
+            Self::Blocks(matrix) => {
+                matrix.matmul_quantized(quantized, n, out, scratch);
+                Ok(())
+            }
+            Self::Candle(_) => {
+                let input = Tensor::from_slice(x, (n, x.len() / n.max(1)), &Device::Cpu)?;
+                let y = self.forward(&input)?.to_dtype(DType::F32)?.flatten_all()?;
+                out.copy_from_slice(&y.to_vec1::<f32>()?);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Linear {
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.weight.forward(x)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
+        }
+    }
+
+    /// [`LinearWeight::forward_host`] plus the bias.
+    pub(super) fn forward_host(
+        &self,
+        x: &[f32],
+        quantized: &[ActivationBlock],
+        n: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.weight.forward_host(x, quantized, n, out, scratch)?;
+        if let Some(bias) = &self.host_bias {
+            for row in out.chunks_exact_mut(bias.len()) {
+                for (value, b) in row.iter_mut().zip(bias) {
+                    *value += b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Output features.
+    pub(super) fn out_features(&self) -> usize {
+        self.weight.rows()
+    }
+}
+
+impl LinearWeight {
+    /// Output features (rows of the weight).
+    pub(super) fn rows(&self) -> usize {
+        match self {
+            Self::Blocks(matrix) => matrix.rows(),
+            Self::Candle(QMatMul::QTensor(q)) => q.shape().dims()[0],
+            Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims()[0],
         }
     }
 }
@@ -153,7 +242,17 @@ impl WeightReader<'_> {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        let host_bias = match &bias {
+            Some(b) if self.device.is_cpu() => {
+                Some(b.to_vec1::<f32>().map_err(|source| self.build_err(source))?)
+            }
+            _ => None,
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            host_bias,
+        })
     }
 
     pub(super) fn matmul(&self, q: QTensor) -> std::result::Result<LinearWeight, LoadError> {

@@ -6,11 +6,14 @@
 //! pool. Grouped-query attention folds the query heads of a group into rows of one matmul instead
 //! of copying K/V per query head.
 
+use std::sync::Mutex;
+
 use candle_core::quantized::QTensor;
 use candle_core::{D, DType, Device, Result, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::gguf::LoadError;
+use super::host_step::HostBuffers;
 use super::kv_cache::{BlockTable, KvPool};
 pub use super::layers::WeightFormat;
 use super::layers::{Linear, LinearWeight, RmsNorm, Split, WeightReader};
@@ -20,16 +23,16 @@ use crate::parallel::group::{Followers, StepCommand};
 use crate::parallel::{Communicator, Shard};
 
 #[derive(Debug, Clone)]
-struct Block {
-    attn_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    ffn_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(super) struct Block {
+    pub(super) attn_norm: RmsNorm,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
+    pub(super) ffn_norm: RmsNorm,
+    pub(super) gate: Linear,
+    pub(super) up: Linear,
+    pub(super) down: Linear,
 }
 
 /// One sequence's share of a forward step: its new tokens and its block table.
@@ -45,17 +48,20 @@ pub struct StepInput<'a> {
 /// heads and MLP slice, a communicator, and on rank 0 the follower ranks it drives.
 #[derive(Debug)]
 pub struct Llama {
-    cfg: ModelConfig,
-    embedding: QTensor,
-    blocks: Vec<Block>,
-    norm: RmsNorm,
+    pub(super) cfg: ModelConfig,
+    pub(super) embedding: QTensor,
+    pub(super) blocks: Vec<Block>,
+    pub(super) norm: RmsNorm,
     // Only rank 0 computes logits; follower ranks skip the output head.
-    lm_head: Option<LinearWeight>,
-    rope: Rope,
+    pub(super) lm_head: Option<LinearWeight>,
+    pub(super) rope: Rope,
     device: Device,
     shard: Shard,
     comm: Option<Box<dyn Communicator>>,
     followers: Option<Followers>,
+    // Small steps on CPU run the fused host-memory step (`host_step`) unless turned off.
+    fused_cpu_step: bool,
+    pub(super) host_buffers: Mutex<HostBuffers>,
 }
 
 impl Llama {
@@ -107,27 +113,21 @@ impl Llama {
         for i in 0..cfg.num_layers {
             let p = format!("blk.{i}");
             blocks.push(Block {
-                attn_norm: RmsNorm {
-                    weight: r.f32(&format!("{p}.attn_norm.weight"), &[h])?,
-                    eps,
-                },
+                attn_norm: RmsNorm::new(r.f32(&format!("{p}.attn_norm.weight"), &[h])?, eps)
+                    .map_err(|source| r.build_err(source))?,
                 q: r.linear(&format!("{p}.attn_q"), q_out, h, biases, Split::Output)?,
                 k: r.linear(&format!("{p}.attn_k"), kv_out, h, biases, Split::Output)?,
                 v: r.linear(&format!("{p}.attn_v"), kv_out, h, biases, Split::Output)?,
                 o: r.linear(&format!("{p}.attn_output"), h, q_out, false, Split::Input)?,
-                ffn_norm: RmsNorm {
-                    weight: r.f32(&format!("{p}.ffn_norm.weight"), &[h])?,
-                    eps,
-                },
+                ffn_norm: RmsNorm::new(r.f32(&format!("{p}.ffn_norm.weight"), &[h])?, eps)
+                    .map_err(|source| r.build_err(source))?,
                 gate: r.linear(&format!("{p}.ffn_gate"), ff, h, false, Split::Output)?,
                 up: r.linear(&format!("{p}.ffn_up"), ff, h, false, Split::Output)?,
                 down: r.linear(&format!("{p}.ffn_down"), h, ff, false, Split::Input)?,
             });
         }
-        let norm = RmsNorm {
-            weight: r.f32("output_norm.weight", &[h])?,
-            eps,
-        };
+        let norm =
+            RmsNorm::new(r.f32("output_norm.weight", &[h])?, eps).map_err(|source| r.build_err(source))?;
         // Small models tie the output projection to the embedding table.
         let head_name = if r.source.has("output.weight") {
             "output.weight"
@@ -160,7 +160,25 @@ impl Llama {
             shard,
             comm: None,
             followers: None,
+            fused_cpu_step: device.is_cpu(),
+            host_buffers: Mutex::new(HostBuffers::default()),
         })
+    }
+
+    /// Turns the fused CPU step off (every step then runs as candle tensor ops) or back on: for
+    /// comparing the two paths in tests and benchmarks.
+    pub fn set_fused_cpu_step(&mut self, on: bool) {
+        self.fused_cpu_step = on && self.device.is_cpu();
+    }
+
+    /// Whether a step of `tokens` tokens runs fused in host memory: on CPU, one rank, a host
+    /// pool, and few enough tokens that matrix-vector kernels beat a dense GEMM.
+    fn runs_fused(&self, pool: &KvPool, tokens: usize) -> bool {
+        self.fused_cpu_step
+            && pool.is_host()
+            && !self.shard.is_split()
+            && self.followers.is_none()
+            && tokens < super::layers::DENSE_MIN_ROWS
     }
 
     /// Joins this shard to its group: `comm` sums the row-parallel outputs; `followers` (rank 0
@@ -231,6 +249,9 @@ impl Llama {
     /// returns the next-token logits after each entry's last token: `(batch.len(), vocab)`, f32.
     pub fn forward(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<Tensor> {
         let (ids, positions) = self.reserve(batch, pool)?;
+        if self.runs_fused(pool, ids.len()) {
+            return self.run_host(batch, pool, &ids, &positions);
+        }
         if let Some(followers) = &self.followers {
             followers.step(StepCommand::new(batch))?;
         }
@@ -266,7 +287,7 @@ impl Llama {
     }
 
     /// Makes room for every entry's tokens; returns the flattened token ids and positions.
-    fn reserve(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<(Tensor, Tensor)> {
+    fn reserve(&self, batch: &mut [StepInput<'_>], pool: &mut KvPool) -> Result<(Vec<u32>, Vec<u32>)> {
         let mut all_tokens = Vec::new();
         let mut positions = Vec::new();
         for entry in batch.iter_mut() {
@@ -285,10 +306,7 @@ impl Llama {
             all_tokens.extend_from_slice(entry.tokens);
             positions.extend((start..end).map(|p| p as u32));
         }
-        let total = all_tokens.len();
-        let ids = Tensor::from_vec(all_tokens, total, &self.device)?;
-        let positions = Tensor::from_vec(positions, total, &self.device)?;
-        Ok((ids, positions))
+        Ok((all_tokens, positions))
     }
 
     /// The layers over a reserved batch; the logits when `logits` (rank 0).
@@ -296,11 +314,12 @@ impl Llama {
         &self,
         batch: &mut [StepInput<'_>],
         pool: &mut KvPool,
-        ids: Tensor,
-        positions: Tensor,
+        ids: Vec<u32>,
+        positions: Vec<u32>,
         logits: bool,
     ) -> Result<Option<Tensor>> {
         let (cos, sin) = self.rope.tables_for(&positions)?;
+        let ids = Tensor::from_vec(ids, positions.len(), &self.device)?;
 
         let mut x = self.embedding.embedding(&ids)?.to_dtype(DType::F32)?;
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -342,7 +361,7 @@ impl Llama {
         cos: &Tensor,
         sin: &Tensor,
         batch: &[StepInput<'_>],
-        pool: &KvPool,
+        pool: &mut KvPool,
     ) -> Result<Tensor> {
         let ((heads, kv_heads), hd) = (self.local_heads(), self.cfg.head_dim);
         let group = heads / kv_heads;

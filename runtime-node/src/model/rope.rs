@@ -8,10 +8,13 @@ use super::config::{Llama3RopeScaling, ModelConfig, RopeStyle};
 /// Precomputed rotary tables for positions `0..max_positions`.
 #[derive(Debug, Clone)]
 pub struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+    // `(max_positions, head_dim / 2)` row-major, in host memory.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
     style: RopeStyle,
     max_positions: usize,
+    device: Device,
 }
 
 /// Inverse frequencies `1 / theta^(2i/d)`, adjusted by Llama 3 scaling or per-dimension factors.
@@ -78,10 +81,12 @@ impl Rope {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (max_positions, half), device)?,
-            sin: Tensor::from_vec(sin, (max_positions, half), device)?,
+            cos,
+            sin,
+            half,
             style: cfg.rope_style,
             max_positions,
+            device: device.clone(),
         })
     }
 
@@ -90,13 +95,50 @@ impl Rope {
         self.max_positions
     }
 
-    /// Gathers the table rows for `positions` (a u32 tensor of length T): `(T, 1, d/2)` each.
-    pub fn tables_for(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = positions.dim(0)?;
-        let half = self.cos.dim(1)?;
-        let cos = self.cos.index_select(positions, 0)?.reshape((t, 1, half))?;
-        let sin = self.sin.index_select(positions, 0)?.reshape((t, 1, half))?;
-        Ok((cos, sin))
+    /// The table rows for `positions` (T of them), on the model's device: `(T, 1, d/2)` each.
+    pub fn tables_for(&self, positions: &[u32]) -> Result<(Tensor, Tensor)> {
+        let (t, half) = (positions.len(), self.half);
+        let rows = |table: &[f32]| {
+            let mut out = Vec::with_capacity(t * half);
+            for &p in positions {
+                let p = p as usize;
+                if p >= self.max_positions {
+                    candle_core::bail!("position {p} is past the rotary table ({})", self.max_positions);
+                }
+                out.extend_from_slice(&table[p * half..(p + 1) * half]);
+            }
+            Tensor::from_vec(out, (t, 1, half), &self.device)
+        };
+        Ok((rows(&self.cos)?, rows(&self.sin)?))
+    }
+
+    /// Rotates `heads` vectors of `2 · d/2` values in `x` (one token's heads, contiguous) in
+    /// place to `position`; the host-memory twin of [`Rope::apply`].
+    pub fn apply_host(&self, x: &mut [f32], position: usize) {
+        let half = self.half;
+        let cos = &self.cos[position * half..(position + 1) * half];
+        let sin = &self.sin[position * half..(position + 1) * half];
+        for head in x.chunks_exact_mut(2 * half) {
+            match self.style {
+                // Pairs (2i, 2i + 1).
+                RopeStyle::Interleaved => {
+                    for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * cos[i] - b * sin[i];
+                        pair[1] = a * sin[i] + b * cos[i];
+                    }
+                }
+                // Pairs (i, i + d/2).
+                RopeStyle::HalfSplit => {
+                    let (low, high) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (low[i], high[i]);
+                        low[i] = a * cos[i] - b * sin[i];
+                        high[i] = a * sin[i] + b * cos[i];
+                    }
+                }
+            }
+        }
     }
 
     /// Rotates `x` of shape `(T, heads, head_dim)`, token t at the position its tables hold.
@@ -160,8 +202,7 @@ mod tests {
         };
         let rope = Rope::new(&cfg, None, 16, &Device::Cpu)?;
         let x = Tensor::arange(0f32, 16f32, &Device::Cpu)?.reshape((2, 2, 4))?;
-        let positions = Tensor::new(&[0u32, 3], &Device::Cpu)?;
-        let (cos, sin) = rope.tables_for(&positions)?;
+        let (cos, sin) = rope.tables_for(&[0, 3])?;
         let y = rope.apply(&x, &cos, &sin)?;
         let (x0, y0) = (x.get(0)?.to_vec2::<f32>()?, y.get(0)?.to_vec2::<f32>()?);
         assert_eq!(x0, y0);

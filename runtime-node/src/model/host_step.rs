@@ -1,0 +1,281 @@
+//! The fused CPU step: a forward pass over host memory for steps of a few tokens (decoding, small
+//! prompt chunks), where candle's per-op tensors cost more than the arithmetic.
+//!
+//! Every intermediate lives in [`HostBuffers`], reused across steps (no allocation per token
+//! once warmed up). Each norm's output is quantized to 8-bit blocks once and shared by the
+//! matrices that read it (q/k/v, gate/up); rotary embedding is applied in place; attention reads
+//! keys and values straight out of the paged pool through the block table, with grouped-query
+//! heads indexing their shared KV head instead of copying it. Long prompt chunks keep the tensor
+//! path, where a dense GEMM reuses each weight across many rows.
+
+use candle_core::{DType, Result, Tensor};
+use hearth_kernels::blocks::{ActivationBlock, quantize_activations};
+use rayon::prelude::*;
+
+use super::kv_cache::KvPool;
+use super::llama::{Llama, StepInput};
+
+/// Scratch memory of the fused step, sized for the largest step seen so far.
+#[derive(Debug, Default)]
+pub struct HostBuffers {
+    // Residual stream, `tokens × hidden`.
+    x: Vec<f32>,
+    // Normalised input of the current sub-layer.
+    normed: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attention: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    // Output of o / down before it is added to the residual.
+    projected: Vec<f32>,
+    quantized: Vec<ActivationBlock>,
+    scratch: Vec<f32>,
+}
+
+/// Resizes `buffer` to `len` values (contents are overwritten by the caller).
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
+/// `Σ a·b` with eight independent accumulators, so the compiler keeps it in vector registers.
+#[inline]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a_body, b_body) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_body
+        .remainder()
+        .iter()
+        .zip(b_body.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_body.zip(b_body) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Where each new token of the step sits: its sequence's blocks and its position.
+struct TokenSlot<'a> {
+    blocks: &'a [u32],
+    position: usize,
+}
+
+impl Llama {
+    /// One step over `batch` (already reserved in `pool`) in host memory; `ids` and `positions`
+    /// are the flattened new tokens. Returns `(batch.len(), vocab)` logits like the tensor path.
+    pub(super) fn run_host(
+        &self,
+        batch: &mut [StepInput<'_>],
+        pool: &mut KvPool,
+        ids: &[u32],
+        positions: &[u32],
+    ) -> Result<Tensor> {
+        let mut guard = self
+            .host_buffers
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused step buffers poisoned".into()))?;
+        let buffers = &mut *guard;
+        let cfg = &self.cfg;
+        let (tokens, hidden) = (ids.len(), cfg.hidden_size);
+        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+
+        let embedded = self
+            .embedding
+            .embedding(&Tensor::new(ids, &candle_core::Device::Cpu)?)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        buffers.x.clear();
+        buffers.x.extend_from_slice(&embedded);
+
+        let slots: Vec<TokenSlot<'_>> = batch
+            .iter()
+            .flat_map(|entry| {
+                let blocks = entry.table.blocks();
+                entry
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, _)| (blocks, entry.table.len() + i))
+            })
+            .map(|(blocks, position)| TokenSlot { blocks, position })
+            .collect();
+        debug_assert!(
+            slots
+                .iter()
+                .zip(positions)
+                .all(|(s, &p)| s.position == p as usize)
+        );
+
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let b = &mut *buffers;
+            let normed = sized(&mut b.normed, tokens * hidden);
+            block.attn_norm.forward_host(&b.x, normed);
+            quantize_activations(normed, &mut b.quantized);
+            let q = sized(&mut b.q, tokens * heads * hd);
+            block
+                .q
+                .forward_host(normed, &b.quantized, tokens, q, &mut b.scratch)?;
+            let k = sized(&mut b.k, tokens * kv_heads * hd);
+            block
+                .k
+                .forward_host(normed, &b.quantized, tokens, k, &mut b.scratch)?;
+            let v = sized(&mut b.v, tokens * kv_heads * hd);
+            block
+                .v
+                .forward_host(normed, &b.quantized, tokens, v, &mut b.scratch)?;
+            for (t, slot) in slots.iter().enumerate() {
+                self.rope
+                    .apply_host(&mut q[t * heads * hd..(t + 1) * heads * hd], slot.position);
+                self.rope
+                    .apply_host(&mut k[t * kv_heads * hd..(t + 1) * kv_heads * hd], slot.position);
+            }
+            let block_size = pool.block_size();
+            let pool_rows = pool.pool_rows();
+            let Some(store) = pool.host_layer_mut(layer) else {
+                candle_core::bail!("the fused step needs a host KV pool");
+            };
+            // This step's keys and values go into their blocks before anyone attends to them.
+            for (t, slot) in slots.iter().enumerate() {
+                let row = pool_row(slot.blocks, slot.position, block_size);
+                for head in 0..kv_heads {
+                    let to = (head * pool_rows + row) * hd;
+                    let from = (t * kv_heads + head) * hd;
+                    store.k[to..to + hd].copy_from_slice(&k[from..from + hd]);
+                    store.v[to..to + hd].copy_from_slice(&v[from..from + hd]);
+                }
+            }
+            let attention = sized(&mut b.attention, tokens * heads * hd);
+            let layout = AttentionLayout {
+                heads,
+                group: heads / kv_heads,
+                head_dim: hd,
+                block_size,
+                pool_rows,
+            };
+            attend(&layout, q, &store.k, &store.v, &slots, attention);
+
+            quantize_activations(attention, &mut b.quantized);
+            let projected = sized(&mut b.projected, tokens * hidden);
+            block
+                .o
+                .forward_host(attention, &b.quantized, tokens, projected, &mut b.scratch)?;
+            add_into(&mut b.x, projected);
+
+            block.ffn_norm.forward_host(&b.x, normed);
+            quantize_activations(normed, &mut b.quantized);
+            let width = block.gate.out_features();
+            let gate = sized(&mut b.gate, tokens * width);
+            block
+                .gate
+                .forward_host(normed, &b.quantized, tokens, gate, &mut b.scratch)?;
+            let up = sized(&mut b.up, tokens * width);
+            block
+                .up
+                .forward_host(normed, &b.quantized, tokens, up, &mut b.scratch)?;
+            for (g, u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            quantize_activations(gate, &mut b.quantized);
+            block
+                .down
+                .forward_host(gate, &b.quantized, tokens, projected, &mut b.scratch)?;
+            add_into(&mut b.x, projected);
+        }
+
+        // Logits after each entry's last new token.
+        let mut last = Vec::with_capacity(batch.len() * hidden);
+        let mut end = 0;
+        for entry in batch.iter_mut() {
+            let n = entry.tokens.len();
+            end += n;
+            last.extend_from_slice(&buffers.x[(end - 1) * hidden..end * hidden]);
+            pool.advance(entry.table, n);
+        }
+        let rows = batch.len();
+        let normed = sized(&mut buffers.normed, rows * hidden);
+        self.norm.forward_host(&last, normed);
+        quantize_activations(normed, &mut buffers.quantized);
+        let Some(lm_head) = &self.lm_head else {
+            candle_core::bail!("this rank has no output head; rank 0 computes the logits");
+        };
+        let mut logits = vec![0f32; rows * cfg.vocab_size];
+        lm_head.forward_host(
+            normed,
+            &buffers.quantized,
+            rows,
+            &mut logits,
+            &mut buffers.scratch,
+        )?;
+        Tensor::from_vec(logits, (rows, cfg.vocab_size), &candle_core::Device::Cpu)
+    }
+}
+
+/// Row of `position` in a layer's pool storage, through the sequence's block table.
+#[inline]
+fn pool_row(blocks: &[u32], position: usize, block_size: usize) -> usize {
+    blocks[position / block_size] as usize * block_size + position % block_size
+}
+
+fn add_into(residual: &mut [f32], delta: &[f32]) {
+    for (r, d) in residual.iter_mut().zip(delta) {
+        *r += d;
+    }
+}
+
+/// Shapes attention needs to find a head's rows in the pool.
+struct AttentionLayout {
+    heads: usize,
+    // Query heads per KV head.
+    group: usize,
+    head_dim: usize,
+    block_size: usize,
+    pool_rows: usize,
+}
+
+/// Causal attention of every new token's query heads over its sequence's cached keys and values
+/// (positions `0..=position`), read in place from the pool; one task per (token, head).
+fn attend(
+    layout: &AttentionLayout,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    slots: &[TokenSlot<'_>],
+    out: &mut [f32],
+) {
+    let hd = layout.head_dim;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).enumerate().for_each(|(index, out)| {
+        let (t, head) = (index / layout.heads, index % layout.heads);
+        let slot = &slots[t];
+        let query = &q[index * hd..(index + 1) * hd];
+        let base = head / layout.group * layout.pool_rows;
+        let context = slot.position + 1;
+        let mut scores = Vec::with_capacity(context);
+        let mut max = f32::NEG_INFINITY;
+        for p in 0..context {
+            let row = (base + pool_row(slot.blocks, p, layout.block_size)) * hd;
+            let score = dot(query, &keys[row..row + hd]) * scale;
+            max = max.max(score);
+            scores.push(score);
+        }
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        out.fill(0.0);
+        for (p, weight) in scores.iter().enumerate() {
+            let row = (base + pool_row(slot.blocks, p, layout.block_size)) * hd;
+            let weight = weight / total;
+            for (o, v) in out.iter_mut().zip(&values[row..row + hd]) {
+                *o += weight * v;
+            }
+        }
+    });
+}
