@@ -34,6 +34,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
+        hearth_kernels::pool::init_global(threads);
     }
     match cli.command {
         cli::Command::Serve(args) => serve::serve(args),

@@ -6,13 +6,21 @@
 
 pub mod blocks;
 pub mod dot;
+pub mod pool;
+mod tile;
 
 use rayon::prelude::*;
 
 use blocks::{ActivationBlock, BLOCK, WeightType, quantize_activations};
 
-/// Output rows per parallel task: enough work per task that scheduling costs stay small.
-const ROWS_PER_TASK: usize = 16;
+/// Fewest output rows per parallel task: enough work per task that claiming it costs little.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Rows per task for a matrix of `rows` rows: about four tasks per thread (so a thread that
+/// falls behind is evened out), a multiple of the kernels' 4-row tile.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(threads * 4).next_multiple_of(4).max(MIN_ROWS_PER_TASK)
+}
 
 /// A `rows × cols` weight matrix in GGUF block layout, row-major (each row `cols / 32` blocks).
 #[derive(Debug, Clone, PartialEq)]
@@ -134,22 +142,21 @@ impl QuantMatrix {
         assert_eq!(out.len(), n * self.rows, "output for {n} rows");
         let row_bytes = blocks_per_row * self.kind.block_bytes();
         let level = dot::simd_level();
-        let dots = |out: &mut [f32], weights: &[u8]| {
+        let workers = pool::global();
+        let task_rows = rows_per_task(self.rows, workers.threads());
+        let dots = |task: usize, out: &mut [f32]| {
+            let first = task * task_rows;
+            let weights = &self.data[first * row_bytes..(first + out.len() / n) * row_bytes];
             dot::dot_rows(level, self.kind, weights, row_bytes, activations, n, out);
         };
         if n == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK)
-                .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
-                .for_each(|(out, weights)| dots(out, weights));
+            workers.for_each_chunk(out, task_rows, &dots);
             return;
         }
         // Computed as rows × n so each task writes one contiguous stretch, then transposed.
         scratch.clear();
         scratch.resize(self.rows * n, 0.0);
-        scratch
-            .par_chunks_mut(ROWS_PER_TASK * n)
-            .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
-            .for_each(|(out, weights)| dots(out, weights));
+        workers.for_each_chunk(scratch, task_rows * n, &dots);
         for (r, row) in scratch.chunks_exact(n).enumerate() {
             for (i, value) in row.iter().enumerate() {
                 out[i * self.rows + r] = *value;
@@ -200,22 +207,28 @@ mod tests {
     const KINDS: [WeightType; 3] = [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0];
 
     #[test]
-    fn fast_and_scalar_dots_agree_on_random_rows() {
+    fn every_vector_path_agrees_with_scalar_on_odd_tiles() {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for kind in KINDS {
-            for blocks in [1, 2, 3, 17, 18] {
-                let row = random_blocks(kind, blocks, &mut random);
-                let x: Vec<f32> = (0..blocks * BLOCK).map(|_| random.float()).collect();
+            // Row and input counts around the 4 × 4 tile (partial tiles both ways), odd blocks.
+            for (rows, n, blocks) in [(1, 1, 1), (3, 2, 2), (4, 4, 3), (5, 7, 17), (9, 8, 18), (13, 1, 5)] {
+                let row_bytes = blocks * kind.block_bytes();
+                let weights = random_blocks(kind, rows * blocks, &mut random);
+                let x: Vec<f32> = (0..n * blocks * BLOCK).map(|_| random.float()).collect();
                 let mut a = Vec::new();
                 quantize_activations(&x, &mut a);
-                let scalar = dot::dot_scalar(kind, &row, &a);
+                let mut scalar = vec![0f32; rows * n];
+                dot::dot_rows(dot::Simd::None, kind, &weights, row_bytes, &a, n, &mut scalar);
                 for level in dot::available() {
-                    let fast = dot::dot_at(level, kind, &row, &a);
-                    // Same integer sums; only the f32 accumulation order differs.
-                    assert!(
-                        (scalar - fast).abs() <= 1e-4 * (1.0 + scalar.abs()),
-                        "{kind:?} {level:?} {blocks}: {scalar} vs {fast}"
-                    );
+                    let mut fast = vec![0f32; rows * n];
+                    dot::dot_rows(level, kind, &weights, row_bytes, &a, n, &mut fast);
+                    for (s, f) in scalar.iter().zip(&fast) {
+                        // Same integer sums; only the f32 accumulation order differs.
+                        assert!(
+                            (s - f).abs() <= 1e-4 * (1.0 + s.abs()),
+                            "{kind:?} {level:?} {rows}×{n}×{blocks}: {s} vs {f}"
+                        );
+                    }
                 }
             }
         }

@@ -10,7 +10,6 @@
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::{ActivationBlock, quantize_activations};
-use rayon::prelude::*;
 
 use super::kv_cache::KvPool;
 use super::llama::{Llama, StepInput};
@@ -250,7 +249,7 @@ fn attend(
 ) {
     let hd = layout.head_dim;
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each(|(index, out)| {
+    hearth_kernels::pool::global().for_each_chunk(out, hd, &|index, out| {
         let (t, head) = (index / layout.heads, index % layout.heads);
         let slot = &slots[t];
         let query = &q[index * hd..(index + 1) * hd];
