@@ -323,6 +323,7 @@ fn fused_cpu_step_matches_tensor_ops() {
     for (name, arch, dtype, biases, tolerance) in [
         ("fused-f32", "llama", GgmlDType::F32, false, 3e-6),
         ("fused-qwen2", "qwen2", GgmlDType::F32, true, 3e-6),
+        ("fused-f16", "llama", GgmlDType::F16, false, 3e-6),
         ("fused-q8", "llama", GgmlDType::Q8_0, false, 1e-2),
         ("fused-q4", "llama", GgmlDType::Q4_0, false, 1e-2),
     ] {

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod dot;
+pub mod half_matrix;
 pub mod pool;
 mod tile;
 
@@ -19,7 +20,9 @@ const MIN_ROWS_PER_TASK: usize = 16;
 /// Rows per task for a matrix of `rows` rows: about four tasks per thread (so a thread that
 /// falls behind is evened out), a multiple of the kernels' 4-row tile.
 fn rows_per_task(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads * 4).next_multiple_of(4).max(MIN_ROWS_PER_TASK)
+    rows.div_ceil(threads * 4)
+        .next_multiple_of(4)
+        .max(MIN_ROWS_PER_TASK)
 }
 
 /// A `rows × cols` weight matrix in GGUF block layout, row-major (each row `cols / 32` blocks).
@@ -211,7 +214,14 @@ mod tests {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for kind in KINDS {
             // Row and input counts around the 4 × 4 tile (partial tiles both ways), odd blocks.
-            for (rows, n, blocks) in [(1, 1, 1), (3, 2, 2), (4, 4, 3), (5, 7, 17), (9, 8, 18), (13, 1, 5)] {
+            for (rows, n, blocks) in [
+                (1, 1, 1),
+                (3, 2, 2),
+                (4, 4, 3),
+                (5, 7, 17),
+                (9, 8, 18),
+                (13, 1, 5),
+            ] {
                 let row_bytes = blocks * kind.block_bytes();
                 let weights = random_blocks(kind, rows * blocks, &mut random);
                 let x: Vec<f32> = (0..n * blocks * BLOCK).map(|_| random.float()).collect();

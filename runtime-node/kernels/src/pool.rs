@@ -121,7 +121,12 @@ impl WorkerPool {
 
     /// Splits `out` into `chunk`-sized pieces (the last may be shorter) and runs
     /// `fill(index, piece)` for each across the pool.
-    pub fn for_each_chunk<T: Send>(&self, out: &mut [T], chunk: usize, fill: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        fill: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
         let chunk = chunk.max(1);
         let len = out.len();
         let base = SendPtr(out.as_mut_ptr());
@@ -225,7 +230,10 @@ mod tests {
             pool.run(tasks, &|i| {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });
-            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{tasks} tasks");
+            assert!(
+                counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "{tasks} tasks"
+            );
         }
     }
 
@@ -233,7 +241,9 @@ mod tests {
     fn chunks_cover_the_slice_and_parked_workers_wake() {
         let pool = WorkerPool::new(2);
         let mut out = vec![0usize; 1001];
-        pool.for_each_chunk(&mut out, 64, &|i, piece| piece.iter_mut().for_each(|v| *v = i + 1));
+        pool.for_each_chunk(&mut out, 64, &|i, piece| {
+            piece.iter_mut().for_each(|v| *v = i + 1)
+        });
         assert!(out.iter().enumerate().all(|(j, v)| *v == j / 64 + 1));
         // Past the spin window the worker is parked; a new job must still complete.
         std::thread::sleep(SPIN_FOR * 3);

@@ -99,7 +99,10 @@ unsafe fn tile<const VNNI: bool, const KIND: u8, const R: usize, const N: usize>
                     let x = inputs[i].get_unchecked(b);
                     let sums = if KIND == Q8_0 {
                         // |w| · (x with w's sign) = w · x, with an unsigned left operand.
-                        products::<VNNI>(_mm256_sign_epi8(weights, weights), _mm256_sign_epi8(xs[i], weights))
+                        products::<VNNI>(
+                            _mm256_sign_epi8(weights, weights),
+                            _mm256_sign_epi8(xs[i], weights),
+                        )
                     } else {
                         products::<VNNI>(weights, xs[i])
                     };
@@ -136,13 +139,23 @@ unsafe fn rows_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
     // SAFETY: each tile reads rows r..r + R < rows of whole blocks.
     unsafe {
         while r + TILE_ROWS <= rows {
-            prefetch(weights, (r + PREFETCH_TILES * TILE_ROWS) * row_bytes, TILE_ROWS * row_bytes);
-            let values = tile::<VNNI, KIND, TILE_ROWS, N>(weights.as_ptr().add(r * row_bytes), row_bytes, inputs, blocks);
+            prefetch(
+                weights,
+                (r + PREFETCH_TILES * TILE_ROWS) * row_bytes,
+                TILE_ROWS * row_bytes,
+            );
+            let values = tile::<VNNI, KIND, TILE_ROWS, N>(
+                weights.as_ptr().add(r * row_bytes),
+                row_bytes,
+                inputs,
+                blocks,
+            );
             store(&values, r, first, n, out);
             r += TILE_ROWS;
         }
         while r < rows {
-            let values = tile::<VNNI, KIND, 1, N>(weights.as_ptr().add(r * row_bytes), row_bytes, inputs, blocks);
+            let values =
+                tile::<VNNI, KIND, 1, N>(weights.as_ptr().add(r * row_bytes), row_bytes, inputs, blocks);
             store(&values, r, first, n, out);
             r += 1;
         }
@@ -167,7 +180,13 @@ unsafe fn prefetch(bytes: &[u8], start: usize, len: usize) {
 }
 
 #[inline(always)]
-fn store<const R: usize, const N: usize>(values: &[[f32; N]; R], row: usize, first: usize, n: usize, out: &mut [f32]) {
+fn store<const R: usize, const N: usize>(
+    values: &[[f32; N]; R],
+    row: usize,
+    first: usize,
+    n: usize,
+    out: &mut [f32],
+) {
     for (r, row_values) in values.iter().enumerate() {
         let at = (row + r) * n + first;
         out[at..at + N].copy_from_slice(row_values);
@@ -202,7 +221,14 @@ unsafe fn rows_with<const VNNI: bool, const KIND: u8>(
                 n,
                 out,
             ),
-            2 => rows_for_inputs::<VNNI, KIND, 2>(weights, row_bytes, [input(first), input(first + 1)], first, n, out),
+            2 => rows_for_inputs::<VNNI, KIND, 2>(
+                weights,
+                row_bytes,
+                [input(first), input(first + 1)],
+                first,
+                n,
+                out,
+            ),
             1 => rows_for_inputs::<VNNI, KIND, 1>(weights, row_bytes, [input(first)], first, n, out),
             _ => {}
         }

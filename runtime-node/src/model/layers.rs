@@ -11,6 +11,7 @@ use crate::parallel::Shard;
 use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::blocks::{ActivationBlock, WeightType};
+use hearth_kernels::half_matrix::F16Matrix;
 
 /// RMS normalisation with a learned scale.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub(super) const DENSE_MIN_ROWS: usize = 32;
 pub(super) enum LinearWeight {
     /// Q4_0 / Q4_1 / Q8_0 on CPU.
     Blocks(QuantMatrix),
+    /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
+    F16(F16Matrix),
     /// Every other type or device.
     Candle(QMatMul),
 }
@@ -88,8 +91,19 @@ impl LinearWeight {
                 let y = matrix.matmul(&input, rows);
                 Tensor::from_vec(y, (rows, matrix.rows()), x.device())
             }
-            Self::Blocks(_) => Err(candle_core::Error::Msg(
-                "block-layout weights run on CPU with f32 activations only".into(),
+            Self::F16(matrix) if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                if rows >= DENSE_MIN_ROWS {
+                    let w =
+                        Tensor::from_vec(matrix.dequantize(), (matrix.rows(), matrix.cols()), x.device())?;
+                    return x.matmul(&w.t()?);
+                }
+                let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let mut y = vec![0f32; rows * matrix.rows()];
+                matrix.matmul(&input, rows, &mut y, &mut Vec::new());
+                Tensor::from_vec(y, (rows, matrix.rows()), x.device())
+            }
+            Self::Blocks(_) | Self::F16(_) => Err(candle_core::Error::Msg(
+                "host-layout weights run on CPU with f32 activations only".into(),
             )),
             Self::Candle(QMatMul::QTensor(q)) if rows >= DENSE_MIN_ROWS => {
                 let w = q.dequantize(x.device())?;
@@ -115,6 +129,10 @@ impl LinearWeight {
         match self {
             Self::Blocks(matrix) => {
                 matrix.matmul_quantized(quantized, n, out, scratch);
+                Ok(())
+            }
+            Self::F16(matrix) => {
+                matrix.matmul(x, n, out, scratch);
                 Ok(())
             }
             Self::Candle(_) => {
@@ -167,6 +185,7 @@ impl LinearWeight {
     pub(super) fn rows(&self) -> usize {
         match self {
             Self::Blocks(matrix) => matrix.rows(),
+            Self::F16(matrix) => matrix.rows(),
             Self::Candle(QMatMul::QTensor(q)) => q.shape().dims()[0],
             Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims()[0],
         }
@@ -277,6 +296,15 @@ impl WeightReader<'_> {
             GgmlDType::Q8_0 => Some(WeightType::Q8_0),
             _ => None,
         };
+        if let (GgmlDType::F16, true, &[rows, cols]) = (q.dtype(), self.device.is_cpu(), q.shape().dims()) {
+            let data = q.data().map_err(|source| self.build_err(source))?;
+            let matrix = F16Matrix::new(rows, cols, &data).ok_or_else(|| {
+                self.build_err(candle_core::Error::Msg(format!(
+                    "{rows}×{cols} F16 data has the wrong size"
+                )))
+            })?;
+            return Ok(LinearWeight::F16(matrix));
+        }
         if let (Some(kind), true, &[rows, cols]) = (kind, self.device.is_cpu(), q.shape().dims()) {
             let data = q.data().map_err(|source| self.build_err(source))?.into_owned();
             let matrix = QuantMatrix::new(kind, rows, cols, data)
