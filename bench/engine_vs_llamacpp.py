@@ -111,18 +111,24 @@ def table(rows: list[tuple[str, int, dict, dict]], rate: float, args: argparse.N
         f"Measured memory read bandwidth: {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size.",
         "",
         "| weights | size | engine | prompt tok/s | TTFT ms | decode tok/s (batch 1) | "
-        f"decode tok/s ({args.streams} streams) | peak RSS MiB | % of roofline | vs llama.cpp decode |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"decode tok/s ({args.streams} streams) | {args.streams} streams ÷ batch 1 | peak RSS MiB | % of roofline | "
+        "vs llama.cpp: prompt / decode / streams |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, size, we, them in rows:
         roofline = rate / size
         for name, r in (("runtime-node", we), ("llama.cpp", them)):
-            ratio = f"{we['tg'] / them['tg']:.2f}×" if name == "runtime-node" else ""
+            ratio = (
+                f"{we['pp'] / them['pp']:.2f}× / {we['tg'] / them['tg']:.2f}× / {we['tg_batch'] / them['tg_batch']:.2f}×"
+                if name == "runtime-node"
+                else ""
+            )
             lines.append(
                 f"| {kind} | {size / mib:.0f} MiB | {name} | {r['pp']:.0f} | {r['ttft'] * 1000:.0f} | "
-                f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {r['rss'] / mib:.0f} | {100 * r['tg'] / roofline:.0f}% | {ratio} |"
+                f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {r['tg_batch'] / r['tg']:.1f}× | {r['rss'] / mib:.0f} | "
+                f"{100 * r['tg'] / roofline:.0f}% | {ratio} |"
             )
-        lines.append(f"| {kind} | | roofline | | | {roofline:.0f} | | | | |")
+        lines.append(f"| {kind} | | roofline | | | {roofline:.0f} | | | | | |")
     return "\n".join(lines)
 
 

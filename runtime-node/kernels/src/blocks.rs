@@ -53,6 +53,7 @@ pub struct ActivationBlock {
 
 /// Quantizes `x` (length a multiple of [`BLOCK`]) block by block to the nearest 8-bit value,
 /// scaled so each block's largest magnitude maps to 127.
+#[inline(always)]
 pub fn quantize_activations(x: &[f32], out: &mut Vec<ActivationBlock>) {
     out.clear();
     for chunk in x.chunks_exact(BLOCK) {

@@ -9,6 +9,7 @@ pub mod dot;
 pub mod half_matrix;
 pub mod pool;
 mod tile;
+pub mod vector;
 
 use rayon::prelude::*;
 

@@ -9,7 +9,8 @@
 //! path, where a dense GEMM reuses each weight across many rows.
 
 use candle_core::{DType, Result, Tensor};
-use hearth_kernels::blocks::{ActivationBlock, quantize_activations};
+use hearth_kernels::blocks::ActivationBlock;
+use hearth_kernels::vector::{axpy, dot, quantize};
 
 use super::kv_cache::KvPool;
 use super::llama::{Llama, StepInput};
@@ -37,25 +38,6 @@ pub struct HostBuffers {
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buffer.resize(len, 0.0);
     &mut buffer[..len]
-}
-
-/// `Σ a·b` with eight independent accumulators, so the compiler keeps it in vector registers.
-#[inline]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a_body, b_body) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_body
-        .remainder()
-        .iter()
-        .zip(b_body.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_body.zip(b_body) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Where each new token of the step sits: its sequence's blocks and its position.
@@ -115,7 +97,7 @@ impl Llama {
             let b = &mut *buffers;
             let normed = sized(&mut b.normed, tokens * hidden);
             block.attn_norm.forward_host(&b.x, normed);
-            quantize_activations(normed, &mut b.quantized);
+            quantize(normed, &mut b.quantized);
             let q = sized(&mut b.q, tokens * heads * hd);
             block
                 .q
@@ -159,7 +141,7 @@ impl Llama {
             };
             attend(&layout, q, &store.k, &store.v, &slots, attention);
 
-            quantize_activations(attention, &mut b.quantized);
+            quantize(attention, &mut b.quantized);
             let projected = sized(&mut b.projected, tokens * hidden);
             block
                 .o
@@ -167,7 +149,7 @@ impl Llama {
             add_into(&mut b.x, projected);
 
             block.ffn_norm.forward_host(&b.x, normed);
-            quantize_activations(normed, &mut b.quantized);
+            quantize(normed, &mut b.quantized);
             let width = block.gate.out_features();
             let gate = sized(&mut b.gate, tokens * width);
             block
@@ -180,7 +162,7 @@ impl Llama {
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
-            quantize_activations(gate, &mut b.quantized);
+            quantize(gate, &mut b.quantized);
             block
                 .down
                 .forward_host(gate, &b.quantized, tokens, projected, &mut b.scratch)?;
@@ -199,7 +181,7 @@ impl Llama {
         let rows = batch.len();
         let normed = sized(&mut buffers.normed, rows * hidden);
         self.norm.forward_host(&last, normed);
-        quantize_activations(normed, &mut buffers.quantized);
+        quantize(normed, &mut buffers.quantized);
         let Some(lm_head) = &self.lm_head else {
             candle_core::bail!("this rank has no output head; rank 0 computes the logits");
         };
@@ -271,10 +253,7 @@ fn attend(
         out.fill(0.0);
         for (p, weight) in scores.iter().enumerate() {
             let row = (base + pool_row(slot.blocks, p, layout.block_size)) * hd;
-            let weight = weight / total;
-            for (o, v) in out.iter_mut().zip(&values[row..row + hd]) {
-                *o += weight * v;
-            }
+            axpy(out, weight / total, &values[row..row + hd]);
         }
     });
 }

@@ -41,7 +41,7 @@ impl RmsNorm {
     pub(super) fn forward_host(&self, x: &[f32], out: &mut [f32]) {
         let width = self.host_weight.len();
         for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-            let mean_square = super::host_step::dot(row, row) / width as f32;
+            let mean_square = hearth_kernels::vector::dot(row, row) / width as f32;
             let scale = 1.0 / (mean_square + self.eps).sqrt();
             for ((o, v), w) in out.iter_mut().zip(row).zip(&self.host_weight) {
                 *o = v * scale * w;
