@@ -18,6 +18,7 @@ pub mod sampler;
 pub mod serve;
 pub mod server;
 pub mod tokenizer;
+mod tokenizer_spm;
 
 /// Runs the parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {

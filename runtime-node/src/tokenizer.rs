@@ -1,5 +1,6 @@
 //! A `tokenizers::Tokenizer` rebuilt from GGUF metadata (`tokenizer.ggml.*`), so a GGUF file is
 //! self-sufficient: vocabulary, merges, special tokens and the pre-tokenizer its `pre` names.
+//! SentencePiece (`llama`) models are built in `tokenizer_spm`.
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -11,6 +12,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::model::{GgufFile, LoadError};
+use crate::tokenizer_spm::sentencepiece_tokenizer;
 
 // llama.cpp's pre-tokenizer regexes, by the `tokenizer.ggml.pre` value that selects them.
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -55,77 +57,26 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Builds the tokenizer described by `gguf`'s metadata (GPT-2-style byte-level BPE).
+    /// Builds the tokenizer described by `gguf`'s metadata: GPT-2-style byte-level BPE (`gpt2`)
+    /// or Llama's SentencePiece (`llama`).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, LoadError> {
         let err = |message: String| LoadError::Tokenizer {
             path: gguf.path().to_path_buf(),
             message,
         };
         let kind = gguf.string("tokenizer.ggml.model")?;
-        if kind != "gpt2" {
-            return Err(err(format!(
-                "tokenizer model `{kind}` is not supported yet (only byte-level BPE, `gpt2`)"
-            )));
-        }
-        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
-        let merges = gguf
-            .strings("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(|m| match m.split_once(' ') {
-                Some((a, b)) => Ok((a.to_string(), b.to_string())),
-                None => Err(err(format!("merge `{m}` is not two tokens separated by a space"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| err(format!("building BPE: {e}")))?;
-        let mut inner = Tokenizer::new(bpe);
-
-        let pre = gguf.opt_string("tokenizer.ggml.pre")?.unwrap_or("gpt2");
-        let split = |regex: &str| {
-            Split::new(
-                SplitPattern::Regex(regex.to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| err(format!("pre-tokenizer regex: {e}")))
-        };
-        let pre_tokenizer: PreTokenizerWrapper = match pre {
-            "llama3" | "llama-bpe" | "smaug-bpe" => Sequence::new(vec![
-                split(LLAMA3_REGEX)?.into(),
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
-            "qwen2" => {
-                inner
-                    .with_normalizer(Some(NFC))
-                    .map_err(|e| err(format!("normalizer: {e}")))?;
-                Sequence::new(vec![
-                    split(QWEN2_REGEX)?.into(),
-                    ByteLevel::new(false, true, false).into(),
-                ])
-                .into()
-            }
-            // SmolLM: every digit on its own, then GPT-2's split.
-            "smollm" => Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into(),
-            "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
+        let build: fn(&GgufFile, &[String]) -> Result<Tokenizer, LoadError> = match kind {
+            "gpt2" => byte_level_tokenizer,
+            "llama" => sentencepiece_tokenizer,
             other => {
-                tracing::warn!(pre = other, "unknown GGUF pre-tokenizer; using GPT-2's split");
-                ByteLevel::new(false, true, true).into()
+                return Err(err(format!(
+                    "tokenizer model `{other}` is not supported (only byte-level BPE, `gpt2`, \
+                     and SentencePiece, `llama`)"
+                )));
             }
         };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let tokens = gguf.strings("tokenizer.ggml.tokens")?;
+        let mut inner = build(gguf, &tokens)?;
 
         // Control and user-defined tokens are matched verbatim before BPE runs.
         let types = gguf.opt_ints("tokenizer.ggml.token_type")?.unwrap_or_default();
@@ -172,7 +123,10 @@ impl TextTokenizer {
         Ok(Self {
             inner,
             bos_id,
-            add_bos: gguf.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            // llama.cpp's defaults: SentencePiece models start with BOS, GPT-2-style ones do not.
+            add_bos: gguf
+                .opt_bool("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(kind == "llama"),
             end_of_generation,
             bos_token: name(bos_id),
             eos_token: name(eos_id),
@@ -275,4 +229,72 @@ impl TextTokenizer {
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
     }
+}
+
+/// GPT-2-style byte-level BPE from `tokens` and `tokenizer.ggml.merges`, with the pre-tokenizer
+/// `tokenizer.ggml.pre` names (GPT-2's split when it is absent or unknown).
+fn byte_level_tokenizer(gguf: &GgufFile, tokens: &[String]) -> Result<Tokenizer, LoadError> {
+    let err = |message: String| LoadError::Tokenizer {
+        path: gguf.path().to_path_buf(),
+        message,
+    };
+    let merges = gguf
+        .strings("tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| match m.split_once(' ') {
+            Some((a, b)) => Ok((a.to_string(), b.to_string())),
+            None => Err(err(format!("merge `{m}` is not two tokens separated by a space"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| err(format!("building BPE: {e}")))?;
+    let mut inner = Tokenizer::new(bpe);
+
+    let pre = gguf.opt_string("tokenizer.ggml.pre")?.unwrap_or("gpt2");
+    let split = |regex: &str| {
+        Split::new(
+            SplitPattern::Regex(regex.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| err(format!("pre-tokenizer regex: {e}")))
+    };
+    let pre_tokenizer: PreTokenizerWrapper = match pre {
+        "llama3" | "llama-bpe" | "smaug-bpe" => Sequence::new(vec![
+            split(LLAMA3_REGEX)?.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into(),
+        "qwen2" => {
+            inner
+                .with_normalizer(Some(NFC))
+                .map_err(|e| err(format!("normalizer: {e}")))?;
+            Sequence::new(vec![
+                split(QWEN2_REGEX)?.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
+        }
+        // SmolLM: every digit on its own, then GPT-2's split.
+        "smollm" => Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])
+        .into(),
+        "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
+        other => {
+            tracing::warn!(pre = other, "unknown GGUF pre-tokenizer; using GPT-2's split");
+            ByteLevel::new(false, true, true).into()
+        }
+    };
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
 }
