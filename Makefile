@@ -88,8 +88,13 @@ cuda-check: deps $(CUDA_STAMP)
 		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
 		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
 
+# Also checks the SentencePiece tokenizer against llama.cpp's own test vocabulary (Llama's
+# 32,000-piece model with expected ids), from the llama-cpp-python sdist on PyPI.
 unit-test: deps python-deps
-	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) test --workspace --exclude hearth-e2e
+	llama_cpp="$$(scripts/fetch-llama-cpp-sdist.sh)" && \
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" HEARTH_REQUIRE_LLAMA_SPM_VOCAB=1 \
+	  HEARTH_LLAMA_SPM_VOCAB="$$llama_cpp/models/ggml-vocab-llama-spm.gguf" \
+	  scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) test --workspace --exclude hearth-e2e
 
 # Local mode driven by the official openai client, exactly as a user would (binaries from unit-test).
 local-test: python-deps

@@ -186,6 +186,12 @@ fn unknown_tokenizer_model_is_named_in_the_error() {
 #[test]
 fn matches_llama_cpp_vocab_test_when_available() {
     let Ok(path) = std::env::var("HEARTH_LLAMA_SPM_VOCAB") else {
+        // `make test` sets both variables; a plain `cargo test` may lack the download.
+        assert!(
+            std::env::var_os("HEARTH_REQUIRE_LLAMA_SPM_VOCAB").is_none_or(|v| v != "1"),
+            "HEARTH_REQUIRE_LLAMA_SPM_VOCAB=1 but HEARTH_LLAMA_SPM_VOCAB is not set"
+        );
+        eprintln!("skipped: HEARTH_LLAMA_SPM_VOCAB is not set (make test sets it)");
         return;
     };
     let gguf = GgufFile::open(std::path::Path::new(&path)).expect("GGUF opens");

@@ -59,7 +59,12 @@ fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (a_body, b_body) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_body.remainder().iter().zip(b_body.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a_body
+        .remainder()
+        .iter()
+        .zip(b_body.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in a_body.zip(b_body) {
         for i in 0..8 {
             lanes[i] = multiply_add::<FMA>(x[i], y[i], lanes[i]);
