@@ -76,6 +76,27 @@ pub fn model_location(model: &InferenceModel) -> ModelLocation {
     }
 }
 
+/// `--expect-gpu-product` / `--expect-gpu-memory-gib`: what the pod was scheduled for, so
+/// the engine refuses to start on a node whose GPUs are not that (a mislabelled node, a
+/// smaller card). MIG slices are checked by the device plugin's resource name instead.
+fn expected_gpu_args(model: &InferenceModel) -> Vec<String> {
+    let Some(gpu) = &model.spec.gpu else {
+        return Vec::new();
+    };
+    if gpu.mig_profile.is_some() {
+        return Vec::new();
+    }
+    let mut args = vec!["--expect-gpu-product".into(), gpu.type_.clone()];
+    let memory = gpu
+        .memory_gib
+        .map(u64::from)
+        .or_else(|| hearth_crds::planner::lookup_gpu(&gpu.type_).map(|t| t.memory_gib));
+    if let Some(gib) = memory {
+        args.extend(["--expect-gpu-memory-gib".into(), gib.to_string()]);
+    }
+    args
+}
+
 /// The engine container's arguments for the model's engine kind.
 pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<String> {
     let spec = &model.spec;
@@ -110,6 +131,7 @@ pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<Stri
             if location.downloads {
                 args.extend(["--model-cache".into(), MODEL_MOUNT.into()]);
             }
+            args.extend(expected_gpu_args(model));
             if !engine.prefix_caching {
                 args.push("--no-prefix-caching".into());
             }
@@ -202,9 +224,28 @@ mod tests {
                 .contains("--device cuda --tensor-parallel 2 --max-batch-size 32 --max-context-tokens 8192")
         );
         assert!(
-            joined.ends_with("--model-cache /models --revision main"),
+            joined.ends_with(
+                "--model-cache /models --expect-gpu-product nvidia-a100-80gb --expect-gpu-memory-gib 80 --revision main"
+            ),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn gpu_expectations_follow_the_spec() {
+        let gpu = |gpu: &str| {
+            let model = parse(&format!(
+                "metadata: {{name: m, namespace: n}}\nspec: {{servedName: m, source: {{uri: 'pvc://w/m'}}, gpu: {gpu}}}\n"
+            ));
+            engine_args(&model, &model_location(&model)).join(" ")
+        };
+        // Memory from the catalog unless the spec says otherwise; none for MIG slices.
+        assert!(
+            gpu("{type: nvidia-l4}").contains("--expect-gpu-product nvidia-l4 --expect-gpu-memory-gib 24")
+        );
+        assert!(gpu("{type: nvidia-l4, memoryGiB: 20}").contains("--expect-gpu-memory-gib 20"));
+        let mig = gpu("{type: nvidia-a100-80gb, migProfile: 1g.10gb}");
+        assert!(!mig.contains("--expect-gpu"), "{mig}");
     }
 
     #[test]
