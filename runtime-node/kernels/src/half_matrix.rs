@@ -1,8 +1,8 @@
 //! F16 weight matrices (GGUF `F16`, row-major little-endian IEEE half floats) times f32
 //! activations. Decoding reads each weight once per step, so keeping them at 2 bytes instead of
 //! expanding them to f32 at load halves the bytes a token costs. The x86 kernel converts eight
-//! weights at a time with F16C and accumulates with FMA, in tiles of 4 weight rows × 2
-//! activation rows; activations are not quantized (f32 × f16 products, f32 sums).
+//! weights at a time with F16C and accumulates with FMA, one weight row (streamed in order)
+//! × 2 activation rows at a time; activations are not quantized (f32 × f16 products, f32 sums).
 
 use half::f16;
 use rayon::prelude::*;
@@ -129,7 +129,8 @@ mod x86 {
         }
     }
 
-    /// `R` rows from `rows` (each `cols` halves) against `N` inputs from `inputs`.
+    /// `R` rows from `rows` (each `cols` halves) against `N` inputs from `inputs` (called with
+    /// one row: several interleaved rows stream worse from memory than one).
     #[inline(always)]
     unsafe fn tile<const R: usize, const N: usize>(
         rows: *const u16,
@@ -182,13 +183,6 @@ mod x86 {
         let mut r = 0;
         // SAFETY: rows r..r + R and inputs first..first + N are in range.
         unsafe {
-            while r + 4 <= rows {
-                let values = tile::<4, N>(weights.as_ptr().add(r * cols), cols, inputs);
-                for (k, v) in values.iter().enumerate() {
-                    out[(r + k) * n + first..][..N].copy_from_slice(v);
-                }
-                r += 4;
-            }
             while r < rows {
                 let values = tile::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
                 out[r * n + first..][..N].copy_from_slice(&values[0]);
