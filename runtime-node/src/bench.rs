@@ -25,6 +25,8 @@ pub struct BenchReport {
     pub ttft_s: f64,
     /// Batch-1 decode tokens per second.
     pub decode_tok_s: f64,
+    /// Tensor-parallel ranks.
+    pub tensor_parallel: usize,
     /// Concurrent sequences of the aggregate measurement.
     pub batch: usize,
     /// Aggregate decode tokens per second over `batch` sequences.
@@ -43,14 +45,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens.max(needed),
         weights: args.model.weight_format(),
-        tensor_parallel: 1,
+        tensor_parallel: args.tensor_parallel.max(1),
     };
     let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;
     let model = &loaded.model;
     println!("model: {}", args.model.model.display());
     println!("threads: {}", candle_core::utils::get_num_threads());
+    println!("tensor parallel: {}", options.tensor_parallel);
     println!("load: {:.3} s", loaded.load_time.as_secs_f64());
     report.load_s = loaded.load_time.as_secs_f64();
+    report.tensor_parallel = options.tensor_parallel;
 
     // A deterministic prompt of ordinary tokens.
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(args.prompt_tokens / 8 + 1);

@@ -121,6 +121,10 @@ pub struct BenchArgs {
     /// Concurrent sequences for the aggregate decode measurement (1 = skip it).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Tensor-parallel ranks to measure with (as `serve --tensor-parallel`): on CPU the ranks
+    /// share the cores, on CUDA one GPU each.
+    #[arg(long, default_value_t = 1)]
+    pub tensor_parallel: usize,
     /// Also measure this machine's memory read bandwidth (the decode roofline).
     #[arg(long)]
     pub bandwidth: bool,

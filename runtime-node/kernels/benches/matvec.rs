@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use hearth_kernels::blocks::{BLOCK, WeightType, quantize_activations};
-use hearth_kernels::dot::{Simd, available, dot_rows};
+use hearth_kernels::dot::{Simd, available, dot_groups};
+use hearth_kernels::interleaved::repack;
 
 fn main() {
     let (rows, cols) = (262_144, 576);
@@ -17,6 +18,7 @@ fn main() {
             block[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
             block[2..4].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
         }
+        let packed = repack(kind, rows, cols, &weights);
         for level in available().into_iter().filter(|l| *l != Simd::None) {
             for n in [1, 4, 8] {
                 let x: Vec<f32> = (0..n * cols).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
@@ -26,7 +28,7 @@ fn main() {
                 let rounds = 3;
                 let start = Instant::now();
                 for _ in 0..rounds {
-                    dot_rows(level, kind, &weights, row_bytes, &activations, n, &mut out);
+                    dot_groups(level, kind, &packed, &activations, n, &mut out);
                 }
                 let seconds = start.elapsed().as_secs_f64() / rounds as f64;
                 let block_dots = (rows * cols / BLOCK * n) as f64;

@@ -4,47 +4,45 @@
 
 use super::blocks::{ActivationBlock, BLOCK, WeightType, read_f16};
 
-/// `out[r · n + i] = dot(row r, x_i)` for every weight row in `weights` (`row_bytes` each)
-/// and each of the `n` activation rows in `x`: the loop a matmul task runs, dispatched once.
-pub fn dot_rows(
+/// `out[r · n + i] = dot(row r, x_i)` for the `out.len() / n` rows whose groups `packed`
+/// holds (interleaved layout, [`crate::interleaved`]) and each of the `n` activation rows in
+/// `x`: the loop a matmul task runs, dispatched once.
+pub fn dot_groups(
     level: Simd,
     kind: WeightType,
-    weights: &[u8],
-    row_bytes: usize,
+    packed: &[u8],
     x: &[ActivationBlock],
     n: usize,
     out: &mut [f32],
 ) {
     let per_input = x.len() / n.max(1);
     assert!(
-        n > 0 && row_bytes > 0 && x.len() == n * per_input && per_input * kind.block_bytes() == row_bytes,
-        "{n} activation rows of {per_input} blocks against {row_bytes}-byte weight rows"
+        n > 0 && x.len() == n * per_input,
+        "{n} activation rows of {per_input} blocks"
     );
+    let groups = (out.len() / n).div_ceil(crate::interleaved::GROUP);
     assert!(
-        weights.len().is_multiple_of(row_bytes) && out.len() == weights.len() / row_bytes * n,
-        "output holds {} values for {} rows × {n} inputs",
-        out.len(),
-        weights.len() / row_bytes
+        out.len().is_multiple_of(n)
+            && packed.len() == groups * per_input * crate::interleaved::group_block_bytes(kind),
+        "{} bytes of weights for {} rows of {per_input} blocks",
+        packed.len(),
+        out.len() / n
     );
     #[cfg(target_arch = "x86_64")]
     {
         let detected = detect("");
         match level {
-            // SAFETY: the features each path needs were detected on this CPU.
+            // SAFETY: the features each path needs were detected on this CPU; shapes checked.
             Simd::Vnni if detected == Simd::Vnni => {
-                return unsafe { super::tile::rows_vnni(kind, weights, row_bytes, x, n, out) };
+                return unsafe { super::tile::groups_vnni(kind, packed, x, n, out) };
             }
             Simd::Avx2 if detected != Simd::None => {
-                return unsafe { super::tile::rows_avx2(kind, weights, row_bytes, x, n, out) };
+                return unsafe { super::tile::groups_avx2(kind, packed, x, n, out) };
             }
             _ => {}
         }
     }
-    for (row_out, row) in out.chunks_exact_mut(n).zip(weights.chunks_exact(row_bytes)) {
-        for (value, input) in row_out.iter_mut().zip(x.chunks_exact(per_input)) {
-            *value = dot_scalar(kind, row, input);
-        }
-    }
+    crate::interleaved::dot_groups_scalar(kind, packed, x, n, out);
 }
 
 /// Every instruction set this CPU runs, best first (for tests that check each path).
@@ -98,7 +96,7 @@ fn detect(_cap: &str) -> Simd {
     Simd::None
 }
 
-/// The portable definition.
+/// The definition, on one row of GGUF blocks (what the interleaved kernels are tested against).
 pub fn dot_scalar(kind: WeightType, row: &[u8], x: &[ActivationBlock]) -> f32 {
     let mut total = 0f32;
     for (block, a) in row.chunks_exact(kind.block_bytes()).zip(x) {

@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod dot;
 pub mod half_matrix;
+pub mod interleaved;
 pub mod pool;
 mod tile;
 pub mod vector;
@@ -26,13 +27,14 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
         .max(MIN_ROWS_PER_TASK)
 }
 
-/// A `rows × cols` weight matrix in GGUF block layout, row-major (each row `cols / 32` blocks).
+/// A `rows × cols` weight matrix, repacked at load from GGUF blocks into groups of 8 rows
+/// ([`interleaved`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantMatrix {
     kind: WeightType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    packed: Vec<u8>,
 }
 
 /// Why raw bytes are not a matrix.
@@ -80,7 +82,7 @@ impl QuantMatrix {
             kind,
             rows,
             cols,
-            data,
+            packed: interleaved::repack(kind, rows, cols, &data),
         })
     }
 
@@ -102,17 +104,23 @@ impl QuantMatrix {
     /// The whole matrix as f32, `rows × cols` row-major (for long prompt chunks, where a dense
     /// GEMM that reuses each weight across many rows wins).
     pub fn dequantize(&self) -> Vec<f32> {
+        let blocks = self.cols / BLOCK;
+        let size = interleaved::group_block_bytes(self.kind);
         let mut out = vec![0f32; self.rows * self.cols];
-        let bytes = self.kind.block_bytes();
-        out.par_chunks_mut(BLOCK * 256)
-            .zip(self.data.par_chunks(bytes * 256))
-            .for_each(|(values, blocks)| {
-                let mut block = [0f32; BLOCK];
-                for (chunk, raw) in values.chunks_exact_mut(BLOCK).zip(blocks.chunks_exact(bytes)) {
-                    blocks::dequantize_block(self.kind, raw, &mut block);
-                    chunk.copy_from_slice(&block);
+        out.par_chunks_mut(self.cols).enumerate().for_each(|(r, row)| {
+            let (group, j) = (r / interleaved::GROUP, r % interleaved::GROUP);
+            for (b, values) in row.chunks_exact_mut(BLOCK).enumerate() {
+                let block = &self.packed[(group * blocks + b) * size..][..size];
+                let (d, offset) = interleaved::scale_and_offset(self.kind, block, j);
+                // Q4_0's offset is −8·d per unit of Σx, i.e. −8·d per weight.
+                for (v, w) in values
+                    .iter_mut()
+                    .zip(interleaved::integer_weights(self.kind, block, j))
+                {
+                    *v = w as f32 * d + offset;
                 }
-            });
+            }
+        });
         out
     }
 
@@ -144,14 +152,15 @@ impl QuantMatrix {
             "activation blocks for {n} rows"
         );
         assert_eq!(out.len(), n * self.rows, "output for {n} rows");
-        let row_bytes = blocks_per_row * self.kind.block_bytes();
+        let group_bytes = blocks_per_row * interleaved::group_block_bytes(self.kind);
         let level = dot::simd_level();
         let workers = pool::global();
         let task_rows = rows_per_task(self.rows, workers.threads());
         let dots = |task: usize, out: &mut [f32]| {
-            let first = task * task_rows;
-            let weights = &self.data[first * row_bytes..(first + out.len() / n) * row_bytes];
-            dot::dot_rows(level, self.kind, weights, row_bytes, activations, n, out);
+            let first_group = task * task_rows / interleaved::GROUP;
+            let groups = (out.len() / n).div_ceil(interleaved::GROUP);
+            let weights = &self.packed[first_group * group_bytes..(first_group + groups) * group_bytes];
+            dot::dot_groups(level, self.kind, weights, activations, n, out);
         };
         if n == 1 {
             workers.for_each_chunk(out, task_rows, &dots);
@@ -211,34 +220,39 @@ mod tests {
     const KINDS: [WeightType; 3] = [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0];
 
     #[test]
-    fn every_vector_path_agrees_with_scalar_on_odd_tiles() {
+    fn every_path_on_the_interleaved_layout_agrees_with_the_gguf_definition() {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for kind in KINDS {
-            // Row and input counts around the 4 × 4 tile (partial tiles both ways), odd blocks.
+            // Row counts around the 8-row group (partial groups), input counts around the 4-input
+            // tile, odd block counts.
             for (rows, n, blocks) in [
                 (1, 1, 1),
                 (3, 2, 2),
-                (4, 4, 3),
-                (5, 7, 17),
-                (9, 8, 18),
-                (13, 1, 5),
+                (8, 4, 3),
+                (13, 7, 17),
+                (17, 8, 18),
+                (24, 1, 5),
             ] {
                 let row_bytes = blocks * kind.block_bytes();
                 let weights = random_blocks(kind, rows * blocks, &mut random);
+                let packed = interleaved::repack(kind, rows, blocks * BLOCK, &weights);
                 let x: Vec<f32> = (0..n * blocks * BLOCK).map(|_| random.float()).collect();
                 let mut a = Vec::new();
                 quantize_activations(&x, &mut a);
-                let mut scalar = vec![0f32; rows * n];
-                dot::dot_rows(dot::Simd::None, kind, &weights, row_bytes, &a, n, &mut scalar);
                 for level in dot::available() {
                     let mut fast = vec![0f32; rows * n];
-                    dot::dot_rows(level, kind, &weights, row_bytes, &a, n, &mut fast);
-                    for (s, f) in scalar.iter().zip(&fast) {
-                        // Same integer sums; only the f32 accumulation order differs.
-                        assert!(
-                            (s - f).abs() <= 1e-4 * (1.0 + s.abs()),
-                            "{kind:?} {level:?} {rows}×{n}×{blocks}: {s} vs {f}"
-                        );
+                    dot::dot_groups(level, kind, &packed, &a, n, &mut fast);
+                    for r in 0..rows {
+                        for i in 0..n {
+                            let row = &weights[r * row_bytes..(r + 1) * row_bytes];
+                            let exact = dot::dot_scalar(kind, row, &a[i * blocks..(i + 1) * blocks]);
+                            let got = fast[r * n + i];
+                            // Same integer sums; only the f32 accumulation order differs.
+                            assert!(
+                                (exact - got).abs() <= 1e-4 * (1.0 + exact.abs()),
+                                "{kind:?} {level:?} {rows}×{n}×{blocks} [{r},{i}]: {exact} vs {got}"
+                            );
+                        }
                     }
                 }
             }
@@ -253,6 +267,10 @@ mod tests {
             let (rows, cols, n) = (37, 96, 3);
             let data = random_blocks(kind, rows * cols / BLOCK, &mut random);
             let matrix = QuantMatrix::new(kind, rows, cols, data.clone()).expect("shape");
+            assert_eq!(
+                matrix.packed.len(),
+                rows.div_ceil(8) * cols / BLOCK * interleaved::group_block_bytes(kind)
+            );
             let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
             let y = matrix.matmul(&x, n);
             let mut weights = vec![0f32; rows * cols];

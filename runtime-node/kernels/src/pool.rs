@@ -114,8 +114,9 @@ impl WorkerPool {
             shared.wake.notify_all();
         }
         take_tasks(shared);
+        let mut spins = 0u32;
         while shared.workers_done.load(Ordering::Acquire) < self.workers.len() {
-            std::hint::spin_loop();
+            pause(&mut spins);
         }
     }
 
@@ -163,6 +164,18 @@ impl Drop for WorkerPool {
     }
 }
 
+/// One wait step: a CPU spin hint for the first iterations, then a yield to the OS, so that a
+/// thread waiting on a descheduled one (cores shared with other processes) gives up its time
+/// slice instead of burning it.
+fn pause(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if *spins < 256 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// Claims and runs tasks of the current job until none are left.
 fn take_tasks(shared: &Shared) {
     // SAFETY: called only while the current job is published (see `WorkerPool::run`).
@@ -186,9 +199,8 @@ fn work(shared: &Shared) {
         let started = Instant::now();
         let mut spins = 0u32;
         while shared.epoch.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            spins += 1;
-            if spins.is_multiple_of(1024) && started.elapsed() > SPIN_FOR {
+            pause(&mut spins);
+            if spins.is_multiple_of(64) && started.elapsed() > SPIN_FOR {
                 let mut parked = shared.parked.lock().unwrap_or_else(|e| e.into_inner());
                 *parked += 1;
                 while shared.epoch.load(Ordering::Acquire) == seen {

@@ -82,11 +82,6 @@ impl LinearWeight {
         let rows = x.dim(0)?;
         match self {
             Self::Blocks(matrix) if x.dtype() == DType::F32 && x.device().is_cpu() => {
-                if rows >= DENSE_MIN_ROWS {
-                    let w =
-                        Tensor::from_vec(matrix.dequantize(), (matrix.rows(), matrix.cols()), x.device())?;
-                    return x.matmul(&w.t()?);
-                }
                 let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let y = matrix.matmul(&input, rows);
                 Tensor::from_vec(y, (rows, matrix.rows()), x.device())
