@@ -14,7 +14,7 @@ pub mod vector;
 
 use rayon::prelude::*;
 
-use blocks::{ActivationBlock, BLOCK, WeightType, quantize_activations};
+use blocks::{ActivationBlock, BLOCK, WeightType};
 
 /// Fewest output rows per parallel task: enough work per task that claiming it costs little.
 const MIN_ROWS_PER_TASK: usize = 16;
@@ -129,7 +129,7 @@ impl QuantMatrix {
         debug_assert_eq!(x.len(), n * self.cols);
         let mut activations = Vec::with_capacity(n * self.cols / BLOCK);
         // Columns fill whole blocks, so the rows quantize as one run of blocks.
-        quantize_activations(x, &mut activations);
+        vector::quantize(x, &mut activations);
         let mut y = vec![0f32; n * self.rows];
         self.matmul_quantized(&activations, n, &mut y, &mut Vec::new());
         y
@@ -182,6 +182,7 @@ impl QuantMatrix {
 mod tests {
     use super::blocks::dequantize_block;
     use super::*;
+    use blocks::quantize_activations;
     use half::f16;
 
     /// A deterministic xorshift for random test data without a dependency.

@@ -169,7 +169,7 @@ impl Drop for WorkerPool {
 /// slice instead of burning it.
 fn pause(spins: &mut u32) {
     *spins = spins.wrapping_add(1);
-    if *spins < 256 {
+    if *spins < 2048 {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();

@@ -31,6 +31,74 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     axpy_portable(y, a, x);
 }
 
+/// Softmax attention of one query head: scores `query · key_p · scale` for the key rows
+/// `base + rows[p]` of `keys` (rows of `query.len()` values), softmax over them, and
+/// `out = Σ_p weight_p · value_p` from the same rows of `values`. `scores` is scratch.
+pub fn attend_head(
+    query: &[f32],
+    (keys, values): (&[f32], &[f32]),
+    base: usize,
+    rows: &[u32],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA were detected.
+            return unsafe { attend_head_avx2(query, (keys, values), base, rows, scale, scores, out) };
+        }
+    }
+    attend_head_with::<false>(query, (keys, values), base, rows, scale, scores, out);
+}
+
+#[inline(always)]
+fn attend_head_with<const FMA: bool>(
+    query: &[f32],
+    (keys, values): (&[f32], &[f32]),
+    base: usize,
+    rows: &[u32],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let width = query.len();
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for &row in rows {
+        let at = (base + row as usize) * width;
+        let score = dot_with::<FMA>(query, &keys[at..at + width]) * scale;
+        max = max.max(score);
+        scores.push(score);
+    }
+    let mut total = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    out.fill(0.0);
+    let inverse = 1.0 / total;
+    for (&row, weight) in rows.iter().zip(scores.iter()) {
+        let at = (base + row as usize) * width;
+        axpy_with::<FMA>(out, weight * inverse, &values[at..at + width]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_head_avx2(
+    query: &[f32],
+    kv: (&[f32], &[f32]),
+    base: usize,
+    rows: &[u32],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_head_with::<true>(query, kv, base, rows, scale, scores, out);
+}
+
 /// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs.
 pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
     #[cfg(target_arch = "x86_64")]
@@ -122,6 +190,24 @@ mod tests {
         for ((y, a), b) in y.iter().zip(&a).zip(&b) {
             assert!((y - (b + 0.5 * a)).abs() < 1e-6);
         }
+        // Attention over rows 2 and 0 of a 3-row table equals the softmax formula by hand.
+        let keys = [1.0, 0.0, 0.0, 1.0, 2.0, 2.0];
+        let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let (mut scores, mut out) = (Vec::new(), [0f32; 2]);
+        attend_head(
+            &[1.0, 0.5],
+            (&keys, &values),
+            0,
+            &[2, 0],
+            0.5,
+            &mut scores,
+            &mut out,
+        );
+        let (s2, s0) = ((1.0f32 * 2.0 + 0.5 * 2.0) * 0.5, 1.0f32 * 0.5);
+        let (w2, w0) = (s2.exp() / (s2.exp() + s0.exp()), s0.exp() / (s2.exp() + s0.exp()));
+        assert!(
+            (out[0] - (w2 * 5.0 + w0 * 1.0)).abs() < 1e-6 && (out[1] - (w2 * 6.0 + w0 * 2.0)).abs() < 1e-6
+        );
         let x: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
         let (mut fast, mut plain) = (Vec::new(), Vec::new());
         quantize(&x, &mut fast);

@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::ActivationBlock;
-use hearth_kernels::vector::{axpy, dot, quantize};
+use hearth_kernels::vector::{attend_head, quantize};
 
 use super::kv_cache::KvPool;
 use super::llama::{Llama, StepInput};
@@ -92,6 +92,16 @@ impl Llama {
                 .zip(positions)
                 .all(|(s, &p)| s.position == p as usize)
         );
+        // Each token's context as pool rows (the same in every layer): positions 0..=position.
+        let block_size = pool.block_size();
+        let token_rows: Vec<Vec<u32>> = slots
+            .iter()
+            .map(|slot| {
+                (0..=slot.position)
+                    .map(|p| pool_row(slot.blocks, p, block_size) as u32)
+                    .collect()
+            })
+            .collect();
 
         for (layer, block) in self.blocks.iter().enumerate() {
             let b = &mut *buffers;
@@ -116,7 +126,6 @@ impl Llama {
                 self.rope
                     .apply_host(&mut k[t * kv_heads * hd..(t + 1) * kv_heads * hd], slot.position);
             }
-            let block_size = pool.block_size();
             let pool_rows = pool.pool_rows();
             let Some(store) = pool.host_layer_mut(layer) else {
                 candle_core::bail!("the fused step needs a host KV pool");
@@ -136,10 +145,9 @@ impl Llama {
                 heads,
                 group: heads / kv_heads,
                 head_dim: hd,
-                block_size,
                 pool_rows,
             };
-            attend(&layout, q, &store.k, &store.v, &slots, attention);
+            attend(&layout, q, (&store.k, &store.v), &token_rows, attention);
 
             quantize(attention, &mut b.quantized);
             let projected = sized(&mut b.projected, tokens * hidden);
@@ -215,45 +223,30 @@ struct AttentionLayout {
     // Query heads per KV head.
     group: usize,
     head_dim: usize,
-    block_size: usize,
     pool_rows: usize,
 }
 
 /// Causal attention of every new token's query heads over its sequence's cached keys and values
-/// (positions `0..=position`), read in place from the pool; one task per (token, head).
+/// (positions `0..=position`, whose pool rows are `token_rows[t]`), read in place from the pool;
+/// one task per (token, head).
 fn attend(
     layout: &AttentionLayout,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    slots: &[TokenSlot<'_>],
+    (keys, values): (&[f32], &[f32]),
+    token_rows: &[Vec<u32>],
     out: &mut [f32],
 ) {
     let hd = layout.head_dim;
     let scale = 1.0 / (hd as f32).sqrt();
+    thread_local! {
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     hearth_kernels::pool::global().for_each_chunk(out, hd, &|index, out| {
         let (t, head) = (index / layout.heads, index % layout.heads);
-        let slot = &slots[t];
         let query = &q[index * hd..(index + 1) * hd];
         let base = head / layout.group * layout.pool_rows;
-        let context = slot.position + 1;
-        let mut scores = Vec::with_capacity(context);
-        let mut max = f32::NEG_INFINITY;
-        for p in 0..context {
-            let row = (base + pool_row(slot.blocks, p, layout.block_size)) * hd;
-            let score = dot(query, &keys[row..row + hd]) * scale;
-            max = max.max(score);
-            scores.push(score);
-        }
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            total += *s;
-        }
-        out.fill(0.0);
-        for (p, weight) in scores.iter().enumerate() {
-            let row = (base + pool_row(slot.blocks, p, layout.block_size)) * hd;
-            axpy(out, weight / total, &values[row..row + hd]);
-        }
+        SCORES.with_borrow_mut(|scores| {
+            attend_head(query, (keys, values), base, &token_rows[t], scale, scores, out);
+        });
     });
 }
