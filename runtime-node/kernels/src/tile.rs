@@ -1,5 +1,5 @@
 //! x86 vector kernels on the interleaved layout ([`super::interleaved`]): a group of 8 weight
-//! rows against up to 4 activation rows at a time. Per 4 weights the 8 rows' integer products
+//! rows against up to 8 activation rows at a time. Per 4 weights the 8 rows' integer products
 //! go into 8 i32 lanes with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers) or `vpmaddubsw`
 //! and `vpmaddwd` (AVX2) against 4 activation bytes broadcast to every lane; per block the lanes
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA, plus one
@@ -18,7 +18,7 @@ const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 
 /// Activation rows per tile.
-const TILE_INPUTS: usize = 4;
+const TILE_INPUTS: usize = 8;
 
 /// `acc + Σ_4 u8 · i8` per i32 lane. With AVX2 the i16 intermediate cannot saturate: 4-bit
 /// weights give |pair| ≤ 2·15·128, Q8_0 passes |w| ≤ 128 with |x| ≤ 127.
@@ -133,7 +133,7 @@ unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
     }
 }
 
-/// Every group against every activation row, inputs in tiles of four.
+/// Every group against every activation row, inputs in tiles of up to [`TILE_INPUTS`].
 #[inline(always)]
 unsafe fn groups_with<const VNNI: bool, const KIND: u8>(
     packed: &[u8],
@@ -143,26 +143,26 @@ unsafe fn groups_with<const VNNI: bool, const KIND: u8>(
     out: &mut [f32],
 ) {
     let per_input = x.len() / n;
-    let input = |i: usize| &x[i * per_input..(i + 1) * per_input];
     let mut first = 0;
     // SAFETY: the caller's features are enabled; inputs have `per_input` blocks each.
     unsafe {
-        while first + TILE_INPUTS <= n {
-            let inputs = [input(first), input(first + 1), input(first + 2), input(first + 3)];
-            groups_for_inputs::<VNNI, KIND, TILE_INPUTS>(packed, group_bytes, inputs, first, n, out);
-            first += TILE_INPUTS;
-        }
-        match n - first {
-            3 => {
-                let inputs = [input(first), input(first + 1), input(first + 2)];
-                groups_for_inputs::<VNNI, KIND, 3>(packed, group_bytes, inputs, first, n, out);
+        while first < n {
+            let inputs = &x[first * per_input..];
+            // The widest tile that fits the inputs left, as a compile-time size.
+            macro_rules! tile {
+                ($($width:literal)+) => {
+                    match (n - first).min(TILE_INPUTS) {
+                        $($width => {
+                            let tile: [&[ActivationBlock]; $width] =
+                                std::array::from_fn(|i| &inputs[i * per_input..(i + 1) * per_input]);
+                            groups_for_inputs::<VNNI, KIND, $width>(packed, group_bytes, tile, first, n, out);
+                            first += $width;
+                        })+
+                        _ => unreachable!("tile widths cover 1..=TILE_INPUTS"),
+                    }
+                };
             }
-            2 => {
-                let inputs = [input(first), input(first + 1)];
-                groups_for_inputs::<VNNI, KIND, 2>(packed, group_bytes, inputs, first, n, out);
-            }
-            1 => groups_for_inputs::<VNNI, KIND, 1>(packed, group_bytes, [input(first)], first, n, out),
-            _ => {}
+            tile!(1 2 3 4 5 6 7 8);
         }
     }
 }
