@@ -224,7 +224,7 @@ mod tests {
     fn every_path_on_the_interleaved_layout_agrees_with_the_gguf_definition() {
         let mut random = Random(0x9E37_79B9_7F4A_7C15);
         for kind in KINDS {
-            // Row counts around the 8-row group (partial groups), input counts around the 4-input
+            // Row counts around the 8-row group (partial groups), input counts around the 8-input
             // tile, odd block counts.
             for (rows, n, blocks) in [
                 (1, 1, 1),
@@ -233,6 +233,8 @@ mod tests {
                 (13, 7, 17),
                 (17, 8, 18),
                 (24, 1, 5),
+                (9, 13, 3),
+                (5, 6, 2),
             ] {
                 let row_bytes = blocks * kind.block_bytes();
                 let weights = random_blocks(kind, rows * blocks, &mut random);
