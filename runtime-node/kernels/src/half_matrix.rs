@@ -2,7 +2,7 @@
 //! activations. Decoding reads each weight once per step, so keeping them at 2 bytes instead of
 //! expanding them to f32 at load halves the bytes a token costs. The x86 kernel converts eight
 //! weights at a time with F16C and accumulates with FMA, one weight row (streamed in order)
-//! × 2 activation rows at a time; activations are not quantized (f32 × f16 products, f32 sums).
+//! × up to 4 activation rows at a time; activations are not quantized (f32 × f16 products, f32 sums).
 
 use half::f16;
 use rayon::prelude::*;
@@ -199,12 +199,15 @@ mod x86 {
         let mut first = 0;
         // SAFETY: forwarded from the caller.
         unsafe {
-            while first + 2 <= n {
-                rows_for::<2>(weights, cols, x, first, n, out);
-                first += 2;
+            while first + 4 <= n {
+                rows_for::<4>(weights, cols, x, first, n, out);
+                first += 4;
             }
-            if first < n {
-                rows_for::<1>(weights, cols, x, first, n, out);
+            match n - first {
+                3 => rows_for::<3>(weights, cols, x, first, n, out),
+                2 => rows_for::<2>(weights, cols, x, first, n, out),
+                1 => rows_for::<1>(weights, cols, x, first, n, out),
+                _ => {}
             }
         }
     }
@@ -223,7 +226,7 @@ mod tests {
             state ^= state << 17;
             (state % 2001) as f32 / 1000.0 - 1.0
         };
-        for (rows, cols, n) in [(1, 8, 1), (5, 37, 3), (9, 64, 4), (13, 576, 1), (6, 100, 5)] {
+        for (rows, cols, n) in [(1, 8, 1), (5, 37, 3), (9, 64, 4), (13, 576, 1), (6, 100, 5), (3, 16, 10)] {
             let bytes: Vec<u8> = (0..rows * cols)
                 .flat_map(|_| f16::from_f32(next()).to_le_bytes())
                 .collect();
