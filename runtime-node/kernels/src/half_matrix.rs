@@ -226,7 +226,14 @@ mod tests {
             state ^= state << 17;
             (state % 2001) as f32 / 1000.0 - 1.0
         };
-        for (rows, cols, n) in [(1, 8, 1), (5, 37, 3), (9, 64, 4), (13, 576, 1), (6, 100, 5), (3, 16, 10)] {
+        for (rows, cols, n) in [
+            (1, 8, 1),
+            (5, 37, 3),
+            (9, 64, 4),
+            (13, 576, 1),
+            (6, 100, 5),
+            (3, 16, 10),
+        ] {
             let bytes: Vec<u8> = (0..rows * cols)
                 .flat_map(|_| f16::from_f32(next()).to_le_bytes())
                 .collect();

@@ -178,6 +178,70 @@ impl QuantMatrix {
     }
 }
 
+/// Several matrices with the same input (q/k/v, gate/up) in one parallel loop: one
+/// synchronisation instead of one per matrix. Each part is a matrix and its `n × rows` output;
+/// `activations` are the `n` input rows quantized once.
+pub fn matmul_quantized_many(
+    parts: &mut [(&QuantMatrix, &mut [f32])],
+    activations: &[ActivationBlock],
+    n: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let workers = pool::global();
+    let total_rows: usize = parts.iter().map(|(m, _)| m.rows).sum();
+    let task_rows = rows_per_task(total_rows, workers.threads());
+    // Every part computes `rows × n` into its stretch of `scratch` (or, for n = 1, straight into
+    // its output); tasks are (part, first row) pairs.
+    scratch.clear();
+    if n > 1 {
+        scratch.resize(total_rows * n, 0.0);
+    }
+    let mut tasks = Vec::new();
+    let mut targets = Vec::with_capacity(parts.len());
+    let mut offset = 0;
+    for (index, (matrix, out)) in parts.iter_mut().enumerate() {
+        assert_eq!(out.len(), n * matrix.rows, "output for {n} rows");
+        assert_eq!(
+            activations.len(),
+            n * matrix.cols / BLOCK,
+            "activation blocks for {n} rows"
+        );
+        tasks.extend((0..matrix.rows).step_by(task_rows).map(|first| (index, first)));
+        targets.push(if n == 1 {
+            pool::SendPtr::new(out)
+        } else {
+            pool::SendPtr::new(&mut scratch[offset..offset + matrix.rows * n])
+        });
+        offset += matrix.rows * n;
+    }
+    let level = dot::simd_level();
+    let matrices: Vec<&QuantMatrix> = parts.iter().map(|(m, _)| *m).collect();
+    workers.run(tasks.len(), &|task| {
+        let (index, first) = tasks[task];
+        let matrix = matrices[index];
+        let rows = task_rows.min(matrix.rows - first);
+        let group_bytes = matrix.cols / BLOCK * interleaved::group_block_bytes(matrix.kind);
+        let first_group = first / interleaved::GROUP;
+        let weights = &matrix.packed
+            [first_group * group_bytes..(first_group + rows.div_ceil(interleaved::GROUP)) * group_bytes];
+        // SAFETY: tasks cover disjoint row ranges of each part's target, which outlives `run`.
+        let out = unsafe { std::slice::from_raw_parts_mut(targets[index].get().add(first * n), rows * n) };
+        dot::dot_groups(level, matrix.kind, weights, activations, n, out);
+    });
+    if n > 1 {
+        let mut offset = 0;
+        for (matrix, out) in parts.iter_mut() {
+            let computed = &scratch[offset..offset + matrix.rows * n];
+            for (r, row) in computed.chunks_exact(n).enumerate() {
+                for (i, value) in row.iter().enumerate() {
+                    out[i * matrix.rows + r] = *value;
+                }
+            }
+            offset += matrix.rows * n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::blocks::dequantize_block;
@@ -258,6 +322,36 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn many_matrices_in_one_loop_equal_each_alone() {
+        let mut random = Random(7);
+        let cols = 64;
+        let matrices: Vec<QuantMatrix> = [37, 16, 9]
+            .iter()
+            .map(|&rows| {
+                let data = random_blocks(WeightType::Q4_1, rows * cols / BLOCK, &mut random);
+                QuantMatrix::new(WeightType::Q4_1, rows, cols, data).expect("shape")
+            })
+            .collect();
+        for n in [1, 3] {
+            let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
+            let mut activations = Vec::new();
+            quantize_activations(&x, &mut activations);
+            let mut outputs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; n * m.rows()]).collect();
+            let mut parts: Vec<(&QuantMatrix, &mut [f32])> = matrices
+                .iter()
+                .zip(outputs.iter_mut())
+                .map(|(m, out)| (m, out.as_mut_slice()))
+                .collect();
+            matmul_quantized_many(&mut parts, &activations, n, &mut Vec::new());
+            for (matrix, out) in matrices.iter().zip(&outputs) {
+                let mut alone = vec![0f32; n * matrix.rows()];
+                matrix.matmul_quantized(&activations, n, &mut alone, &mut Vec::new());
+                assert_eq!(out, &alone, "{} rows, n = {n}", matrix.rows());
             }
         }
     }

@@ -130,7 +130,7 @@ impl WorkerPool {
     ) {
         let chunk = chunk.max(1);
         let len = out.len();
-        let base = SendPtr(out.as_mut_ptr());
+        let base = SendPtr::new(out);
         self.run(len.div_ceil(chunk), &|i| {
             let start = i * chunk;
             let end = (start + chunk).min(len);
@@ -142,10 +142,16 @@ impl WorkerPool {
 }
 
 /// A raw pointer the tasks of one loop share (each touching its own range).
-struct SendPtr<T>(*mut T);
+pub struct SendPtr<T>(*mut T);
 
 impl<T> SendPtr<T> {
-    fn get(&self) -> *mut T {
+    /// Wraps the start of `slice`.
+    pub fn new(slice: &mut [T]) -> Self {
+        Self(slice.as_mut_ptr())
+    }
+
+    /// The pointer.
+    pub fn get(&self) -> *mut T {
         self.0
     }
 }

@@ -13,6 +13,7 @@ use hearth_kernels::blocks::ActivationBlock;
 use hearth_kernels::vector::{attend_head, quantize};
 
 use super::kv_cache::KvPool;
+use super::layers::Linear;
 use super::llama::{Llama, StepInput};
 
 /// Scratch memory of the fused step, sized for the largest step seen so far.
@@ -109,17 +110,16 @@ impl Llama {
             block.attn_norm.forward_host(&b.x, normed);
             quantize(normed, &mut b.quantized);
             let q = sized(&mut b.q, tokens * heads * hd);
-            block
-                .q
-                .forward_host(normed, &b.quantized, tokens, q, &mut b.scratch)?;
             let k = sized(&mut b.k, tokens * kv_heads * hd);
-            block
-                .k
-                .forward_host(normed, &b.quantized, tokens, k, &mut b.scratch)?;
             let v = sized(&mut b.v, tokens * kv_heads * hd);
-            block
-                .v
-                .forward_host(normed, &b.quantized, tokens, v, &mut b.scratch)?;
+            Linear::forward_host_many(
+                &[&block.q, &block.k, &block.v],
+                normed,
+                &b.quantized,
+                tokens,
+                &mut [&mut *q, &mut *k, &mut *v],
+                &mut b.scratch,
+            )?;
             for (t, slot) in slots.iter().enumerate() {
                 self.rope
                     .apply_host(&mut q[t * heads * hd..(t + 1) * heads * hd], slot.position);
@@ -160,13 +160,15 @@ impl Llama {
             quantize(normed, &mut b.quantized);
             let width = block.gate.out_features();
             let gate = sized(&mut b.gate, tokens * width);
-            block
-                .gate
-                .forward_host(normed, &b.quantized, tokens, gate, &mut b.scratch)?;
             let up = sized(&mut b.up, tokens * width);
-            block
-                .up
-                .forward_host(normed, &b.quantized, tokens, up, &mut b.scratch)?;
+            Linear::forward_host_many(
+                &[&block.gate, &block.up],
+                normed,
+                &b.quantized,
+                tokens,
+                &mut [&mut *gate, &mut *up],
+                &mut b.scratch,
+            )?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }

@@ -159,6 +159,45 @@ impl Linear {
         scratch: &mut Vec<f32>,
     ) -> Result<()> {
         self.weight.forward_host(x, quantized, n, out, scratch)?;
+        self.add_host_bias(out);
+        Ok(())
+    }
+
+    /// Several layers reading the same input (q/k/v, gate/up) into `outs`: in one parallel loop
+    /// when all are block-quantized (one synchronisation instead of one per layer), else one by one.
+    pub(super) fn forward_host_many(
+        layers: &[&Linear],
+        x: &[f32],
+        quantized: &[ActivationBlock],
+        n: usize,
+        outs: &mut [&mut [f32]],
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let matrices: Option<Vec<&QuantMatrix>> = layers
+            .iter()
+            .map(|layer| match &layer.weight {
+                LinearWeight::Blocks(matrix) => Some(matrix),
+                _ => None,
+            })
+            .collect();
+        let Some(matrices) = matrices else {
+            for (layer, out) in layers.iter().zip(outs.iter_mut()) {
+                layer.forward_host(x, quantized, n, out, scratch)?;
+            }
+            return Ok(());
+        };
+        let mut parts: Vec<(&QuantMatrix, &mut [f32])> = matrices
+            .into_iter()
+            .zip(outs.iter_mut().map(|out| &mut **out))
+            .collect();
+        hearth_kernels::matmul_quantized_many(&mut parts, quantized, n, scratch);
+        for (layer, out) in layers.iter().zip(outs.iter_mut()) {
+            layer.add_host_bias(out);
+        }
+        Ok(())
+    }
+
+    fn add_host_bias(&self, out: &mut [f32]) {
         if let Some(bias) = &self.host_bias {
             for row in out.chunks_exact_mut(bias.len()) {
                 for (value, b) in row.iter_mut().zip(bias) {
@@ -166,7 +205,6 @@ impl Linear {
                 }
             }
         }
-        Ok(())
     }
 
     /// Output features.
