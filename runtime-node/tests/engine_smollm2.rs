@@ -20,6 +20,11 @@ fn engine() -> Option<(LocalEngine, EngineMetrics)> {
 }
 
 fn engine_with(max_batch_size: usize) -> Option<(LocalEngine, EngineMetrics)> {
+    // Room for two full sequences only: the third waits for blocks.
+    engine_with_pool(max_batch_size, 512)
+}
+
+fn engine_with_pool(max_batch_size: usize, kv_cache_tokens: usize) -> Option<(LocalEngine, EngineMetrics)> {
     let path = common::smollm2_gguf()?;
     let options = LoadOptions {
         max_context_tokens: 256,
@@ -33,8 +38,7 @@ fn engine_with(max_batch_size: usize) -> Option<(LocalEngine, EngineMetrics)> {
         max_batch_size,
         // Small, so the ~35-token chat prompts prefill in chunks beside other sequences' decodes.
         max_step_tokens: 16,
-        // Room for two full sequences only: the third waits for blocks.
-        kv_cache_tokens: 512,
+        kv_cache_tokens,
         kv_block_size: 16,
         kv_cache_memory_bytes: None,
         prefix_caching: true,
@@ -220,4 +224,36 @@ async fn higher_priority_preempts_and_the_preempted_request_resumes_exactly() {
         alone,
         "recomputed sequence continues exactly"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_kv_cache_preempts_the_latest_sequence_which_resumes_exactly() {
+    // 16 blocks of 16 tokens (the pool always holds one 256-token context); each counting
+    // request grows to ~137 tokens (9 blocks), so two fit at admission but not at full length:
+    // the later one must give its blocks up.
+    let Some((engine, metrics)) = engine_with_pool(4, 256) else {
+        return;
+    };
+    let counting = || {
+        let mut r = GenerateRequest::new("count", Prompt::Text("1, 2, 3, 4, 5, 6, 7, 8,".into()));
+        r.max_tokens = Some(120);
+        r.sampling.temperature = 0.0;
+        r
+    };
+    let alone = collect(engine.submit(counting()).expect("submit")).await;
+    assert_eq!(alone.2, 120, "counting runs to max_tokens");
+    assert_eq!(metrics.preemptions.get(), 0, "one sequence alone fits");
+    let first = engine.submit(counting()).expect("submit");
+    let second = engine.submit(counting()).expect("submit");
+    let (first, second) = tokio::join!(collect(first), collect(second));
+    assert!(
+        metrics.preemptions.get() >= 1,
+        "the pool cannot hold both at full length"
+    );
+    assert_eq!(first, alone);
+    assert_eq!(
+        second, alone,
+        "the preempted sequence recomputes and continues exactly"
+    );
+    engine.shutdown();
 }

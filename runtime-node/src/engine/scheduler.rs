@@ -4,12 +4,15 @@
 //! pass; sequences leave when they finish or their client disconnects, and their blocks go back
 //! to the pool.
 //!
-//! Admission reserves KV blocks for a sequence's whole budget (prompt + `max_tokens`), so a
-//! running sequence never runs out of cache; waiting requests queue until blocks free up. A new
-//! sequence first maps the longest cached prefix of its prompt (prefix caching) and prefills only
-//! the rest. When the highest-priority waiting request cannot be admitted (batch or pool full)
-//! and a running sequence has a lower priority, that sequence is preempted: its blocks are freed
-//! and it waits, to recompute its prompt and output so far when it is admitted again.
+//! KV blocks are taken as sequences grow, not reserved for their whole budget up front, so the
+//! pool holds as many sequences as their actual lengths allow. A request is admitted when the
+//! blocks for its prompt fit beside one block of headroom per running sequence; waiting requests
+//! queue until blocks free up. A new sequence first maps the longest cached prefix of its prompt
+//! (prefix caching) and prefills only the rest. Preemption frees a sequence's blocks and puts it
+//! back in the queue, to recompute its prompt and output so far when it is admitted again; it
+//! happens when the pool cannot hold the next step's growth (the lowest-priority, latest-arrived
+//! sequence goes first), and when the highest-priority waiting request cannot be admitted while
+//! a running sequence has a lower priority.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -56,10 +59,11 @@ impl Pending {
         }
     }
 
-    fn max_len(&self) -> usize {
+    /// Tokens it must hold in the cache when admitted.
+    fn context_len(&self) -> usize {
         match self {
-            Self::New(req) => req.prompt.len() + req.max_tokens,
-            Self::Preempted(seq) => seq.max_len(),
+            Self::New(req) => req.prompt.len(),
+            Self::Preempted(seq) => seq.context_len(),
         }
     }
 }
@@ -98,8 +102,6 @@ struct Scheduler {
     // Running sequences with their arrival numbers (kept for re-queueing after preemption).
     running: Vec<Sequence>,
     running_arrivals: Vec<u64>,
-    // Blocks promised to running sequences (their whole budgets).
-    committed_blocks: usize,
     arrivals: u64,
 }
 
@@ -122,7 +124,6 @@ pub fn run(
         waiting: BinaryHeap::new(),
         running: Vec::new(),
         running_arrivals: Vec::new(),
-        committed_blocks: 0,
         arrivals: 0,
     };
     let mut open = true;
@@ -177,12 +178,7 @@ impl Scheduler {
         self.arrivals += 1;
     }
 
-    fn budget(&self, seq: &Sequence) -> usize {
-        blocks_for(seq.max_len(), self.pool.block_size())
-    }
-
     fn retire(&mut self, mut seq: Sequence) {
-        self.committed_blocks -= self.budget(&seq);
         self.pool.release(&mut seq.table);
     }
 
@@ -208,10 +204,11 @@ impl Scheduler {
                 self.metrics.requests.with_label_values(&["cancelled"]).inc();
                 continue;
             }
-            let need = blocks_for(head.0.max_len(), self.pool.block_size());
+            // Its context plus the token it computes next, beside one block of headroom per
+            // running sequence so their next steps do not immediately preempt it.
+            let need = blocks_for(head.0.context_len() + 1, self.pool.block_size()) + self.running.len();
             let priority = head.0.priority();
-            let fits = self.running.len() < self.limits.max_batch_size
-                && self.committed_blocks + need <= self.pool.num_blocks();
+            let fits = self.running.len() < self.limits.max_batch_size && need <= self.pool.free_blocks();
             if !fits {
                 if self.preempt_below(priority) {
                     continue;
@@ -221,7 +218,6 @@ impl Scheduler {
             let Some(Waiting(pending, arrival)) = self.waiting.pop() else {
                 break;
             };
-            self.committed_blocks += need;
             let mut seq = match pending {
                 Pending::New(req) => {
                     let prompt_len = req.prompt.len() as u64;
@@ -256,16 +252,51 @@ impl Scheduler {
                 )
             });
         let Some(i) = victim else { return false };
+        self.preempt(i, "for a higher-priority request");
+        true
+    }
+
+    /// Frees running sequence `i`'s blocks and queues it to be recomputed.
+    fn preempt(&mut self, i: usize, why: &str) {
         let mut seq = self.running.swap_remove(i);
         let arrival = self.running_arrivals.swap_remove(i);
-        tracing::debug!(id = %seq.id, "preempting for a higher-priority request");
+        tracing::debug!(id = %seq.id, why, "preempting");
         self.metrics.preemptions.inc();
-        self.committed_blocks -= self.budget(&seq);
         self.pool.release(&mut seq.table);
         seq.preempt();
         self.waiting
             .push(Waiting(Pending::Preempted(Box::new(seq)), arrival));
-        true
+    }
+
+    /// Preempts sequences, lowest priority and latest arrival first, until the pool can hold
+    /// every running sequence's growth in the next step (a decode's token, or a prompt chunk of
+    /// up to `max_step_tokens`). One sequence alone always fits: `LocalEngine` refuses requests
+    /// longer than the pool.
+    fn make_room(&mut self) {
+        let block_size = self.pool.block_size();
+        loop {
+            let growth: usize = self
+                .running
+                .iter()
+                .map(|seq| {
+                    let next = seq.pending().min(self.limits.max_step_tokens.max(1));
+                    blocks_for(seq.table.len() + next, block_size).saturating_sub(seq.table.blocks().len())
+                })
+                .sum();
+            if growth <= self.pool.free_blocks() || self.running.len() <= 1 {
+                return;
+            }
+            let victim = (0..self.running.len()).min_by_key(|&i| {
+                (
+                    self.running[i].priority(),
+                    std::cmp::Reverse(self.running_arrivals[i]),
+                )
+            });
+            match victim {
+                Some(i) => self.preempt(i, "the KV cache is full"),
+                None => return,
+            }
+        }
     }
 
     fn publish_gauges(&self) {
@@ -280,6 +311,7 @@ impl Scheduler {
     /// One forward pass over the batch: decodes first (one token each), prompt chunks in the
     /// token budget left over.
     fn step(&mut self) {
+        self.make_room();
         let decoding = self.running.iter().filter(|s| s.pending() == 1).count();
         let mut budget = self.limits.max_step_tokens.saturating_sub(decoding);
         let mut inputs: Vec<Vec<u32>> = Vec::with_capacity(self.running.len());

@@ -123,9 +123,9 @@ impl Sequence {
         self.priority
     }
 
-    /// Most tokens this sequence can ever hold (prompt plus completion budget).
-    pub fn max_len(&self) -> usize {
-        self.prompt.len() + self.max_tokens
+    /// Tokens the sequence must hold in the cache to continue: its prompt and output so far.
+    pub fn context_len(&self) -> usize {
+        self.prompt.len() + self.generated.len()
     }
 
     /// Whether the client is gone (its receiver dropped).
