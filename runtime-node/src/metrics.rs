@@ -27,7 +27,8 @@ pub struct EngineMetrics {
     pub prefix_cache_queries: IntCounter,
     /// Prompt tokens found in the prefix cache (prefill skipped); hits / queries is the hit ratio.
     pub prefix_cache_hits: IntCounter,
-    /// Sequences preempted (blocks freed, recomputed later) for higher-priority requests.
+    /// Sequences preempted (blocks freed, recomputed later): the KV pool was full, or a
+    /// higher-priority request needed the slot.
     pub preemptions: IntCounter,
     /// Fraction of KV-cache blocks held by sequences (0 to 1).
     pub kv_cache_utilization: Gauge,
@@ -69,7 +70,7 @@ impl EngineMetrics {
             )?,
             preemptions: IntCounter::new(
                 "hearth_engine_preemptions_total",
-                "Sequences preempted for higher-priority requests.",
+                "Sequences preempted (KV cache full, or a higher-priority request waiting).",
             )?,
             running: IntGauge::new(
                 "hearth_engine_running_sequences",
