@@ -61,30 +61,15 @@ impl F16Matrix {
         assert_eq!(x.len(), n * self.cols, "input for {n} rows");
         assert_eq!(out.len(), n * self.rows, "output for {n} rows");
         let workers = pool::global();
-        let task_rows = self
-            .rows
-            .div_ceil(workers.threads() * 4)
-            .next_multiple_of(4)
-            .max(MIN_ROWS_PER_TASK);
+        // About four tasks per thread, so one that falls behind is evened out.
+        let task_rows = self.rows.div_ceil(workers.threads() * 4).max(MIN_ROWS_PER_TASK);
         let cols = self.cols;
         let dots = |task: usize, out: &mut [f32]| {
             let first = task * task_rows;
             let weights = &self.data[first * cols..(first + out.len() / n) * cols];
             dot_rows(weights, cols, x, n, out);
         };
-        if n == 1 {
-            workers.for_each_chunk(out, task_rows, &dots);
-            return;
-        }
-        // Rows × n per task, then transposed to n × rows.
-        scratch.clear();
-        scratch.resize(self.rows * n, 0.0);
-        workers.for_each_chunk(scratch, task_rows * n, &dots);
-        for (r, row) in scratch.chunks_exact(n).enumerate() {
-            for (i, value) in row.iter().enumerate() {
-                out[i * self.rows + r] = *value;
-            }
-        }
+        pool::split_rows(workers, (self.rows, n, task_rows), out, scratch, &dots);
     }
 }
 

@@ -162,19 +162,7 @@ impl QuantMatrix {
             let weights = &self.packed[first_group * group_bytes..(first_group + groups) * group_bytes];
             dot::dot_groups(level, self.kind, weights, activations, n, out);
         };
-        if n == 1 {
-            workers.for_each_chunk(out, task_rows, &dots);
-            return;
-        }
-        // Computed as rows × n so each task writes one contiguous stretch, then transposed.
-        scratch.clear();
-        scratch.resize(self.rows * n, 0.0);
-        workers.for_each_chunk(scratch, task_rows * n, &dots);
-        for (r, row) in scratch.chunks_exact(n).enumerate() {
-            for (i, value) in row.iter().enumerate() {
-                out[i * self.rows + r] = *value;
-            }
-        }
+        pool::split_rows(workers, (self.rows, n, task_rows), out, scratch, &dots);
     }
 }
 
@@ -231,12 +219,7 @@ pub fn matmul_quantized_many(
     if n > 1 {
         let mut offset = 0;
         for (matrix, out) in parts.iter_mut() {
-            let computed = &scratch[offset..offset + matrix.rows * n];
-            for (r, row) in computed.chunks_exact(n).enumerate() {
-                for (i, value) in row.iter().enumerate() {
-                    out[i * matrix.rows + r] = *value;
-                }
-            }
+            pool::transpose_into(&scratch[offset..offset + matrix.rows * n], matrix.rows, n, out);
             offset += matrix.rows * n;
         }
     }
