@@ -51,29 +51,41 @@ pub struct ActivationBlock {
     pub scaled_sum: f32,
 }
 
+impl ActivationBlock {
+    /// All zeros (a placeholder before quantizing into a slice).
+    pub const ZERO: Self = Self {
+        qs: [0; BLOCK],
+        d: 0.0,
+        sum: 0,
+        scaled_sum: 0.0,
+    };
+}
+
 /// Quantizes `x` (length a multiple of [`BLOCK`]) block by block to the nearest 8-bit value,
 /// scaled so each block's largest magnitude maps to 127.
 #[inline(always)]
 pub fn quantize_activations(x: &[f32], out: &mut Vec<ActivationBlock>) {
     out.clear();
-    for chunk in x.chunks_exact(BLOCK) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut block = ActivationBlock {
-            qs: [0; BLOCK],
-            d,
-            sum: 0,
-            scaled_sum: 0.0,
-        };
-        for (q, v) in block.qs.iter_mut().zip(chunk) {
-            // |v · inverse| ≤ 127 by construction, so the cast cannot saturate.
-            *q = (v * inverse).round() as i8;
-        }
-        block.sum = block.qs.iter().map(|&q| i32::from(q)).sum();
-        block.scaled_sum = d * block.sum as f32;
-        out.push(block);
+    out.extend(x.chunks_exact(BLOCK).map(quantize_block));
+}
+
+/// One block of [`quantize_activations`].
+#[inline(always)]
+pub fn quantize_block(chunk: &[f32]) -> ActivationBlock {
+    let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut block = ActivationBlock {
+        d,
+        ..ActivationBlock::ZERO
+    };
+    for (q, v) in block.qs.iter_mut().zip(chunk) {
+        // |v · inverse| ≤ 127 by construction, so the cast cannot saturate.
+        *q = (v * inverse).round() as i8;
     }
+    block.sum = block.qs.iter().map(|&q| i32::from(q)).sum();
+    block.scaled_sum = d * block.sum as f32;
+    block
 }
 
 /// The f16 at `bytes[at..at + 2]` as f32.

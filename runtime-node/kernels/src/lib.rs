@@ -19,11 +19,13 @@ use blocks::{ActivationBlock, BLOCK, WeightType};
 /// Fewest output rows per parallel task: enough work per task that claiming it costs little.
 const MIN_ROWS_PER_TASK: usize = 16;
 
-/// Rows per task for a matrix of `rows` rows: about four tasks per thread (so a thread that
-/// falls behind is evened out), a multiple of the kernels' 4-row tile.
-fn rows_per_task(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads * 4)
-        .next_multiple_of(4)
+/// Rows per task for a matrix of `rows` rows against `n` inputs: about four tasks per thread
+/// for matrix-vector work (so a thread that falls behind is evened out), sixteen when many
+/// inputs make each row expensive; always whole groups of the interleaved layout.
+fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
+    let tasks_per_thread = if n >= 8 { 16 } else { 4 };
+    rows.div_ceil(threads * tasks_per_thread)
+        .next_multiple_of(interleaved::GROUP)
         .max(MIN_ROWS_PER_TASK)
 }
 
@@ -155,7 +157,7 @@ impl QuantMatrix {
         let group_bytes = blocks_per_row * interleaved::group_block_bytes(self.kind);
         let level = dot::simd_level();
         let workers = pool::global();
-        let task_rows = rows_per_task(self.rows, workers.threads());
+        let task_rows = rows_per_task(self.rows, n, workers.threads());
         let dots = |task: usize, out: &mut [f32]| {
             let first_group = task * task_rows / interleaved::GROUP;
             let groups = (out.len() / n).div_ceil(interleaved::GROUP);
@@ -177,7 +179,7 @@ pub fn matmul_quantized_many(
 ) {
     let workers = pool::global();
     let total_rows: usize = parts.iter().map(|(m, _)| m.rows).sum();
-    let task_rows = rows_per_task(total_rows, workers.threads());
+    let task_rows = rows_per_task(total_rows, n, workers.threads());
     // Every part computes `rows × n` into its stretch of `scratch` (or, for n = 1, straight into
     // its output); tasks are (part, first row) pairs.
     scratch.clear();
@@ -219,7 +221,13 @@ pub fn matmul_quantized_many(
     if n > 1 {
         let mut offset = 0;
         for (matrix, out) in parts.iter_mut() {
-            pool::transpose_into(&scratch[offset..offset + matrix.rows * n], matrix.rows, n, out);
+            pool::transpose_into(
+                workers,
+                &scratch[offset..offset + matrix.rows * n],
+                matrix.rows,
+                n,
+                out,
+            );
             offset += matrix.rows * n;
         }
     }
@@ -320,7 +328,8 @@ mod tests {
                 QuantMatrix::new(WeightType::Q4_1, rows, cols, data).expect("shape")
             })
             .collect();
-        for n in [1, 3] {
+        // 20 inputs: the transpose gives tasks several inputs each, the last fewer.
+        for n in [1, 3, 20] {
             let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
             let mut activations = Vec::new();
             quantize_activations(&x, &mut activations);
@@ -343,8 +352,11 @@ mod tests {
     fn matmul_matches_dequantized_f32_within_activation_rounding() {
         let mut random = Random(42);
         // Odd row counts (a partial task at the end) and several input rows.
-        for kind in KINDS {
-            let (rows, cols, n) = (37, 96, 3);
+        // 200 rows × 3 inputs: tasks of 32 rows on 2 threads, which a task split not aligned
+        // to the 8-row groups would get wrong; 20 inputs: tiles of 8 and 4, transposed by tasks
+        // of several inputs each.
+        for (kind, n) in KINDS.into_iter().flat_map(|kind| [(kind, 3), (kind, 20)]) {
+            let (rows, cols) = (200, 96);
             let data = random_blocks(kind, rows * cols / BLOCK, &mut random);
             let matrix = QuantMatrix::new(kind, rows, cols, data.clone()).expect("shape");
             assert_eq!(

@@ -3,7 +3,7 @@
 //! picked at run time. The code is the same plain Rust; the wider instruction set lets the
 //! compiler use 8-lane FMAs and `vroundps` instead of 4-lane SSE and a `roundf` call.
 
-use super::blocks::ActivationBlock;
+use super::blocks::{ActivationBlock, BLOCK};
 
 /// `Σ a·b` (over the shorter length).
 #[inline]
@@ -99,16 +99,39 @@ unsafe fn attend_head_avx2(
     attend_head_with::<true>(query, kv, base, rows, scale, scores, out);
 }
 
-/// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs.
+/// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs, split across
+/// the worker pool when `x` is long (a prompt chunk's rows).
 pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
+    const BLOCKS_PER_TASK: usize = 256;
+    let blocks = x.len() / BLOCK;
+    out.clear();
+    out.resize(blocks, ActivationBlock::ZERO);
+    if blocks >= 4 * BLOCKS_PER_TASK {
+        crate::pool::global().for_each_chunk(out, BLOCKS_PER_TASK, &|task, piece| {
+            quantize_slice(&x[task * BLOCKS_PER_TASK * BLOCK..], piece);
+        });
+    } else {
+        quantize_slice(x, out);
+    }
+}
+
+/// Quantizes the first `out.len()` blocks of `x` into `out`.
+fn quantize_slice(x: &[f32], out: &mut [ActivationBlock]) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected.
-            return unsafe { quantize_avx2(x, out) };
+            return unsafe { quantize_slice_avx2(x, out) };
         }
     }
-    crate::blocks::quantize_activations(x, out);
+    quantize_slice_with(x, out);
+}
+
+#[inline(always)]
+fn quantize_slice_with(x: &[f32], out: &mut [ActivationBlock]) {
+    for (block, chunk) in out.iter_mut().zip(x.chunks_exact(BLOCK)) {
+        *block = crate::blocks::quantize_block(chunk);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -170,14 +193,13 @@ unsafe fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_avx2(x: &[f32], out: &mut Vec<ActivationBlock>) {
-    crate::blocks::quantize_activations(x, out);
+unsafe fn quantize_slice_avx2(x: &[f32], out: &mut [ActivationBlock]) {
+    quantize_slice_with(x, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocks::BLOCK;
 
     #[test]
     fn vector_loops_match_plain_arithmetic_with_tails() {
@@ -208,7 +230,8 @@ mod tests {
         assert!(
             (out[0] - (w2 * 5.0 + w0 * 1.0)).abs() < 1e-6 && (out[1] - (w2 * 6.0 + w0 * 2.0)).abs() < 1e-6
         );
-        let x: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
+        // Long enough to be split across the pool.
+        let x: Vec<f32> = (0..40_000).map(|i| (i % 97) as f32 - 48.5).collect();
         let (mut fast, mut plain) = (Vec::new(), Vec::new());
         quantize(&x, &mut fast);
         crate::blocks::quantize_activations(&x, &mut plain);
