@@ -1,12 +1,13 @@
 //! The fused CPU step: a forward pass over host memory for steps of a few tokens (decoding, small
 //! prompt chunks), where candle's per-op tensors cost more than the arithmetic.
 //!
-//! Every intermediate lives in [`HostBuffers`], reused across steps (no allocation per token
-//! once warmed up). Each norm's output is quantized to 8-bit blocks once and shared by the
-//! matrices that read it (q/k/v, gate/up); rotary embedding is applied in place; attention reads
-//! keys and values straight out of the paged pool through the block table, with grouped-query
-//! heads indexing their shared KV head instead of copying it. Long prompt chunks keep the tensor
-//! path, where a dense GEMM reuses each weight across many rows.
+//! Every per-layer intermediate lives in [`HostBuffers`], reused across steps (what is still
+//! allocated per step is small: the token list, each token's context rows, the logits). Each
+//! norm's output is quantized to 8-bit blocks once and shared by the matrices that read it
+//! (q/k/v and gate/up, each pair or triple in one parallel loop); rotary embedding is applied in
+//! place; attention reads keys and values straight out of the paged pool through the block
+//! table, with grouped-query heads indexing their shared KV head instead of copying it. Long
+//! prompt chunks keep the tensor path, whose attention is one GEMM per sequence.
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::ActivationBlock;
