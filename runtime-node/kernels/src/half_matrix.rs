@@ -7,7 +7,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::pool;
+use super::rows;
 
 /// A `rows × cols` F16 weight matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,9 +16,6 @@ pub struct F16Matrix {
     cols: usize,
     data: Vec<u16>,
 }
-
-/// Rows per parallel task, at least.
-const MIN_ROWS_PER_TASK: usize = 8;
 
 impl F16Matrix {
     /// Wraps the file's bytes; `None` when their length does not match the shape.
@@ -58,19 +55,28 @@ impl F16Matrix {
 
     /// `out = x · Wᵀ` for `n` rows of `x` (`n × cols`); `out` is `n × rows`, `scratch` reused.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Vec<f32>) {
-        assert_eq!(x.len(), n * self.cols, "input for {n} rows");
-        assert_eq!(out.len(), n * self.rows, "output for {n} rows");
-        let workers = pool::global();
-        // About four tasks per thread, so one that falls behind is evened out.
-        let task_rows = self.rows.div_ceil(workers.threads() * 4).max(MIN_ROWS_PER_TASK);
-        let cols = self.cols;
-        let dots = |task: usize, out: &mut [f32]| {
-            let first = task * task_rows;
-            let weights = &self.data[first * cols..(first + out.len() / n) * cols];
-            dot_rows(weights, cols, x, n, out);
-        };
-        pool::split_rows(workers, (self.rows, n, task_rows), out, scratch, &dots);
+        rows::matmul_many(&mut [(self, out)], x, n, scratch);
     }
+}
+
+impl rows::RowKernel for F16Matrix {
+    type Input = [f32];
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn fill_rows(&self, first: usize, x: &[f32], n: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), n * self.cols, "input for {n} rows");
+        let cols = self.cols;
+        let weights = &self.data[first * cols..(first + out.len() / n) * cols];
+        dot_rows(weights, cols, x, n, out);
+    }
+}
+
+/// Several F16 matrices with the same input (q/k/v, gate/up) in one parallel loop.
+pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize, scratch: &mut Vec<f32>) {
+    rows::matmul_many(parts, x, n, scratch);
 }
 
 /// `out[r · n + i] = Σ_c w[r][c] · x[i][c]` with the fastest code this CPU runs.

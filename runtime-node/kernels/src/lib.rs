@@ -9,25 +9,13 @@ pub mod dot;
 pub mod half_matrix;
 pub mod interleaved;
 pub mod pool;
+pub mod rows;
 mod tile;
 pub mod vector;
 
 use rayon::prelude::*;
 
 use blocks::{ActivationBlock, BLOCK, WeightType};
-
-/// Fewest output rows per parallel task: enough work per task that claiming it costs little.
-const MIN_ROWS_PER_TASK: usize = 16;
-
-/// Rows per task for a matrix of `rows` rows against `n` inputs: about four tasks per thread
-/// for matrix-vector work (so a thread that falls behind is evened out), sixteen when many
-/// inputs make each row expensive; always whole groups of the interleaved layout.
-fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
-    let tasks_per_thread = if n >= 8 { 16 } else { 4 };
-    rows.div_ceil(threads * tasks_per_thread)
-        .next_multiple_of(interleaved::GROUP)
-        .max(MIN_ROWS_PER_TASK)
-}
 
 /// A `rows × cols` weight matrix, repacked at load from GGUF blocks into groups of 8 rows
 /// ([`interleaved`]).
@@ -147,24 +135,29 @@ impl QuantMatrix {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
+        rows::matmul_many(&mut [(self, out)], activations, n, scratch);
+    }
+}
+
+impl rows::RowKernel for QuantMatrix {
+    type Input = [ActivationBlock];
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn fill_rows(&self, first: usize, activations: &[ActivationBlock], n: usize, out: &mut [f32]) {
         let blocks_per_row = self.cols / BLOCK;
         assert_eq!(
             activations.len(),
             n * blocks_per_row,
             "activation blocks for {n} rows"
         );
-        assert_eq!(out.len(), n * self.rows, "output for {n} rows");
         let group_bytes = blocks_per_row * interleaved::group_block_bytes(self.kind);
-        let level = dot::simd_level();
-        let workers = pool::global();
-        let task_rows = rows_per_task(self.rows, n, workers.threads());
-        let dots = |task: usize, out: &mut [f32]| {
-            let first_group = task * task_rows / interleaved::GROUP;
-            let groups = (out.len() / n).div_ceil(interleaved::GROUP);
-            let weights = &self.packed[first_group * group_bytes..(first_group + groups) * group_bytes];
-            dot::dot_groups(level, self.kind, weights, activations, n, out);
-        };
-        pool::split_rows(workers, (self.rows, n, task_rows), out, scratch, &dots);
+        let first_group = first / interleaved::GROUP;
+        let groups = (out.len() / n).div_ceil(interleaved::GROUP);
+        let weights = &self.packed[first_group * group_bytes..(first_group + groups) * group_bytes];
+        dot::dot_groups(dot::simd_level(), self.kind, weights, activations, n, out);
     }
 }
 
@@ -177,60 +170,7 @@ pub fn matmul_quantized_many(
     n: usize,
     scratch: &mut Vec<f32>,
 ) {
-    let workers = pool::global();
-    let total_rows: usize = parts.iter().map(|(m, _)| m.rows).sum();
-    let task_rows = rows_per_task(total_rows, n, workers.threads());
-    // Every part computes `rows × n` into its stretch of `scratch` (or, for n = 1, straight into
-    // its output); tasks are (part, first row) pairs.
-    scratch.clear();
-    if n > 1 {
-        scratch.resize(total_rows * n, 0.0);
-    }
-    let mut tasks = Vec::new();
-    let mut targets = Vec::with_capacity(parts.len());
-    let mut offset = 0;
-    for (index, (matrix, out)) in parts.iter_mut().enumerate() {
-        assert_eq!(out.len(), n * matrix.rows, "output for {n} rows");
-        assert_eq!(
-            activations.len(),
-            n * matrix.cols / BLOCK,
-            "activation blocks for {n} rows"
-        );
-        tasks.extend((0..matrix.rows).step_by(task_rows).map(|first| (index, first)));
-        targets.push(if n == 1 {
-            pool::SendPtr::new(out)
-        } else {
-            pool::SendPtr::new(&mut scratch[offset..offset + matrix.rows * n])
-        });
-        offset += matrix.rows * n;
-    }
-    let level = dot::simd_level();
-    let matrices: Vec<&QuantMatrix> = parts.iter().map(|(m, _)| *m).collect();
-    workers.run(tasks.len(), &|task| {
-        let (index, first) = tasks[task];
-        let matrix = matrices[index];
-        let rows = task_rows.min(matrix.rows - first);
-        let group_bytes = matrix.cols / BLOCK * interleaved::group_block_bytes(matrix.kind);
-        let first_group = first / interleaved::GROUP;
-        let weights = &matrix.packed
-            [first_group * group_bytes..(first_group + rows.div_ceil(interleaved::GROUP)) * group_bytes];
-        // SAFETY: tasks cover disjoint row ranges of each part's target, which outlives `run`.
-        let out = unsafe { std::slice::from_raw_parts_mut(targets[index].get().add(first * n), rows * n) };
-        dot::dot_groups(level, matrix.kind, weights, activations, n, out);
-    });
-    if n > 1 {
-        let mut offset = 0;
-        for (matrix, out) in parts.iter_mut() {
-            pool::transpose_into(
-                workers,
-                &scratch[offset..offset + matrix.rows * n],
-                matrix.rows,
-                n,
-                out,
-            );
-            offset += matrix.rows * n;
-        }
-    }
+    rows::matmul_many(parts, activations, n, scratch);
 }
 
 #[cfg(test)]

@@ -141,27 +141,6 @@ impl WorkerPool {
     }
 }
 
-/// The usual matmul split: `rows` output rows in tasks of `task_rows`, each task filling its
-/// rows as `rows × n` values (`fill(task, piece)`), into `out` laid out `n × rows`. With one
-/// input row that is the same layout and tasks write `out` directly; otherwise they write
-/// `scratch`, which is then transposed.
-pub fn split_rows(
-    workers: &WorkerPool,
-    (rows, n, task_rows): (usize, usize, usize),
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-    fill: &(dyn Fn(usize, &mut [f32]) + Sync),
-) {
-    if n == 1 {
-        workers.for_each_chunk(out, task_rows, fill);
-        return;
-    }
-    scratch.clear();
-    scratch.resize(rows * n, 0.0);
-    workers.for_each_chunk(scratch, task_rows * n, fill);
-    transpose_into(workers, scratch, rows, n, out);
-}
-
 /// `out[i · rows + r] = computed[r · n + i]`, one task per few output rows (a long prompt
 /// chunk's outputs are megabytes: done serially this was 6% of prefill).
 pub fn transpose_into(workers: &WorkerPool, computed: &[f32], rows: usize, n: usize, out: &mut [f32]) {

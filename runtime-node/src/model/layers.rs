@@ -165,7 +165,8 @@ impl Linear {
     }
 
     /// Several layers reading the same input (q/k/v, gate/up) into `outs`: in one parallel loop
-    /// when all are block-quantized (one synchronisation instead of one per layer), else one by one.
+    /// when all are in one of our kernels' formats (one synchronisation instead of one per
+    /// layer), else one by one.
     pub(super) fn forward_host_many(
         layers: &[&Linear],
         x: &[f32],
@@ -174,24 +175,37 @@ impl Linear {
         outs: &mut [&mut [f32]],
         scratch: &mut Vec<f32>,
     ) -> Result<()> {
-        let matrices: Option<Vec<&QuantMatrix>> = layers
+        let blocks: Option<Vec<&QuantMatrix>> = layers
             .iter()
             .map(|layer| match &layer.weight {
                 LinearWeight::Blocks(matrix) => Some(matrix),
                 _ => None,
             })
             .collect();
-        let Some(matrices) = matrices else {
-            for (layer, out) in layers.iter().zip(outs.iter_mut()) {
-                layer.forward_host(x, quantized, n, out, scratch)?;
-            }
-            return Ok(());
-        };
-        let mut parts: Vec<(&QuantMatrix, &mut [f32])> = matrices
-            .into_iter()
-            .zip(outs.iter_mut().map(|out| &mut **out))
+        let halves: Option<Vec<&F16Matrix>> = layers
+            .iter()
+            .map(|layer| match &layer.weight {
+                LinearWeight::F16(matrix) => Some(matrix),
+                _ => None,
+            })
             .collect();
-        hearth_kernels::matmul_quantized_many(&mut parts, quantized, n, scratch);
+        let outputs = outs.iter_mut().map(|out| &mut **out);
+        match (blocks, halves) {
+            (Some(matrices), _) => {
+                let mut parts: Vec<(&QuantMatrix, &mut [f32])> = matrices.into_iter().zip(outputs).collect();
+                hearth_kernels::matmul_quantized_many(&mut parts, quantized, n, scratch);
+            }
+            (None, Some(matrices)) => {
+                let mut parts: Vec<(&F16Matrix, &mut [f32])> = matrices.into_iter().zip(outputs).collect();
+                hearth_kernels::half_matrix::matmul_many(&mut parts, x, n, scratch);
+            }
+            (None, None) => {
+                for (layer, out) in layers.iter().zip(outs.iter_mut()) {
+                    layer.forward_host(x, quantized, n, out, scratch)?;
+                }
+                return Ok(());
+            }
+        }
         for (layer, out) in layers.iter().zip(outs.iter_mut()) {
             layer.add_host_bias(out);
         }
