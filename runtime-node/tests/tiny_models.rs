@@ -270,7 +270,7 @@ fn qwen2_biases_are_applied() {
     let _ = std::fs::remove_file(without);
 }
 
-/// The same steps (prefill, then batches mixing a decode with a prompt chunk, crossing blocks)
+/// The same steps (prefill, then batches mixing a decode with prompt chunks, crossing blocks)
 /// on the fused CPU step and on candle tensor ops give the same logits: two implementations of
 /// norm, rotary embedding and paged attention checked against each other. `tolerance` is a
 /// fraction of the largest logit: with 8-bit activations (the quantized types), a value that
@@ -283,7 +283,14 @@ fn check_fused_step_matches_tensor_ops(path: &Path, tolerance: f32) {
         let mut pool = model.new_pool(32, 4).expect("pool");
         let (mut a, mut b) = (BlockTable::default(), BlockTable::default());
         let mut rows = vec![logits_row(model, &[3, 17, 42, 5, 9], &mut a, &mut pool)];
-        let steps: [(&[u32], &[u32]); 3] = [(&[60], &[7, 7, 2, 50, 11, 1, 30]), (&[1], &[4]), (&[33], &[8])];
+        // A 40-token prompt chunk: past the rows where F16 turns to a dense GEMM without AVX-512.
+        let long: Vec<u32> = (0..40).map(|i| (i * 13 + 5) % 60).collect();
+        let steps: [(&[u32], &[u32]); 4] = [
+            (&[60], &[7, 7, 2, 50, 11, 1, 30]),
+            (&[1], &[4]),
+            (&[33], &[8]),
+            (&[12], &long),
+        ];
         for (next_a, next_b) in steps {
             let logits = model
                 .forward(

@@ -76,6 +76,18 @@ pub fn simd_level() -> Simd {
     })
 }
 
+/// Whether 512-bit registers may be used: AVX-512F on this CPU, and `HEARTH_KERNELS` does not
+/// cap the kernels below [`Simd::Vnni`].
+pub fn has_avx512f() -> bool {
+    use std::sync::OnceLock;
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    #[cfg(target_arch = "x86_64")]
+    let detected = || simd_level() == Simd::Vnni && is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let detected = || false;
+    *WIDE.get_or_init(detected)
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn detect(cap: &str) -> Simd {
     let avx2 = is_x86_feature_detected!("avx2")

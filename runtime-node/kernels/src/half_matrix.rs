@@ -79,11 +79,22 @@ pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize, 
     rows::matmul_many(parts, x, n, scratch);
 }
 
+/// Inputs from which the AVX-512 kernel (4 weight rows × 6 inputs per register tile: each
+/// converted weight vector serves 6 FMAs) takes over: prompt chunks and big batches, where
+/// arithmetic rather than memory bounds the matmul.
+const WIDE_MIN_INPUTS: usize = 6;
+
 /// `out[r · n + i] = Σ_c w[r][c] · x[i][c]` with the fastest code this CPU runs.
 pub fn dot_rows(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if super::dot::simd_level() != super::dot::Simd::None {
+        let level = super::dot::simd_level();
+        if n >= WIDE_MIN_INPUTS && level == super::dot::Simd::Vnni && super::dot::has_avx512f() {
+            // SAFETY: AVX-512F, AVX2, FMA and F16C were detected; shapes checked by the callers.
+            unsafe { x86::dot_rows_512(weights, cols, x, n, out) };
+            return;
+        }
+        if level != super::dot::Simd::None {
             // SAFETY: AVX2, FMA and F16C were detected; the shapes are checked by the callers.
             unsafe { x86::dot_rows(weights, cols, x, n, out) };
             return;
@@ -202,6 +213,101 @@ mod x86 {
             }
         }
     }
+
+    /// `R` rows × `N` inputs on 512-bit registers (16 weights per conversion); the `cols % 16`
+    /// tail is summed in scalar code.
+    #[inline(always)]
+    unsafe fn tile_512<const R: usize, const N: usize>(
+        rows: *const u16,
+        cols: usize,
+        inputs: *const f32,
+    ) -> [[f32; N]; R] {
+        let body = cols / 16 * 16;
+        // SAFETY: the caller passes R whole rows and N whole inputs of `cols` values.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); N]; R];
+            let mut c = 0;
+            while c < body {
+                let mut xs = [_mm512_setzero_ps(); N];
+                for (i, x) in xs.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(inputs.add(i * cols + c));
+                }
+                for (r, acc_row) in acc.iter_mut().enumerate() {
+                    let w = _mm512_cvtph_ps(_mm256_loadu_si256(rows.add(r * cols + c).cast()));
+                    for (a, x) in acc_row.iter_mut().zip(&xs) {
+                        *a = _mm512_fmadd_ps(w, *x, *a);
+                    }
+                }
+                c += 16;
+            }
+            let mut out = [[0f32; N]; R];
+            for r in 0..R {
+                for i in 0..N {
+                    let mut sum = _mm512_reduce_add_ps(acc[r][i]);
+                    for t in body..cols {
+                        sum += f16::from_bits(*rows.add(r * cols + t)).to_f32() * *inputs.add(i * cols + t);
+                    }
+                    out[r][i] = sum;
+                }
+            }
+            out
+        }
+    }
+
+    /// Every row against inputs `first..first + N`, 4 rows per tile (then single rows).
+    #[inline(always)]
+    unsafe fn rows_for_512<const N: usize>(
+        weights: &[u16],
+        cols: usize,
+        x: &[f32],
+        first: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        const R: usize = 4;
+        let rows = weights.len() / cols;
+        let inputs = x[first * cols..].as_ptr();
+        let mut r = 0;
+        // SAFETY: rows r..r + R (or r) and inputs first..first + N are in range.
+        unsafe {
+            while r + R <= rows {
+                let values = tile_512::<R, N>(weights.as_ptr().add(r * cols), cols, inputs);
+                for (j, row) in values.iter().enumerate() {
+                    out[(r + j) * n + first..][..N].copy_from_slice(row);
+                }
+                r += R;
+            }
+            while r < rows {
+                let values = tile_512::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
+                out[r * n + first..][..N].copy_from_slice(&values[0]);
+                r += 1;
+            }
+        }
+    }
+
+    /// As [`dot_rows`] with 512-bit register tiles of 4 rows × 6 inputs.
+    ///
+    /// # Safety
+    /// As [`dot_rows`], and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_rows_512(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
+        let mut first = 0;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            while first + 6 <= n {
+                rows_for_512::<6>(weights, cols, x, first, n, out);
+                first += 6;
+            }
+            match n - first {
+                5 => rows_for_512::<5>(weights, cols, x, first, n, out),
+                4 => rows_for_512::<4>(weights, cols, x, first, n, out),
+                3 => rows_for_512::<3>(weights, cols, x, first, n, out),
+                2 => rows_for_512::<2>(weights, cols, x, first, n, out),
+                1 => rows_for_512::<1>(weights, cols, x, first, n, out),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +330,11 @@ mod tests {
             (13, 576, 1),
             (6, 100, 5),
             (3, 16, 10),
+            // The AVX-512 tiles: 4-row tiles plus single rows, 6-input tiles plus a tail of 1..5.
+            (11, 40, 6),
+            (9, 576, 13),
+            (7, 33, 17),
+            (4, 16, 8),
         ] {
             let bytes: Vec<u8> = (0..rows * cols)
                 .flat_map(|_| f16::from_f32(next()).to_le_bytes())

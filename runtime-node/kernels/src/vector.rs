@@ -31,14 +31,29 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     axpy_portable(y, a, x);
 }
 
-/// Softmax attention of one query head: scores `query · key_p · scale` for the key rows
-/// `base + rows[p]` of `keys` (rows of `query.len()` values), softmax over them, and
-/// `out = Σ_p weight_p · value_p` from the same rows of `values`. `scores` is scratch.
-pub fn attend_head(
-    query: &[f32],
-    (keys, values): (&[f32], &[f32]),
-    base: usize,
-    rows: &[u32],
+/// The cached positions a query attends to: rows `base + rows[p]` of the `keys` and `values`
+/// tables (rows of one head's width).
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Key rows.
+    pub keys: &'a [f32],
+    /// Value rows, laid out as `keys`.
+    pub values: &'a [f32],
+    /// First row of the key/value head in both tables.
+    pub base: usize,
+    /// The positions' rows, relative to `base`.
+    pub rows: &'a [u32],
+}
+
+/// Softmax attention of query heads that share one key/value head (grouped-query attention;
+/// one head is a group of one): `queries` holds the heads one after another, `head_dim` values
+/// each. Scores `query · key_p · scale` over the context's rows, softmax per head, and each
+/// head's `out = Σ_p weight_p · value_p`. Each key and value row is read once for the whole
+/// group. `scores` is scratch.
+pub fn attend_group(
+    queries: &[f32],
+    context: &Context<'_>,
+    head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -47,56 +62,63 @@ pub fn attend_head(
     {
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected.
-            return unsafe { attend_head_avx2(query, (keys, values), base, rows, scale, scores, out) };
+            return unsafe { attend_group_avx2(queries, context, head_dim, scale, scores, out) };
         }
     }
-    attend_head_with::<false>(query, (keys, values), base, rows, scale, scores, out);
+    attend_group_with::<false>(queries, context, head_dim, scale, scores, out);
 }
 
 #[inline(always)]
-fn attend_head_with<const FMA: bool>(
-    query: &[f32],
-    (keys, values): (&[f32], &[f32]),
-    base: usize,
-    rows: &[u32],
+fn attend_group_with<const FMA: bool>(
+    queries: &[f32],
+    context: &Context<'_>,
+    head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let width = query.len();
+    let len = context.rows.len();
+    let heads = queries.len() / head_dim;
     scores.clear();
-    let mut max = f32::NEG_INFINITY;
-    for &row in rows {
-        let at = (base + row as usize) * width;
-        let score = dot_with::<FMA>(query, &keys[at..at + width]) * scale;
-        max = max.max(score);
-        scores.push(score);
+    scores.resize(heads * len, 0.0);
+    for (p, &row) in context.rows.iter().enumerate() {
+        let at = (context.base + row as usize) * head_dim;
+        let key = &context.keys[at..at + head_dim];
+        for (h, query) in queries.chunks_exact(head_dim).enumerate() {
+            scores[h * len + p] = dot_with::<FMA>(query, key) * scale;
+        }
     }
-    let mut total = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        total += *s;
+    for head_scores in scores.chunks_exact_mut(len.max(1)) {
+        let max = head_scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+        let mut total = 0f32;
+        for s in head_scores.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        let inverse = 1.0 / total;
+        head_scores.iter_mut().for_each(|s| *s *= inverse);
     }
     out.fill(0.0);
-    let inverse = 1.0 / total;
-    for (&row, weight) in rows.iter().zip(scores.iter()) {
-        let at = (base + row as usize) * width;
-        axpy_with::<FMA>(out, weight * inverse, &values[at..at + width]);
+    for (p, &row) in context.rows.iter().enumerate() {
+        let at = (context.base + row as usize) * head_dim;
+        let value = &context.values[at..at + head_dim];
+        for (h, head_out) in out.chunks_exact_mut(head_dim).enumerate() {
+            axpy_with::<FMA>(head_out, scores[h * len + p], value);
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_head_avx2(
-    query: &[f32],
-    kv: (&[f32], &[f32]),
-    base: usize,
-    rows: &[u32],
+unsafe fn attend_group_avx2(
+    queries: &[f32],
+    context: &Context<'_>,
+    head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_head_with::<true>(query, kv, base, rows, scale, scores, out);
+    attend_group_with::<true>(queries, context, head_dim, scale, scores, out);
 }
 
 /// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs, split across
@@ -212,24 +234,29 @@ mod tests {
         for ((y, a), b) in y.iter().zip(&a).zip(&b) {
             assert!((y - (b + 0.5 * a)).abs() < 1e-6);
         }
-        // Attention over rows 2 and 0 of a 3-row table equals the softmax formula by hand.
+        // Attention over rows 2 and 0 of a 3-row table equals the softmax formula by hand, for
+        // each of a group of two query heads sharing the key/value head.
         let keys = [1.0, 0.0, 0.0, 1.0, 2.0, 2.0];
         let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let (mut scores, mut out) = (Vec::new(), [0f32; 2]);
-        attend_head(
-            &[1.0, 0.5],
-            (&keys, &values),
-            0,
-            &[2, 0],
-            0.5,
-            &mut scores,
-            &mut out,
-        );
-        let (s2, s0) = ((1.0f32 * 2.0 + 0.5 * 2.0) * 0.5, 1.0f32 * 0.5);
-        let (w2, w0) = (s2.exp() / (s2.exp() + s0.exp()), s0.exp() / (s2.exp() + s0.exp()));
-        assert!(
-            (out[0] - (w2 * 5.0 + w0 * 1.0)).abs() < 1e-6 && (out[1] - (w2 * 6.0 + w0 * 2.0)).abs() < 1e-6
-        );
+        let context = Context {
+            keys: &keys,
+            values: &values,
+            base: 0,
+            rows: &[2, 0],
+        };
+        let (mut scores, mut out) = (Vec::new(), [0f32; 4]);
+        attend_group(&[1.0, 0.5, -1.0, 0.25], &context, 2, 0.5, &mut scores, &mut out);
+        for (head, query) in [[1.0f32, 0.5], [-1.0, 0.25]].iter().enumerate() {
+            let s2 = (query[0] * 2.0 + query[1] * 2.0) * 0.5;
+            let s0 = query[0] * 0.5;
+            let (w2, w0) = (s2.exp() / (s2.exp() + s0.exp()), s0.exp() / (s2.exp() + s0.exp()));
+            let got = &out[head * 2..head * 2 + 2];
+            assert!(
+                (got[0] - (w2 * 5.0 + w0 * 1.0)).abs() < 1e-6
+                    && (got[1] - (w2 * 6.0 + w0 * 2.0)).abs() < 1e-6,
+                "head {head}: {got:?}"
+            );
+        }
         // Long enough to be split across the pool.
         let x: Vec<f32> = (0..40_000).map(|i| (i % 97) as f32 - 48.5).collect();
         let (mut fast, mut plain) = (Vec::new(), Vec::new());

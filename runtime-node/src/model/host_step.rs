@@ -1,17 +1,16 @@
-//! The fused CPU step: a forward pass over host memory for steps of a few tokens (decoding, small
-//! prompt chunks), where candle's per-op tensors cost more than the arithmetic.
+//! The fused CPU step: a forward pass over host memory (decoding and prompt chunks alike),
+//! where candle's per-op tensors cost more than the arithmetic.
 //!
 //! Every per-layer intermediate lives in [`HostBuffers`], reused across steps (what is still
 //! allocated per step is small: the token list, each token's context rows, the logits). Each
 //! norm's output is quantized to 8-bit blocks once and shared by the matrices that read it
 //! (q/k/v and gate/up, each pair or triple in one parallel loop); rotary embedding is applied in
 //! place; attention reads keys and values straight out of the paged pool through the block
-//! table, with grouped-query heads indexing their shared KV head instead of copying it. Long
-//! prompt chunks keep the tensor path, whose attention is one GEMM per sequence.
+//! table, with grouped-query heads sharing one pass over their KV head instead of copying it.
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::ActivationBlock;
-use hearth_kernels::vector::{attend_head, quantize};
+use hearth_kernels::vector::{Context, attend_group, quantize};
 
 use super::kv_cache::KvPool;
 use super::layers::Linear;
@@ -230,8 +229,10 @@ struct AttentionLayout {
 }
 
 /// Causal attention of every new token's query heads over its sequence's cached keys and values
-/// (positions `0..=position`, whose pool rows are `token_rows[t]`), read in place from the pool;
-/// one task per (token, head).
+/// (positions `0..=position`, whose pool rows are `token_rows[t]`), read in place from the pool.
+/// One task per (token, KV head) with that KV head's query heads together, so each key and
+/// value row is read once per group; per (token, query head) when that leaves too few tasks to
+/// keep every thread busy (a single decoding sequence).
 fn attend(
     layout: &AttentionLayout,
     q: &[f32],
@@ -241,15 +242,26 @@ fn attend(
 ) {
     let hd = layout.head_dim;
     let scale = 1.0 / (hd as f32).sqrt();
+    let workers = hearth_kernels::pool::global();
+    let kv_tasks = token_rows.len() * layout.heads / layout.group;
+    let heads_per_task = if kv_tasks >= 2 * workers.threads() {
+        layout.group
+    } else {
+        1
+    };
+    let tasks_per_token = layout.heads / heads_per_task;
     thread_local! {
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    hearth_kernels::pool::global().for_each_chunk(out, hd, &|index, out| {
-        let (t, head) = (index / layout.heads, index % layout.heads);
-        let query = &q[index * hd..(index + 1) * hd];
-        let base = head / layout.group * layout.pool_rows;
-        SCORES.with_borrow_mut(|scores| {
-            attend_head(query, (keys, values), base, &token_rows[t], scale, scores, out);
-        });
+    workers.for_each_chunk(out, heads_per_task * hd, &|index, out| {
+        let (t, first_head) = (index / tasks_per_token, index % tasks_per_token * heads_per_task);
+        let queries = &q[index * heads_per_task * hd..(index + 1) * heads_per_task * hd];
+        let context = Context {
+            keys,
+            values,
+            base: first_head / layout.group * layout.pool_rows,
+            rows: &token_rows[t],
+        };
+        SCORES.with_borrow_mut(|scores| attend_group(queries, &context, hd, scale, scores, out));
     });
 }

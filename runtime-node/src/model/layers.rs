@@ -59,11 +59,18 @@ pub(super) struct Linear {
     host_bias: Option<Vec<f32>>,
 }
 
-/// Rows from which F16 and candle-quantized matmuls dequantize their weight and run a dense f32
-/// GEMM, which reuses each weight across rows (measured faster for F16 prompt chunks than our
-/// F16 kernel: 358 against 312 tok/s). Q4_0/Q4_1/Q8_0 always use our kernels, whose interleaved
-/// layout already serves 8 rows per instruction. Also the most tokens a fused CPU step takes.
+/// Rows from which candle-quantized matmuls, and F16 ones on CPUs without AVX-512, dequantize
+/// their weight and run a dense f32 GEMM, which reuses each weight across rows (measured faster
+/// for F16 prompt chunks than our 256-bit F16 kernel: 358 against 312 tok/s; the AVX-512 kernel's
+/// 4 × 6 register tiles beat it). Q4_0/Q4_1/Q8_0 always use our kernels, whose interleaved
+/// layout already serves 8 rows per instruction.
 pub(super) const DENSE_MIN_ROWS: usize = 32;
+
+/// Whether an F16 matmul over `rows` input rows runs as a dense f32 GEMM (see
+/// [`DENSE_MIN_ROWS`]).
+fn f16_runs_dense(rows: usize) -> bool {
+    rows >= DENSE_MIN_ROWS && !hearth_kernels::dot::has_avx512f()
+}
 
 /// A weight matrix: in our kernels' block layout on CPU for the types they implement
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
@@ -88,7 +95,7 @@ impl LinearWeight {
                 Tensor::from_vec(y, (rows, matrix.rows()), x.device())
             }
             Self::F16(matrix) if x.dtype() == DType::F32 && x.device().is_cpu() => {
-                if rows >= DENSE_MIN_ROWS {
+                if f16_runs_dense(rows) {
                     let w =
                         Tensor::from_vec(matrix.dequantize(), (matrix.rows(), matrix.cols()), x.device())?;
                     return x.matmul(&w.t()?);
@@ -127,11 +134,11 @@ impl LinearWeight {
                 matrix.matmul_quantized(quantized, n, out, scratch);
                 Ok(())
             }
-            Self::F16(matrix) => {
+            Self::F16(matrix) if !f16_runs_dense(n) => {
                 matrix.matmul(x, n, out, scratch);
                 Ok(())
             }
-            Self::Candle(_) => {
+            Self::F16(_) | Self::Candle(_) => {
                 let input = Tensor::from_slice(x, (n, x.len() / n.max(1)), &Device::Cpu)?;
                 let y = self.forward(&input)?.to_dtype(DType::F32)?.flatten_all()?;
                 out.copy_from_slice(&y.to_vec1::<f32>()?);
