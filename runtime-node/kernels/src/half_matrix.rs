@@ -79,17 +79,12 @@ pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize, 
     rows::matmul_many(parts, x, n, scratch);
 }
 
-/// Inputs from which the AVX-512 kernel (4 weight rows × 6 inputs per register tile: each
-/// converted weight vector serves 6 FMAs) takes over: prompt chunks and big batches, where
-/// arithmetic rather than memory bounds the matmul.
-const WIDE_MIN_INPUTS: usize = 6;
-
 /// `out[r · n + i] = Σ_c w[r][c] · x[i][c]` with the fastest code this CPU runs.
 pub fn dot_rows(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         let level = super::dot::simd_level();
-        if n >= WIDE_MIN_INPUTS && level == super::dot::Simd::Vnni && super::dot::has_avx512f() {
+        if level == super::dot::Simd::Vnni && super::dot::has_avx512f() {
             // SAFETY: AVX-512F, AVX2, FMA and F16C were detected; shapes checked by the callers.
             unsafe { x86::dot_rows_512(weights, cols, x, n, out) };
             return;
@@ -254,9 +249,9 @@ mod x86 {
         }
     }
 
-    /// Every row against inputs `first..first + N`, 4 rows per tile (then single rows).
+    /// Every row against inputs `first..first + N`, `R` rows per tile (then single rows).
     #[inline(always)]
-    unsafe fn rows_for_512<const N: usize>(
+    unsafe fn rows_for_512<const R: usize, const N: usize>(
         weights: &[u16],
         cols: usize,
         x: &[f32],
@@ -264,7 +259,6 @@ mod x86 {
         n: usize,
         out: &mut [f32],
     ) {
-        const R: usize = 4;
         let rows = weights.len() / cols;
         let inputs = x[first * cols..].as_ptr();
         let mut r = 0;
@@ -285,7 +279,10 @@ mod x86 {
         }
     }
 
-    /// As [`dot_rows`] with 512-bit register tiles of 4 rows × 6 inputs.
+    /// As [`dot_rows`] on 512-bit registers: 16 weights per conversion. From 6 inputs (prompt
+    /// chunks, big batches), where arithmetic rather than memory bounds the matmul, tiles of
+    /// 4 rows × 6 inputs (each converted weight vector serves 6 FMAs); below, one weight row at a
+    /// time, streamed in order (what decoding wants from memory).
     ///
     /// # Safety
     /// As [`dot_rows`], and the CPU must support AVX-512F.
@@ -295,15 +292,15 @@ mod x86 {
         // SAFETY: forwarded from the caller.
         unsafe {
             while first + 6 <= n {
-                rows_for_512::<6>(weights, cols, x, first, n, out);
+                rows_for_512::<4, 6>(weights, cols, x, first, n, out);
                 first += 6;
             }
             match n - first {
-                5 => rows_for_512::<5>(weights, cols, x, first, n, out),
-                4 => rows_for_512::<4>(weights, cols, x, first, n, out),
-                3 => rows_for_512::<3>(weights, cols, x, first, n, out),
-                2 => rows_for_512::<2>(weights, cols, x, first, n, out),
-                1 => rows_for_512::<1>(weights, cols, x, first, n, out),
+                5 => rows_for_512::<1, 5>(weights, cols, x, first, n, out),
+                4 => rows_for_512::<1, 4>(weights, cols, x, first, n, out),
+                3 => rows_for_512::<1, 3>(weights, cols, x, first, n, out),
+                2 => rows_for_512::<1, 2>(weights, cols, x, first, n, out),
+                1 => rows_for_512::<1, 1>(weights, cols, x, first, n, out),
                 _ => {}
             }
         }
