@@ -53,9 +53,9 @@ impl F16Matrix {
         out
     }
 
-    /// `out = x · Wᵀ` for `n` rows of `x` (`n × cols`); `out` is `n × rows`, `scratch` reused.
-    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Vec<f32>) {
-        rows::matmul_many(&mut [(self, out)], x, n, scratch);
+    /// `out = x · Wᵀ` for `n` rows of `x` (`n × cols`); `out` is `n × rows`.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        rows::matmul_many(&mut [(self, out)], x, n);
     }
 }
 
@@ -75,8 +75,8 @@ impl rows::RowKernel for F16Matrix {
 }
 
 /// Several F16 matrices with the same input (q/k/v, gate/up) in one parallel loop.
-pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize, scratch: &mut Vec<f32>) {
-    rows::matmul_many(parts, x, n, scratch);
+pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize) {
+    rows::matmul_many(parts, x, n);
 }
 
 /// `out[r · n + i] = Σ_c w[r][c] · x[i][c]` with the fastest code this CPU runs.
@@ -339,7 +339,7 @@ mod tests {
             let matrix = F16Matrix::new(rows, cols, &bytes).expect("shape");
             let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
             let mut out = vec![0f32; n * rows];
-            matrix.matmul(&x, n, &mut out, &mut Vec::new());
+            matrix.matmul(&x, n, &mut out);
             let weights = matrix.dequantize();
             for i in 0..n {
                 for r in 0..rows {

@@ -121,21 +121,15 @@ impl QuantMatrix {
         // Columns fill whole blocks, so the rows quantize as one run of blocks.
         vector::quantize(x, &mut activations);
         let mut y = vec![0f32; n * self.rows];
-        self.matmul_quantized(&activations, n, &mut y, &mut Vec::new());
+        self.matmul_quantized(&activations, n, &mut y);
         y
     }
 
     /// `out = x · Wᵀ` for `n` rows of activations already quantized by
     /// [`quantize_activations`] (`cols / 32` blocks per row), so matrices that share an input
-    /// (q/k/v, gate/up) quantize it once. `out` is `n × rows`; `scratch` is reused across calls.
-    pub fn matmul_quantized(
-        &self,
-        activations: &[ActivationBlock],
-        n: usize,
-        out: &mut [f32],
-        scratch: &mut Vec<f32>,
-    ) {
-        rows::matmul_many(&mut [(self, out)], activations, n, scratch);
+    /// (q/k/v, gate/up) quantize it once. `out` is `n × rows`.
+    pub fn matmul_quantized(&self, activations: &[ActivationBlock], n: usize, out: &mut [f32]) {
+        rows::matmul_many(&mut [(self, out)], activations, n);
     }
 }
 
@@ -168,9 +162,8 @@ pub fn matmul_quantized_many(
     parts: &mut [(&QuantMatrix, &mut [f32])],
     activations: &[ActivationBlock],
     n: usize,
-    scratch: &mut Vec<f32>,
 ) {
-    rows::matmul_many(parts, activations, n, scratch);
+    rows::matmul_many(parts, activations, n);
 }
 
 #[cfg(test)]
@@ -268,7 +261,7 @@ mod tests {
                 QuantMatrix::new(WeightType::Q4_1, rows, cols, data).expect("shape")
             })
             .collect();
-        // 20 inputs: the transpose gives tasks several inputs each, the last fewer.
+        // 20 inputs: every task writes its rows of every input into place.
         for n in [1, 3, 20] {
             let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
             let mut activations = Vec::new();
@@ -279,10 +272,10 @@ mod tests {
                 .zip(outputs.iter_mut())
                 .map(|(m, out)| (m, out.as_mut_slice()))
                 .collect();
-            matmul_quantized_many(&mut parts, &activations, n, &mut Vec::new());
+            matmul_quantized_many(&mut parts, &activations, n);
             for (matrix, out) in matrices.iter().zip(&outputs) {
                 let mut alone = vec![0f32; n * matrix.rows()];
-                matrix.matmul_quantized(&activations, n, &mut alone, &mut Vec::new());
+                matrix.matmul_quantized(&activations, n, &mut alone);
                 assert_eq!(out, &alone, "{} rows, n = {n}", matrix.rows());
             }
         }
@@ -293,8 +286,8 @@ mod tests {
         let mut random = Random(42);
         // Odd row counts (a partial task at the end) and several input rows.
         // 200 rows × 3 inputs: tasks of 32 rows on 2 threads, which a task split not aligned
-        // to the 8-row groups would get wrong; 20 inputs: tiles of 8 and 4, transposed by tasks
-        // of several inputs each.
+        // to the 8-row groups would get wrong; 20 inputs: tiles of 8 and 4, each task writing
+        // its rows of every input into place.
         for (kind, n) in KINDS.into_iter().flat_map(|kind| [(kind, 3), (kind, 20)]) {
             let (rows, cols) = (200, 96);
             let data = random_blocks(kind, rows * cols / BLOCK, &mut random);

@@ -141,24 +141,6 @@ impl WorkerPool {
     }
 }
 
-/// `out[i · rows + r] = computed[r · n + i]`, one task per few output rows (a long prompt
-/// chunk's outputs are megabytes: done serially this was 6% of prefill).
-pub fn transpose_into(workers: &WorkerPool, computed: &[f32], rows: usize, n: usize, out: &mut [f32]) {
-    let inputs_per_task = n.div_ceil(workers.threads() * 4).max(1);
-    workers.for_each_chunk(out, inputs_per_task * rows, &|task, piece| {
-        // Row by row, so each read is a contiguous run of the task's inputs and each of the
-        // task's output rows is written in order.
-        let first = task * inputs_per_task;
-        let inputs = piece.len() / rows;
-        for r in 0..rows {
-            let values = &computed[r * n + first..r * n + first + inputs];
-            for (k, value) in values.iter().enumerate() {
-                piece[k * rows + r] = *value;
-            }
-        }
-    });
-}
-
 /// A raw pointer the tasks of one loop share (each touching its own range).
 pub struct SendPtr<T>(*mut T);
 

@@ -2,6 +2,8 @@
 //! (whole 8-row groups), several matrices that read the same input in one parallel loop (q/k/v,
 //! gate/up: one synchronisation instead of one per matrix), and the `n × rows` output layout.
 
+use std::cell::RefCell;
+
 use super::interleaved::GROUP;
 use super::pool::{self, SendPtr};
 
@@ -32,50 +34,48 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
 }
 
 /// `out = x · Wᵀ` for every `(W, out)` in `parts` (each `out` is `n × rows`), all in one
-/// parallel loop. With one input row tasks write the outputs directly; otherwise each part is
-/// computed `rows × n` into `scratch` and transposed.
-pub fn matmul_many<M: RowKernel>(
-    parts: &mut [(&M, &mut [f32])],
-    input: &M::Input,
-    n: usize,
-    scratch: &mut Vec<f32>,
-) {
+/// parallel loop. With one input row tasks write the outputs directly; otherwise each task
+/// computes its rows `rows × n` in a thread-local buffer (in cache) and writes each input's run
+/// of rows into place, so no separate transpose pass over the whole output is needed.
+pub fn matmul_many<M: RowKernel>(parts: &mut [(&M, &mut [f32])], input: &M::Input, n: usize) {
     let workers = pool::global();
     let total_rows: usize = parts.iter().map(|(m, _)| m.rows()).sum();
     let task_rows = rows_per_task(total_rows, n, workers.threads());
-    scratch.clear();
-    if n > 1 {
-        scratch.resize(total_rows * n, 0.0);
-    }
     let mut tasks = Vec::new();
     let mut targets = Vec::with_capacity(parts.len());
-    let mut offset = 0;
     for (index, (matrix, out)) in parts.iter_mut().enumerate() {
         let rows = matrix.rows();
         assert_eq!(out.len(), n * rows, "output for {n} rows");
         tasks.extend((0..rows).step_by(task_rows).map(|first| (index, first)));
-        targets.push(if n == 1 {
-            SendPtr::new(out)
-        } else {
-            SendPtr::new(&mut scratch[offset..offset + rows * n])
-        });
-        offset += rows * n;
+        targets.push(SendPtr::new(out));
     }
     let matrices: Vec<&M> = parts.iter().map(|(m, _)| *m).collect();
+    thread_local! {
+        static TASK_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
     workers.run(tasks.len(), &|task| {
         let (index, first) = tasks[task];
         let matrix = matrices[index];
-        let rows = task_rows.min(matrix.rows() - first);
-        // SAFETY: tasks cover disjoint row ranges of each part's target, which outlives `run`.
-        let out = unsafe { std::slice::from_raw_parts_mut(targets[index].get().add(first * n), rows * n) };
-        matrix.fill_rows(first, input, n, out);
-    });
-    if n > 1 {
-        let mut offset = 0;
-        for (matrix, out) in parts.iter_mut() {
-            let rows = matrix.rows();
-            pool::transpose_into(workers, &scratch[offset..offset + rows * n], rows, n, out);
-            offset += rows * n;
+        let (rows, stride) = (task_rows.min(matrix.rows() - first), matrix.rows());
+        let target = targets[index].get();
+        if n == 1 {
+            // SAFETY: tasks cover disjoint row ranges of each part's output, which outlives `run`.
+            let out = unsafe { std::slice::from_raw_parts_mut(target.add(first), rows) };
+            matrix.fill_rows(first, input, 1, out);
+            return;
         }
-    }
+        TASK_ROWS.with_borrow_mut(|computed| {
+            computed.clear();
+            computed.resize(rows * n, 0.0);
+            matrix.fill_rows(first, input, n, computed);
+            for i in 0..n {
+                // SAFETY: columns `first..first + rows` of output row `i` belong to this task
+                // alone, and the output outlives `run`.
+                let run = unsafe { std::slice::from_raw_parts_mut(target.add(i * stride + first), rows) };
+                for (r, value) in run.iter_mut().enumerate() {
+                    *value = computed[r * n + i];
+                }
+            }
+        });
+    });
 }

@@ -32,7 +32,6 @@ pub struct HostBuffers {
     // Output of o / down before it is added to the residual.
     projected: Vec<f32>,
     quantized: Vec<ActivationBlock>,
-    scratch: Vec<f32>,
 }
 
 /// Resizes `buffer` to `len` values (contents are overwritten by the caller).
@@ -118,7 +117,6 @@ impl Llama {
                 &b.quantized,
                 tokens,
                 &mut [&mut *q, &mut *k, &mut *v],
-                &mut b.scratch,
             )?;
             for (t, slot) in slots.iter().enumerate() {
                 self.rope
@@ -151,9 +149,7 @@ impl Llama {
 
             quantize(attention, &mut b.quantized);
             let projected = sized(&mut b.projected, tokens * hidden);
-            block
-                .o
-                .forward_host(attention, &b.quantized, tokens, projected, &mut b.scratch)?;
+            block.o.forward_host(attention, &b.quantized, tokens, projected)?;
             add_into(&mut b.x, projected);
 
             block.ffn_norm.forward_host(&b.x, normed);
@@ -167,15 +163,12 @@ impl Llama {
                 &b.quantized,
                 tokens,
                 &mut [&mut *gate, &mut *up],
-                &mut b.scratch,
             )?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
             quantize(gate, &mut b.quantized);
-            block
-                .down
-                .forward_host(gate, &b.quantized, tokens, projected, &mut b.scratch)?;
+            block.down.forward_host(gate, &b.quantized, tokens, projected)?;
             add_into(&mut b.x, projected);
         }
 
@@ -196,13 +189,7 @@ impl Llama {
             candle_core::bail!("this rank has no output head; rank 0 computes the logits");
         };
         let mut logits = vec![0f32; rows * cfg.vocab_size];
-        lm_head.forward_host(
-            normed,
-            &buffers.quantized,
-            rows,
-            &mut logits,
-            &mut buffers.scratch,
-        )?;
+        lm_head.forward_host(normed, &buffers.quantized, rows, &mut logits)?;
         Tensor::from_vec(logits, (rows, cfg.vocab_size), &candle_core::Device::Cpu)
     }
 }

@@ -102,7 +102,7 @@ impl LinearWeight {
                 }
                 let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let mut y = vec![0f32; rows * matrix.rows()];
-                matrix.matmul(&input, rows, &mut y, &mut Vec::new());
+                matrix.matmul(&input, rows, &mut y);
                 Tensor::from_vec(y, (rows, matrix.rows()), x.device())
             }
             Self::Blocks(_) | Self::F16(_) => Err(candle_core::Error::Msg(
@@ -127,15 +127,14 @@ impl LinearWeight {
         quantized: &[ActivationBlock],
         n: usize,
         out: &mut [f32],
-        scratch: &mut Vec<f32>,
     ) -> Result<()> {
         match self {
             Self::Blocks(matrix) => {
-                matrix.matmul_quantized(quantized, n, out, scratch);
+                matrix.matmul_quantized(quantized, n, out);
                 Ok(())
             }
             Self::F16(matrix) if !f16_runs_dense(n) => {
-                matrix.matmul(x, n, out, scratch);
+                matrix.matmul(x, n, out);
                 Ok(())
             }
             Self::F16(_) | Self::Candle(_) => {
@@ -164,9 +163,8 @@ impl Linear {
         quantized: &[ActivationBlock],
         n: usize,
         out: &mut [f32],
-        scratch: &mut Vec<f32>,
     ) -> Result<()> {
-        self.weight.forward_host(x, quantized, n, out, scratch)?;
+        self.weight.forward_host(x, quantized, n, out)?;
         self.add_host_bias(out);
         Ok(())
     }
@@ -180,7 +178,6 @@ impl Linear {
         quantized: &[ActivationBlock],
         n: usize,
         outs: &mut [&mut [f32]],
-        scratch: &mut Vec<f32>,
     ) -> Result<()> {
         let blocks: Option<Vec<&QuantMatrix>> = layers
             .iter()
@@ -200,15 +197,15 @@ impl Linear {
         match (blocks, halves) {
             (Some(matrices), _) => {
                 let mut parts: Vec<(&QuantMatrix, &mut [f32])> = matrices.into_iter().zip(outputs).collect();
-                hearth_kernels::matmul_quantized_many(&mut parts, quantized, n, scratch);
+                hearth_kernels::matmul_quantized_many(&mut parts, quantized, n);
             }
             (None, Some(matrices)) => {
                 let mut parts: Vec<(&F16Matrix, &mut [f32])> = matrices.into_iter().zip(outputs).collect();
-                hearth_kernels::half_matrix::matmul_many(&mut parts, x, n, scratch);
+                hearth_kernels::half_matrix::matmul_many(&mut parts, x, n);
             }
             (None, None) => {
                 for (layer, out) in layers.iter().zip(outs.iter_mut()) {
-                    layer.forward_host(x, quantized, n, out, scratch)?;
+                    layer.forward_host(x, quantized, n, out)?;
                 }
                 return Ok(());
             }
