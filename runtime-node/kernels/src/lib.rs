@@ -4,6 +4,8 @@
 //! all activation rows and dotted in integers ([`dot`]); output rows are split across the rayon
 //! pool in contiguous chunks. Weights stay in the file's block layout ([`blocks`]).
 
+#[cfg(target_arch = "x86_64")]
+mod attention512;
 pub mod blocks;
 pub mod dot;
 pub mod half_matrix;

@@ -60,6 +60,12 @@ pub fn attend_group(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if crate::dot::has_avx512f() && crate::attention512::supports(head_dim) {
+            // SAFETY: AVX-512F was detected (it implies the AVX2 and FMA checks passed).
+            return unsafe {
+                crate::attention512::attend_group(queries, context, head_dim, scale, scores, out)
+            };
+        }
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected.
             return unsafe { attend_group_avx2(queries, context, head_dim, scale, scores, out) };
