@@ -9,6 +9,7 @@
 
 use std::arch::x86_64::*;
 
+use super::exp512::exp;
 use super::vector::Context;
 
 /// Whether this path handles heads of `head_dim` values.
@@ -175,27 +176,6 @@ fn load_part(chunk: &[f32], fill: f32) -> __m512 {
     unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), lanes(chunk.len()), chunk.as_ptr()) }
 }
 
-/// `e^x` for `x ≤ 0` to about one ulp: `x = n·ln2 + r` with `|r| ≤ ln2/2`, a degree-6 Taylor
-/// polynomial for `e^r`, and `scalef` for `2^n`. Inputs below −87.3 give `e^−87.3` (≈1e-38,
-/// which a softmax sum cannot tell from zero) instead of denormals.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) fn exp(x: __m512) -> __m512 {
-    const LN2_HIGH: f32 = 0.693_359_4;
-    const LN2_LOW: f32 = -2.121_944_4e-4;
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-        x,
-        _mm512_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LOW), r);
-    let mut p = _mm512_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,25 +262,6 @@ mod tests {
                         "head_dim {head_dim}, group {group}, len {len}, value {i}: {got} vs {want}"
                     );
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn vector_exp_is_within_two_ulps_down_to_the_clamp() {
-        if !crate::dot::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
-            return;
-        }
-        let inputs: Vec<f32> = (0..16 * 700).map(|i| -(i as f32) * 0.0125 + 0.3).collect();
-        for chunk in inputs.chunks_exact(16) {
-            let mut got = [0f32; 16];
-            // SAFETY: AVX-512F was detected above.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), exp(_mm512_loadu_ps(chunk.as_ptr()))) };
-            for (x, e) in chunk.iter().zip(got) {
-                let want = f64::from(x.max(-87.3)).exp();
-                let relative = (f64::from(e) - want).abs() / want;
-                assert!(relative < 2.5e-7, "exp({x}) = {e}, want {want}");
             }
         }
     }

@@ -8,9 +8,13 @@
 mod attention512;
 pub mod blocks;
 pub mod dot;
+#[cfg(target_arch = "x86_64")]
+mod exp512;
 pub mod half_matrix;
 pub mod interleaved;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod quantize512;
 pub mod rows;
 mod tile;
 pub mod vector;

@@ -127,6 +127,20 @@ unsafe fn attend_group_avx2(
     attend_group_with::<true>(queries, context, head_dim, scale, scores, out);
 }
 
+/// `gate[i] = silu(gate[i]) · up[i]`, the feed-forward activation (`silu(g) = g / (1 + e^−g)`).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::dot::has_avx512f() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { crate::exp512::silu_mul(gate, up) };
+        }
+    }
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs, split across
 /// the worker pool when `x` is long (a prompt chunk's rows).
 pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
@@ -147,6 +161,10 @@ pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
 fn quantize_slice(x: &[f32], out: &mut [ActivationBlock]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if crate::dot::has_avx512f() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { crate::quantize512::quantize_slice(x, out) };
+        }
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected.
             return unsafe { quantize_slice_avx2(x, out) };

@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::ActivationBlock;
-use hearth_kernels::vector::{Context, attend_group, quantize};
+use hearth_kernels::vector::{Context, attend_group, quantize, silu_mul};
 
 use super::kv_cache::KvPool;
 use super::layers::Linear;
@@ -164,9 +164,7 @@ impl Llama {
                 tokens,
                 &mut [&mut *gate, &mut *up],
             )?;
-            for (g, u) in gate.iter_mut().zip(up.iter()) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            silu_mul(gate, up);
             quantize(gate, &mut b.quantized);
             block.down.forward_host(gate, &b.quantized, tokens, projected)?;
             add_into(&mut b.x, projected);
