@@ -4,7 +4,7 @@
 
 use super::blocks::{ActivationBlock, BLOCK, WeightType, read_f16};
 
-/// `out[r · n + i] = dot(row r, x_i)` for the `out.len() / n` rows whose groups `packed`
+/// `out[i · rows + r] = dot(row r, x_i)` (input-major) for the `rows = out.len() / n` rows whose groups `packed`
 /// holds (interleaved layout, [`crate::interleaved`]) and each of the `n` activation rows in
 /// `x`: the loop a matmul task runs, dispatched once.
 pub fn dot_groups(

@@ -79,7 +79,7 @@ pub fn matmul_many(parts: &mut [(&F16Matrix, &mut [f32])], x: &[f32], n: usize) 
     rows::matmul_many(parts, x, n);
 }
 
-/// `out[r · n + i] = Σ_c w[r][c] · x[i][c]` with the fastest code this CPU runs.
+/// `out[i · rows + r] = Σ_c w[r][c] · x[i][c]` (input-major) with the fastest code this CPU runs.
 pub fn dot_rows(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -100,8 +100,9 @@ pub fn dot_rows(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f3
 
 /// The portable definition.
 pub fn dot_rows_scalar(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
-    for (row_out, row) in out.chunks_exact_mut(n).zip(weights.chunks_exact(cols)) {
-        for (value, input) in row_out.iter_mut().zip(x.chunks_exact(cols)) {
+    let rows = weights.len() / cols;
+    for (input_out, input) in out.chunks_exact_mut(rows).zip(x.chunks_exact(cols).take(n)) {
+        for (value, row) in input_out.iter_mut().zip(weights.chunks_exact(cols)) {
             *value = row
                 .iter()
                 .zip(input)
@@ -172,7 +173,6 @@ mod x86 {
         cols: usize,
         x: &[f32],
         first: usize,
-        n: usize,
         out: &mut [f32],
     ) {
         let rows = weights.len() / cols;
@@ -182,7 +182,9 @@ mod x86 {
         unsafe {
             while r < rows {
                 let values = tile::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
-                out[r * n + first..][..N].copy_from_slice(&values[0]);
+                for (i, value) in values[0].iter().enumerate() {
+                    out[(first + i) * rows + r] = *value;
+                }
                 r += 1;
             }
         }
@@ -190,20 +192,20 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; `weights` holds whole rows of `cols`, `x`
-    /// holds `n` rows of `cols`, `out` `rows × n` values.
+    /// holds `n` rows of `cols`, `out` `n × rows` values (input-major).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows(weights: &[u16], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
         let mut first = 0;
         // SAFETY: forwarded from the caller.
         unsafe {
             while first + 4 <= n {
-                rows_for::<4>(weights, cols, x, first, n, out);
+                rows_for::<4>(weights, cols, x, first, out);
                 first += 4;
             }
             match n - first {
-                3 => rows_for::<3>(weights, cols, x, first, n, out),
-                2 => rows_for::<2>(weights, cols, x, first, n, out),
-                1 => rows_for::<1>(weights, cols, x, first, n, out),
+                3 => rows_for::<3>(weights, cols, x, first, out),
+                2 => rows_for::<2>(weights, cols, x, first, out),
+                1 => rows_for::<1>(weights, cols, x, first, out),
                 _ => {}
             }
         }
@@ -256,7 +258,6 @@ mod x86 {
         cols: usize,
         x: &[f32],
         first: usize,
-        n: usize,
         out: &mut [f32],
     ) {
         let rows = weights.len() / cols;
@@ -267,13 +268,17 @@ mod x86 {
             while r + R <= rows {
                 let values = tile_512::<R, N>(weights.as_ptr().add(r * cols), cols, inputs);
                 for (j, row) in values.iter().enumerate() {
-                    out[(r + j) * n + first..][..N].copy_from_slice(row);
+                    for (i, value) in row.iter().enumerate() {
+                        out[(first + i) * rows + r + j] = *value;
+                    }
                 }
                 r += R;
             }
             while r < rows {
                 let values = tile_512::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
-                out[r * n + first..][..N].copy_from_slice(&values[0]);
+                for (i, value) in values[0].iter().enumerate() {
+                    out[(first + i) * rows + r] = *value;
+                }
                 r += 1;
             }
         }
@@ -292,15 +297,15 @@ mod x86 {
         // SAFETY: forwarded from the caller.
         unsafe {
             while first + 6 <= n {
-                rows_for_512::<4, 6>(weights, cols, x, first, n, out);
+                rows_for_512::<4, 6>(weights, cols, x, first, out);
                 first += 6;
             }
             match n - first {
-                5 => rows_for_512::<1, 5>(weights, cols, x, first, n, out),
-                4 => rows_for_512::<1, 4>(weights, cols, x, first, n, out),
-                3 => rows_for_512::<1, 3>(weights, cols, x, first, n, out),
-                2 => rows_for_512::<1, 2>(weights, cols, x, first, n, out),
-                1 => rows_for_512::<1, 1>(weights, cols, x, first, n, out),
+                5 => rows_for_512::<1, 5>(weights, cols, x, first, out),
+                4 => rows_for_512::<1, 4>(weights, cols, x, first, out),
+                3 => rows_for_512::<1, 3>(weights, cols, x, first, out),
+                2 => rows_for_512::<1, 2>(weights, cols, x, first, out),
+                1 => rows_for_512::<1, 1>(weights, cols, x, first, out),
                 _ => {}
             }
         }

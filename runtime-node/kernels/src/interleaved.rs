@@ -130,7 +130,7 @@ pub fn scale_and_offset(kind: WeightType, packed: &[u8], j: usize) -> (f32, f32)
     (d, offset)
 }
 
-/// The portable kernel on the interleaved layout: `out[r · n + i]` for the `out.len() / n`
+/// The portable kernel on the interleaved layout: `out[i · rows + r]` for the `rows = out.len() / n`
 /// rows starting at group 0 of `packed`, and the `n` inputs in `x`.
 pub fn dot_groups_scalar(kind: WeightType, packed: &[u8], x: &[ActivationBlock], n: usize, out: &mut [f32]) {
     let blocks = x.len() / n;
@@ -147,7 +147,7 @@ pub fn dot_groups_scalar(kind: WeightType, packed: &[u8], x: &[ActivationBlock],
                 let (d, offset) = scale_and_offset(kind, block, j);
                 total += d * a.d * sum as f32 + offset * a.scaled_sum;
             }
-            out[r * n + i] = total;
+            out[i * rows + r] = total;
         }
     }
 }

@@ -243,7 +243,7 @@ mod tests {
                         for i in 0..n {
                             let row = &weights[r * row_bytes..(r + 1) * row_bytes];
                             let exact = dot::dot_scalar(kind, row, &a[i * blocks..(i + 1) * blocks]);
-                            let got = fast[r * n + i];
+                            let got = fast[i * rows + r];
                             // Same integer sums; only the f32 accumulation order differs.
                             assert!(
                                 (exact - got).abs() <= 1e-4 * (1.0 + exact.abs()),

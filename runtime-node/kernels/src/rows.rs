@@ -18,7 +18,8 @@ pub trait RowKernel: Sync {
     /// Output features.
     fn rows(&self) -> usize;
 
-    /// Rows `first..first + out.len() / n` against the `n` inputs, into `out` as `rows × n`.
+    /// Rows `first..first + rows` (`rows = out.len() / n`) against the `n` inputs, into `out`
+    /// input-major: `out[i · rows + r]`.
     /// `first` is a multiple of 8.
     fn fill_rows(&self, first: usize, input: &Self::Input, n: usize, out: &mut [f32]);
 }
@@ -35,7 +36,7 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
 
 /// `out = x · Wᵀ` for every `(W, out)` in `parts` (each `out` is `n × rows`), all in one
 /// parallel loop. With one input row tasks write the outputs directly; otherwise each task
-/// computes its rows `rows × n` in a thread-local buffer (in cache) and writes each input's run
+/// computes its rows input-major in a thread-local buffer (in cache) and writes each input's run
 /// of rows into place, so no separate transpose pass over the whole output is needed.
 pub fn matmul_many<M: RowKernel>(parts: &mut [(&M, &mut [f32])], input: &M::Input, n: usize) {
     let workers = pool::global();
@@ -68,13 +69,11 @@ pub fn matmul_many<M: RowKernel>(parts: &mut [(&M, &mut [f32])], input: &M::Inpu
             computed.clear();
             computed.resize(rows * n, 0.0);
             matrix.fill_rows(first, input, n, computed);
-            for i in 0..n {
+            for (i, values) in computed.chunks_exact(rows).enumerate() {
                 // SAFETY: columns `first..first + rows` of output row `i` belong to this task
                 // alone, and the output outlives `run`.
                 let run = unsafe { std::slice::from_raw_parts_mut(target.add(i * stride + first), rows) };
-                for (r, value) in run.iter_mut().enumerate() {
-                    *value = computed[r * n + i];
-                }
+                run.copy_from_slice(values);
             }
         });
     });

@@ -106,8 +106,9 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
     }
 }
 
-/// Every group against `N` inputs starting at input `first`, writing `out[r · n + i]` for the
-/// `out.len() / n` rows (the last group may be cut short).
+/// Every group against `N` inputs starting at input `first`, writing `out[i · rows + r]` for the
+/// `rows = out.len() / n` rows (the last group may be cut short): a whole group's 8 results for
+/// one input are one contiguous store.
 #[inline(always)]
 unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
     packed: &[u8],
@@ -122,12 +123,17 @@ unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
     for (g, group) in packed.chunks_exact(group_bytes).enumerate() {
         // SAFETY: `group` holds `blocks` whole group blocks.
         let dots = unsafe { group_dots::<VNNI, KIND, N>(group.as_ptr(), inputs, blocks) };
+        let in_group = GROUP.min(rows - g * GROUP);
         for (i, lanes) in dots.iter().enumerate() {
-            let mut values = [0f32; GROUP];
-            // SAFETY: `values` has room for the 8 lanes.
-            unsafe { _mm256_storeu_ps(values.as_mut_ptr(), *lanes) };
-            for (j, value) in values.iter().enumerate().take(rows.saturating_sub(g * GROUP)) {
-                out[(g * GROUP + j) * n + first + i] = *value;
+            let target = &mut out[(first + i) * rows + g * GROUP..][..in_group];
+            if in_group == GROUP {
+                // SAFETY: `target` holds the 8 lanes.
+                unsafe { _mm256_storeu_ps(target.as_mut_ptr(), *lanes) };
+            } else {
+                let mut values = [0f32; GROUP];
+                // SAFETY: `values` has room for the 8 lanes.
+                unsafe { _mm256_storeu_ps(values.as_mut_ptr(), *lanes) };
+                target.copy_from_slice(&values[..in_group]);
             }
         }
     }
