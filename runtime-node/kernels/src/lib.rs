@@ -1,8 +1,10 @@
-//! runtime-node's own CPU kernels for quantized weights, used where candle's are slow: a few rows of
-//! activations (decode steps, small batches) times a Q4_0 / Q4_1 / Q8_0 weight matrix. Each
-//! activation row is quantized to 8-bit blocks once; each weight row is read once per call for
-//! all activation rows and dotted in integers ([`dot`]); output rows are split across the rayon
-//! pool in contiguous chunks. Weights stay in the file's block layout ([`blocks`]).
+//! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
+//! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q8_0 or F16 weight matrix, and
+//! the vector loops of a fused step (attention, activation quantization, SiLU). Each activation
+//! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
+//! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
+//! integers ([`dot`]); output rows are split across a persistent worker pool ([`pool`],
+//! [`rows`]). Load-time work (repacking, dequantizing) uses rayon.
 
 #[cfg(target_arch = "x86_64")]
 mod attention512;
