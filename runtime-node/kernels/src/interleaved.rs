@@ -39,33 +39,12 @@ pub const fn header_bytes(kind: WeightType) -> usize {
     }
 }
 
-/// The integer weights (Q4: 0..15, Q8: −128..127) and scales of one GGUF block.
-fn read_block(kind: WeightType, block: &[u8]) -> ([i32; BLOCK], [u8; 2], [u8; 2]) {
-    let mut values = [0i32; BLOCK];
+/// Bytes of quantized weights at the end of one GGUF block.
+const fn gguf_quant_bytes(kind: WeightType) -> usize {
     match kind {
-        WeightType::Q4_0 | WeightType::Q4_1 => {
-            let qs = if kind == WeightType::Q4_0 {
-                &block[2..18]
-            } else {
-                &block[4..20]
-            };
-            for (i, byte) in qs.iter().enumerate() {
-                values[i] = i32::from(byte & 0x0F);
-                values[i + 16] = i32::from(byte >> 4);
-            }
-        }
-        WeightType::Q8_0 => {
-            for (v, q) in values.iter_mut().zip(&block[2..34]) {
-                *v = i32::from(*q as i8);
-            }
-        }
+        WeightType::Q8_0 => 32,
+        _ => 16,
     }
-    let minimum = if kind == WeightType::Q4_1 {
-        [block[2], block[3]]
-    } else {
-        [0, 0]
-    };
-    (values, [block[0], block[1]], minimum)
 }
 
 /// Repacks `rows × cols` GGUF blocks (`data`) into groups of [`GROUP`] rows.
@@ -83,20 +62,17 @@ pub fn repack(kind: WeightType, rows: usize, cols: usize, data: &[u8]) -> Vec<u8
             let group_rows = data.chunks_exact(row_bytes).skip(group * GROUP).take(GROUP);
             for (j, row_data) in group_rows.enumerate() {
                 for (b, block) in row_data.chunks_exact(kind.block_bytes()).enumerate() {
-                    let (values, scale, minimum) = read_block(kind, block);
                     let packed = &mut packed_group[b * size..(b + 1) * size];
-                    packed[2 * j..2 * j + 2].copy_from_slice(&scale);
+                    packed[2 * j..2 * j + 2].copy_from_slice(&block[..2]);
                     if kind == WeightType::Q4_1 {
-                        packed[16 + 2 * j..16 + 2 * j + 2].copy_from_slice(&minimum);
+                        packed[16 + 2 * j..16 + 2 * j + 2].copy_from_slice(&block[2..4]);
                     }
-                    let quants = &mut packed[header..];
-                    for (k, value) in values.iter().enumerate() {
-                        let (chunk, t) = (k / 4, k % 4);
-                        match kind {
-                            WeightType::Q8_0 => quants[32 * chunk + 4 * j + t] = *value as i8 as u8,
-                            _ if chunk < 4 => quants[32 * chunk + 4 * j + t] |= *value as u8,
-                            _ => quants[32 * (chunk - 4) + 4 * j + t] |= (*value as u8) << 4,
-                        }
+                    // GGUF's byte `i` of a Q4 block holds weights `i` (low nibble) and `i + 16`
+                    // (high), so the layout's byte `32·c + 4·j + t` is row j's byte `4c + t`
+                    // unchanged, as it is for Q8: whole 4-byte runs move.
+                    let quants = &block[kind.block_bytes() - gguf_quant_bytes(kind)..];
+                    for (c, run) in quants.chunks_exact(4).enumerate() {
+                        packed[header + 32 * c + 4 * j..][..4].copy_from_slice(run);
                     }
                 }
             }
