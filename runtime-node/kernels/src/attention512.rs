@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::exp512::exp;
+use super::exp512::{exp, lanes};
 use super::vector::Context;
 
 /// Whether this path handles heads of `head_dim` values.
@@ -50,14 +50,13 @@ fn attend<const V: usize>(
     let len = context.rows.len();
     let heads = queries.len() / head_dim;
     assert_eq!(out.len(), heads * head_dim, "one output per query head");
-    // Every row read below lies inside both tables (checked once, not per load).
-    let last_row = context.rows.iter().max().map_or(0, |r| *r as usize);
-    let end = (context.base + last_row + 1) * head_dim;
-    assert!(len == 0 || (end <= context.keys.len() && end <= context.values.len()));
-    if len == 0 {
+    let Some(last_row) = context.rows.iter().max() else {
         out.fill(0.0);
         return;
-    }
+    };
+    // Every row read below lies inside both tables (checked once, not per load).
+    let end = (context.base + *last_row as usize + 1) * head_dim;
+    assert!(end <= context.keys.len() && end <= context.values.len());
     scores.clear();
     scores.resize(heads * len, 0.0);
     let row_at = |p: usize| (context.base + context.rows[p] as usize) * head_dim;
@@ -164,11 +163,6 @@ fn exponentiate(scores: &mut [f32]) -> f32 {
     _mm512_reduce_add_ps(total)
 }
 
-/// A mask of the first `n ≤ 16` lanes.
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
-}
-
 /// Up to 16 values, the missing lanes set to `fill`.
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn load_part(chunk: &[f32], fill: f32) -> __m512 {
@@ -229,8 +223,7 @@ mod tests {
 
     #[test]
     fn attention_matches_the_f64_definition() {
-        if !crate::dot::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if crate::dot::skip_without_avx512f() {
             return;
         }
         let mut random = Random(7);

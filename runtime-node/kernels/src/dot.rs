@@ -88,6 +88,16 @@ pub fn has_avx512f() -> bool {
     *WIDE.get_or_init(detected)
 }
 
+/// For tests of the 512-bit code: true (after saying so) where this CPU cannot run it.
+#[cfg(test)]
+pub(crate) fn skip_without_avx512f() -> bool {
+    let skip = !has_avx512f();
+    if skip {
+        eprintln!("skipped: this CPU has no AVX-512F");
+    }
+    skip
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn detect(cap: &str) -> Simd {
     let avx2 = is_x86_feature_detected!("avx2")

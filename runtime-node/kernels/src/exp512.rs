@@ -25,6 +25,11 @@ pub fn exp(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
+/// A mask of the first `n ≤ 16` lanes.
+pub fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
 /// `gate[i] = silu(gate[i]) · up[i]` with `silu(g) = g / (1 + e^−g)`.
 ///
 /// # Safety
@@ -34,11 +39,7 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "one up value per gate value");
     let one = _mm512_set1_ps(1.0);
     for (g, u) in gate.chunks_mut(16).zip(up.chunks(16)) {
-        let mask = if g.len() == 16 {
-            u16::MAX
-        } else {
-            (1u16 << g.len()) - 1
-        };
+        let mask = lanes(g.len());
         // SAFETY: the mask covers the chunks' `g.len()` values.
         unsafe {
             let gv = _mm512_maskz_loadu_ps(mask, g.as_ptr());
@@ -56,8 +57,7 @@ mod tests {
 
     #[test]
     fn vector_exp_is_within_two_ulps_down_to_the_clamp() {
-        if !crate::dot::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if crate::dot::skip_without_avx512f() {
             return;
         }
         let inputs: Vec<f32> = (0..16 * 700).map(|i| -(i as f32) * 0.0125 + 0.3).collect();
@@ -75,8 +75,7 @@ mod tests {
 
     #[test]
     fn silu_times_up_matches_f64_with_a_tail() {
-        if !crate::dot::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if crate::dot::skip_without_avx512f() {
             return;
         }
         // 16 × 60 + 7 values (a masked tail), gates from −100 to 100 (both exp extremes).

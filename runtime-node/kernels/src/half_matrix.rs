@@ -118,6 +118,15 @@ mod x86 {
 
     use half::f16;
 
+    /// Row `r`'s results for inputs `first..first + N` into the input-major `out` (`rows` per
+    /// input).
+    #[inline(always)]
+    fn scatter<const N: usize>(out: &mut [f32], rows: usize, first: usize, r: usize, values: &[f32; N]) {
+        for (i, value) in values.iter().enumerate() {
+            out[(first + i) * rows + r] = *value;
+        }
+    }
+
     #[inline(always)]
     unsafe fn horizontal_sum(v: __m256) -> f32 {
         unsafe {
@@ -182,9 +191,7 @@ mod x86 {
         unsafe {
             while r < rows {
                 let values = tile::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
-                for (i, value) in values[0].iter().enumerate() {
-                    out[(first + i) * rows + r] = *value;
-                }
+                scatter(out, rows, first, r, &values[0]);
                 r += 1;
             }
         }
@@ -268,17 +275,13 @@ mod x86 {
             while r + R <= rows {
                 let values = tile_512::<R, N>(weights.as_ptr().add(r * cols), cols, inputs);
                 for (j, row) in values.iter().enumerate() {
-                    for (i, value) in row.iter().enumerate() {
-                        out[(first + i) * rows + r + j] = *value;
-                    }
+                    scatter(out, rows, first, r + j, row);
                 }
                 r += R;
             }
             while r < rows {
                 let values = tile_512::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
-                for (i, value) in values[0].iter().enumerate() {
-                    out[(first + i) * rows + r] = *value;
-                }
+                scatter(out, rows, first, r, &values[0]);
                 r += 1;
             }
         }

@@ -60,8 +60,7 @@ mod tests {
 
     #[test]
     fn blocks_equal_the_scalar_definition_bit_for_bit() {
-        if !crate::dot::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if crate::dot::skip_without_avx512f() {
             return;
         }
         // Values that scale to exact halves (ties), to just below halves (which a rounding offset
