@@ -25,6 +25,12 @@ use rayon::prelude::*;
 
 use blocks::{ActivationBlock, BLOCK, WeightType};
 
+/// How far ahead of its read position a streaming kernel asks for weight bytes (`prefetcht0`): a
+/// page, because the hardware prefetcher stops at 4 KiB page boundaries. Measured on SmolLM2
+/// decode (2 threads, this VM): +15% tokens/s for Q4_0/Q4_1/Q8_0, +25% for F16.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 4096;
+
 /// A `rows × cols` weight matrix, repacked at load from GGUF blocks into groups of 8 rows
 /// ([`interleaved`]).
 #[derive(Debug, Clone, PartialEq)]

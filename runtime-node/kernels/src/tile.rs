@@ -4,7 +4,8 @@
 //! and `vpmaddwd` (AVX2) against 4 activation bytes broadcast to every lane; per block the lanes
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA, plus one
 //! FMA for the constant term (Q4_0's −8·d·Σx, Q4_1's m·Σx). Groups stream through memory in
-//! order, one sequential stream per thread, which the hardware prefetcher follows.
+//! order, one sequential stream per thread; each block asks for the bytes a page further on
+//! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -60,6 +61,12 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..blocks {
             let block = group.add(b * size);
+            // A hint only: addresses past the matrix do not fault.
+            let mut line = 0;
+            while line < size {
+                _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(super::PREFETCH_AHEAD + line).cast());
+                line += 64;
+            }
             let quants = block.add(header);
             let mut sums = [_mm256_setzero_si256(); N];
             if KIND == Q8_0 {
