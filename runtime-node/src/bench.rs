@@ -45,6 +45,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens.max(needed),
         weights: args.model.weight_format(),
+        kv_cache: args.model.kv_cache(),
         tensor_parallel: args.tensor_parallel.max(1),
     };
     let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;

@@ -38,14 +38,19 @@ pub struct ModelArgs {
     /// CPU worker threads for the kernels (0 = one per physical core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Expand quantized weights to f32 at load: exact matmuls at 4-8x the memory (numerics
-    /// checks; on SmolLM2 Q4_1 it is not faster).
+    /// Expand quantized weights to f32 at load (and keep the KV cache in f32 unless
+    /// `--kv-cache-dtype` says otherwise): exact matmuls at 4-8x the memory (numerics checks; on
+    /// SmolLM2 Q4_1 it is not faster).
     #[arg(long, conflicts_with = "requantize")]
     pub dequantize: bool,
     /// Convert block-quantized weights to this type at load (`q8_0`): ~3x faster decode on CPU
     /// for Q4_1 files, at about twice the logit error (measured on SmolLM2).
     #[arg(long)]
     pub requantize: Option<Requantize>,
+    /// How the CPU KV cache stores keys and values: `f16` (half the memory and the bytes
+    /// attention reads; the default) or `f32` (the default with `--dequantize`). GPU caches are f32.
+    #[arg(long)]
+    pub kv_cache_dtype: Option<KvCacheDtype>,
     /// Longest sequence (prompt + completion) the engine accepts, in tokens; 0 = the model's own.
     #[arg(long, default_value_t = 4096)]
     pub max_context_tokens: usize,
@@ -141,7 +146,24 @@ pub enum Requantize {
     Q8_0,
 }
 
+/// `--kv-cache-dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheDtype {
+    /// IEEE half floats.
+    F16,
+    /// 32-bit floats.
+    F32,
+}
+
 impl ModelArgs {
+    /// The KV storage these flags ask for (`None`: the model's default for its weights).
+    pub fn kv_cache(&self) -> Option<crate::model::KvDtype> {
+        self.kv_cache_dtype.map(|dtype| match dtype {
+            KvCacheDtype::F16 => crate::model::KvDtype::F16,
+            KvCacheDtype::F32 => crate::model::KvDtype::F32,
+        })
+    }
+
     /// The weight format these flags ask for.
     pub fn weight_format(&self) -> crate::model::WeightFormat {
         use crate::model::WeightFormat;

@@ -8,7 +8,7 @@ use candle_core::Device;
 
 use crate::chat_template::{ChatTemplate, TemplateError};
 use crate::model::safetensors::{SafetensorsDir, read_hf_config};
-use crate::model::{GgufFile, Llama, LoadError, ModelConfig, WeightFormat};
+use crate::model::{GgufFile, KvDtype, Llama, LoadError, ModelConfig, WeightFormat};
 use crate::parallel::load_tensor_parallel;
 use crate::tokenizer::{TextTokenizer, read_json};
 
@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub weights: WeightFormat,
     /// Tensor-parallel ranks (0 or 1: one rank). Each rank thread loads only its shard.
     pub tensor_parallel: usize,
+    /// How host KV pools store keys and values; `None`: f32 with dequantized weights, else f16.
+    pub kv_cache: Option<KvDtype>,
 }
 
 /// Loads a model: a Hugging Face folder (`config.json`, `*.safetensors`, `tokenizer.json`) when
@@ -81,10 +83,14 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions, device: &Device) -> Result
         tokenizer.eos_token(),
     )
     .map_err(std::sync::Arc::new);
-    let (dir_owned, format) = (dir.to_path_buf(), options.weights);
+    let (dir_owned, format, kv_cache) = (dir.to_path_buf(), options.weights, options.kv_cache);
     let model = load_tensor_parallel(options.tensor_parallel, device, dir, move |shard, device| {
         let mut weights = SafetensorsDir::open(&dir_owned)?;
-        Llama::load_shard(&mut weights, &cfg, max_context_tokens, format, device, shard)
+        let mut model = Llama::load_shard(&mut weights, &cfg, max_context_tokens, format, device, shard)?;
+        if let Some(dtype) = kv_cache {
+            model.set_kv_dtype(dtype);
+        }
+        Ok(model)
     })?;
     Ok(LoadedModel {
         model,
@@ -113,11 +119,15 @@ pub fn load_gguf(path: &Path, options: &LoadOptions, device: &Device) -> Result<
     )
     .map_err(std::sync::Arc::new);
     drop(gguf);
-    let (path_owned, format) = (path.to_path_buf(), options.weights);
+    let (path_owned, format, kv_cache) = (path.to_path_buf(), options.weights, options.kv_cache);
     let model = load_tensor_parallel(options.tensor_parallel, device, path, move |shard, device| {
         // One reader per rank thread; each keeps only its slice of every matrix.
         let mut gguf = GgufFile::open(&path_owned)?;
-        Llama::load_shard(&mut gguf, &cfg, max_context_tokens, format, device, shard)
+        let mut model = Llama::load_shard(&mut gguf, &cfg, max_context_tokens, format, device, shard)?;
+        if let Some(dtype) = kv_cache {
+            model.set_kv_dtype(dtype);
+        }
+        Ok(model)
     })?;
     Ok(LoadedModel {
         model,

@@ -73,6 +73,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = LoadOptions {
         max_context_tokens: args.model.max_context_tokens,
         weights: args.model.weight_format(),
+        kv_cache: args.model.kv_cache(),
         tensor_parallel: args.tensor_parallel,
     };
     let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;

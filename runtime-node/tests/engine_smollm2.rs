@@ -30,6 +30,7 @@ fn engine_with_pool(max_batch_size: usize, kv_cache_tokens: usize) -> Option<(Lo
         max_context_tokens: 256,
         weights: Default::default(),
         tensor_parallel: 1,
+        kv_cache: None,
     };
     let loaded = load_gguf(&path, &options, &Device::Cpu).expect("model loads");
     let metrics = EngineMetrics::new(&Registry::new()).expect("metrics");

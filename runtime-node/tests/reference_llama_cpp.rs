@@ -100,6 +100,7 @@ fn load(weights: WeightFormat) -> Option<LoadedModel> {
         max_context_tokens: 256,
         weights,
         tensor_parallel: 1,
+        kv_cache: None,
     };
     Some(load_gguf(&path, &options, &Device::Cpu).expect("model loads"))
 }

@@ -261,6 +261,7 @@ fn hugging_face_folder_loads_with_tokenizer_and_template() {
         max_context_tokens: 64,
         weights: Default::default(),
         tensor_parallel: 1,
+        kv_cache: None,
     };
     let loaded = runtime_node::loader::load_model(&dir, &options, &Device::Cpu).expect("folder loads");
     assert_eq!(loaded.config().num_layers, LAYERS);

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use runtime_node::model::{BlockTable, GgufFile, KvPool, Llama, ModelConfig, StepInput, WeightFormat};
+use runtime_node::model::{
+    BlockTable, GgufFile, KvDtype, KvPool, Llama, ModelConfig, StepInput, WeightFormat,
+};
 
 const HIDDEN: usize = 256;
 const FF: usize = 512;
@@ -116,10 +118,18 @@ fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> PathBu
     path
 }
 
+/// The model with an f32 KV cache: these tests compare two computations of the same logits, and
+/// rounding keys and values to f16 would turn their last-bit differences into whole f16 steps.
 fn load(path: &Path) -> Llama {
+    load_with_kv(path, KvDtype::F32)
+}
+
+fn load_with_kv(path: &Path, kv: KvDtype) -> Llama {
     let mut gguf = GgufFile::open(path).expect("opens");
     let cfg = ModelConfig::from_gguf(&gguf).expect("config");
-    Llama::load(&mut gguf, &cfg, 128, WeightFormat::AsStored, &Device::Cpu).expect("loads")
+    let mut model = Llama::load(&mut gguf, &cfg, 128, WeightFormat::AsStored, &Device::Cpu).expect("loads");
+    model.set_kv_dtype(kv);
+    model
 }
 
 fn logits_row(model: &Llama, tokens: &[u32], table: &mut BlockTable, pool: &mut KvPool) -> Vec<f32> {
@@ -279,7 +289,21 @@ fn check_fused_step_matches_tensor_ops(path: &Path, tolerance: f32) {
     let fused = load(path);
     let mut tensor_ops = load(path);
     tensor_ops.set_fused_cpu_step(false);
-    let run = |model: &Llama| -> Vec<Vec<f32>> {
+    let (expected, got) = (mixed_steps(&tensor_ops), mixed_steps(&fused));
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+        let range = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_diff(e, g) <= tolerance * range,
+            "{}: row {i}: {}",
+            path.display(),
+            max_diff(e, g)
+        );
+    }
+}
+
+/// Logit rows of a prefill, then batches mixing a decode with prompt chunks, crossing blocks.
+fn mixed_steps(model: &Llama) -> Vec<Vec<f32>> {
+    {
         let mut pool = model.new_pool(32, 4).expect("pool");
         let (mut a, mut b) = (BlockTable::default(), BlockTable::default());
         let mut rows = vec![logits_row(model, &[3, 17, 42, 5, 9], &mut a, &mut pool)];
@@ -312,17 +336,34 @@ fn check_fused_step_matches_tensor_ops(path: &Path, tolerance: f32) {
             rows.extend(logits);
         }
         rows
-    };
-    let (expected, got) = (run(&tensor_ops), run(&fused));
-    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
-        let range = e.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(
-            max_diff(e, g) <= tolerance * range,
-            "{}: row {i}: {}",
-            path.display(),
-            max_diff(e, g)
-        );
     }
+}
+
+/// Keys and values stored as f16 (the CPU default) give the logits of an f32 cache to within
+/// f16's precision, on the fused step and on tensor ops alike, and do differ from them (the
+/// rounding happens).
+#[test]
+fn f16_kv_cache_stays_within_half_precision_of_f32() {
+    let path = write_model("kv-f16", "llama", GgmlDType::F32, false);
+    let exact = mixed_steps(&load_with_kv(&path, KvDtype::F32));
+    let fused = load_with_kv(&path, KvDtype::F16);
+    let mut tensor_ops = load_with_kv(&path, KvDtype::F16);
+    tensor_ops.set_fused_cpu_step(false);
+    for (label, rows) in [
+        ("fused", mixed_steps(&fused)),
+        ("tensor ops", mixed_steps(&tensor_ops)),
+    ] {
+        let (mut largest, mut any) = (0f32, 0f32);
+        for (e, g) in exact.iter().zip(&rows) {
+            let range = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+            largest = largest.max(max_diff(e, g) / range);
+            any = any.max(max_diff(e, g));
+        }
+        eprintln!("f16 KV, {label}: max |Δlogit| {any:e}, {largest:e} of the row's range");
+        assert!(any > 0.0, "{label}: f16 storage changed nothing");
+        assert!(largest <= 2e-3, "{label}: {largest} of the range");
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::exp512::{exp, lanes};
-use super::vector::Context;
+use super::vector::{Context, KvElement};
 
 /// Whether this path handles heads of `head_dim` values.
 pub fn supports(head_dim: usize) -> bool {
@@ -22,26 +22,26 @@ pub fn supports(head_dim: usize) -> bool {
 /// # Safety
 /// The CPU must have AVX-512F, AVX2 and FMA.
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub unsafe fn attend_group(
+pub unsafe fn attend_group<T: KvElement>(
     queries: &[f32],
-    context: &Context<'_>,
+    context: &Context<'_, T>,
     head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     match head_dim {
-        64 => attend::<4>(queries, context, scale, scores, out),
-        128 => attend::<8>(queries, context, scale, scores, out),
+        64 => attend::<T, 4>(queries, context, scale, scores, out),
+        128 => attend::<T, 8>(queries, context, scale, scores, out),
         _ => panic!("attention512 takes heads of 64 or 128 values, not {head_dim}"),
     }
 }
 
 /// `V` registers of 16 values per head.
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn attend<const V: usize>(
+fn attend<T: KvElement, const V: usize>(
     queries: &[f32],
-    context: &Context<'_>,
+    context: &Context<'_, T>,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -75,9 +75,9 @@ fn attend<const V: usize>(
             while p + 8 <= len {
                 let sums: [__m512; 8] = std::array::from_fn(|j| {
                     let key = keys.add(row_at(p + j));
-                    let mut acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(key));
+                    let mut acc = _mm512_mul_ps(q[0], T::load16(key));
                     for (v, qv) in q.iter().enumerate().skip(1) {
-                        acc = _mm512_fmadd_ps(*qv, _mm512_loadu_ps(key.add(16 * v)), acc);
+                        acc = _mm512_fmadd_ps(*qv, T::load16(key.add(16 * v)), acc);
                     }
                     acc
                 });
@@ -89,7 +89,7 @@ fn attend<const V: usize>(
                 let key = keys.add(row_at(i));
                 let mut acc = _mm512_setzero_ps();
                 for (v, qv) in q.iter().enumerate() {
-                    acc = _mm512_fmadd_ps(*qv, _mm512_loadu_ps(key.add(16 * v)), acc);
+                    acc = _mm512_fmadd_ps(*qv, T::load16(key.add(16 * v)), acc);
                 }
                 *score = _mm512_reduce_add_ps(acc) * scale;
             }
@@ -104,15 +104,15 @@ fn attend<const V: usize>(
                 let (w0, w1) = (_mm512_set1_ps(head_scores[p]), _mm512_set1_ps(head_scores[p + 1]));
                 let (v0, v1) = (values.add(row_at(p)), values.add(row_at(p + 1)));
                 for v in 0..V {
-                    even[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0.add(16 * v)), even[v]);
-                    odd[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v1.add(16 * v)), odd[v]);
+                    even[v] = _mm512_fmadd_ps(w0, T::load16(v0.add(16 * v)), even[v]);
+                    odd[v] = _mm512_fmadd_ps(w1, T::load16(v1.add(16 * v)), odd[v]);
                 }
                 p += 2;
             }
             if p < len {
                 let (w, row) = (_mm512_set1_ps(head_scores[p]), values.add(row_at(p)));
                 for (v, acc) in even.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(16 * v)), *acc);
+                    *acc = _mm512_fmadd_ps(w, T::load16(row.add(16 * v)), *acc);
                 }
             }
             let inverse = _mm512_set1_ps(1.0 / total);
@@ -186,13 +186,17 @@ mod tests {
     }
 
     /// Softmax attention in f64, straight from the definition.
-    fn reference(queries: &[f32], context: &Context<'_>, head_dim: usize, scale: f32) -> Vec<f64> {
-        let row = |table: &[f32], p: usize| {
+    fn reference<T: KvElement>(
+        queries: &[f32],
+        context: &Context<'_, T>,
+        head_dim: usize,
+        scale: f32,
+    ) -> Vec<f64> {
+        let row = |table: &[T], p: usize| {
             let at = (context.base + context.rows[p] as usize) * head_dim;
-            table[at..at + head_dim]
-                .iter()
-                .map(|v| f64::from(*v))
-                .collect::<Vec<_>>()
+            let mut wide = vec![0f32; head_dim];
+            T::widen(&table[at..at + head_dim], &mut wide);
+            wide.into_iter().map(f64::from).collect::<Vec<_>>()
         };
         let mut out = Vec::new();
         for query in queries.chunks_exact(head_dim) {
@@ -237,25 +241,63 @@ mod tests {
                     .collect();
                 let values: Vec<f32> = (0..keys.len()).map(|_| random.float()).collect();
                 let rows: Vec<u32> = (0..len as u32).map(|p| (p * 7 + 3) % table_rows as u32).collect();
+                let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
                 let context = Context {
                     keys: &keys,
                     values: &values,
                     base,
                     rows: &rows,
                 };
-                let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
-                let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; group * head_dim]);
-                let scale = 1.0 / (head_dim as f32).sqrt();
-                // SAFETY: AVX-512F was detected above.
-                unsafe { attend_group(&queries, &context, head_dim, scale, &mut scores, &mut out) };
-                let expected = reference(&queries, &context, head_dim, scale);
-                for (i, (got, want)) in out.iter().zip(&expected).enumerate() {
-                    assert!(
-                        (f64::from(*got) - want).abs() < 2e-6,
-                        "head_dim {head_dim}, group {group}, len {len}, value {i}: {got} vs {want}"
-                    );
-                }
+                check(
+                    &queries,
+                    &context,
+                    head_dim,
+                    &format!("f32, {head_dim}×{group}, len {len}"),
+                );
+                // The same table stored as half floats (the reference reads the rounded values).
+                let (keys, values) = (halves(&keys), halves(&values));
+                let context = Context {
+                    keys: &keys,
+                    values: &values,
+                    base,
+                    rows: &rows,
+                };
+                check(
+                    &queries,
+                    &context,
+                    head_dim,
+                    &format!("f16, {head_dim}×{group}, len {len}"),
+                );
             }
+        }
+    }
+
+    fn halves(values: &[f32]) -> Vec<half::f16> {
+        let mut out = vec![half::f16::ZERO; values.len()];
+        half::f16::narrow(values, &mut out);
+        out
+    }
+
+    fn check<T: KvElement>(queries: &[f32], context: &Context<'_, T>, head_dim: usize, label: &str) {
+        let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; queries.len()]);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        // SAFETY: the caller checked for AVX-512F.
+        unsafe { attend_group(queries, context, head_dim, scale, &mut scores, &mut out) };
+        let expected = reference(queries, context, head_dim, scale);
+        for (i, (got, want)) in out.iter().zip(&expected).enumerate() {
+            assert!(
+                (f64::from(*got) - want).abs() < 2e-6,
+                "{label}, value {i}: {got} vs {want}"
+            );
+        }
+        // The portable path agrees too (it widens each row before its f32 loops).
+        let mut portable = vec![f32::NAN; queries.len()];
+        crate::vector::attend_group_portable(queries, context, head_dim, scale, &mut scores, &mut portable);
+        for (i, (got, want)) in portable.iter().zip(&expected).enumerate() {
+            assert!(
+                (f64::from(*got) - want).abs() < 2e-6,
+                "{label}, portable, value {i}: {got} vs {want}"
+            );
         }
     }
 }

@@ -31,14 +31,66 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     axpy_portable(y, a, x);
 }
 
+/// How a key/value cache stores its numbers: `f32`, or IEEE half floats (`half::f16`: half the
+/// memory, and half the bytes attention reads per step, which bound batched decoding).
+pub trait KvElement: Copy + Default + Send + Sync + 'static {
+    /// `out[i] = row[i]` as f32 (same lengths).
+    fn widen(row: &[Self], out: &mut [f32]);
+    /// `row[i] = values[i]`, rounded to this type (same lengths).
+    fn narrow(values: &[f32], row: &mut [Self]);
+    /// Sixteen values from `at` in one 512-bit register.
+    ///
+    /// # Safety
+    /// Sixteen values must be readable at `at`; the caller must run with AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(at: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl KvElement for f32 {
+    fn widen(row: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(row);
+    }
+
+    fn narrow(values: &[f32], row: &mut [f32]) {
+        row.copy_from_slice(values);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(at: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(at) }
+    }
+}
+
+impl KvElement for half::f16 {
+    fn widen(row: &[half::f16], out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        row.convert_to_f32_slice(out);
+    }
+
+    fn narrow(values: &[f32], row: &mut [half::f16]) {
+        use half::slice::HalfFloatSliceExt;
+        row.convert_from_f32_slice(values);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(at: *const half::f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded from the caller; AVX-512F includes the 16-wide half conversion.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) }
+    }
+}
+
 /// The cached positions a query attends to: rows `base + rows[p]` of the `keys` and `values`
-/// tables (rows of one head's width).
+/// tables (rows of one head's width), stored as `T`.
 #[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
+pub struct Context<'a, T = f32> {
     /// Key rows.
-    pub keys: &'a [f32],
+    pub keys: &'a [T],
     /// Value rows, laid out as `keys`.
-    pub values: &'a [f32],
+    pub values: &'a [T],
     /// First row of the key/value head in both tables.
     pub base: usize,
     /// The positions' rows, relative to `base`.
@@ -50,9 +102,9 @@ pub struct Context<'a> {
 /// each. Scores `query · key_p · scale` over the context's rows, softmax per head, and each
 /// head's `out = Σ_p weight_p · value_p`. Each key and value row is read once for the whole
 /// group. `scores` is scratch.
-pub fn attend_group(
+pub fn attend_group<T: KvElement>(
     queries: &[f32],
-    context: &Context<'_>,
+    context: &Context<'_, T>,
     head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
@@ -71,27 +123,42 @@ pub fn attend_group(
             return unsafe { attend_group_avx2(queries, context, head_dim, scale, scores, out) };
         }
     }
-    attend_group_with::<false>(queries, context, head_dim, scale, scores, out);
+    attend_group_portable(queries, context, head_dim, scale, scores, out);
 }
 
-#[inline(always)]
-fn attend_group_with<const FMA: bool>(
+/// [`attend_group`] without vector instructions (the reference the vector paths are tested
+/// against, and what CPUs without AVX2 run).
+pub fn attend_group_portable<T: KvElement>(
     queries: &[f32],
-    context: &Context<'_>,
+    context: &Context<'_, T>,
     head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    attend_group_with::<false, T>(queries, context, head_dim, scale, scores, out);
+}
+
+#[inline(always)]
+fn attend_group_with<const FMA: bool, T: KvElement>(
+    queries: &[f32],
+    context: &Context<'_, T>,
+    head_dim: usize,
+    scale: f32,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let len = context.rows.len();
     let heads = queries.len() / head_dim;
-    scores.clear();
-    scores.resize(heads * len, 0.0);
+    scratch.clear();
+    // The scores, then one key or value row widened to f32.
+    scratch.resize(heads * len + head_dim, 0.0);
+    let (scores, wide) = scratch.split_at_mut(heads * len);
     for (p, &row) in context.rows.iter().enumerate() {
         let at = (context.base + row as usize) * head_dim;
-        let key = &context.keys[at..at + head_dim];
+        T::widen(&context.keys[at..at + head_dim], wide);
         for (h, query) in queries.chunks_exact(head_dim).enumerate() {
-            scores[h * len + p] = dot_with::<FMA>(query, key) * scale;
+            scores[h * len + p] = dot_with::<FMA>(query, wide) * scale;
         }
     }
     for head_scores in scores.chunks_exact_mut(len.max(1)) {
@@ -107,24 +174,24 @@ fn attend_group_with<const FMA: bool>(
     out.fill(0.0);
     for (p, &row) in context.rows.iter().enumerate() {
         let at = (context.base + row as usize) * head_dim;
-        let value = &context.values[at..at + head_dim];
+        T::widen(&context.values[at..at + head_dim], wide);
         for (h, head_out) in out.chunks_exact_mut(head_dim).enumerate() {
-            axpy_with::<FMA>(head_out, scores[h * len + p], value);
+            axpy_with::<FMA>(head_out, scores[h * len + p], wide);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_group_avx2(
+unsafe fn attend_group_avx2<T: KvElement>(
     queries: &[f32],
-    context: &Context<'_>,
+    context: &Context<'_, T>,
     head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_group_with::<true>(queries, context, head_dim, scale, scores, out);
+    attend_group_with::<true, T>(queries, context, head_dim, scale, scores, out);
 }
 
 /// `gate[i] = silu(gate[i]) · up[i]`, the feed-forward activation (`silu(g) = g / (1 + e^−g)`).

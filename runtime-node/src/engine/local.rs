@@ -82,7 +82,8 @@ impl LocalEngine {
         let block_size = config.kv_block_size.max(1);
         let context = loaded.max_context_tokens;
         let cfg = loaded.config();
-        let bytes_per_token = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 4;
+        let bytes_per_token =
+            cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * loaded.model.kv_dtype().bytes();
         let pool_tokens = match (config.kv_cache_tokens, config.kv_cache_memory_bytes) {
             (0, Some(bytes)) => (bytes / bytes_per_token.max(1)).min(max_batch_size * context),
             (0, None) => max_batch_size * context,

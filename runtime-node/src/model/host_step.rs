@@ -10,9 +10,9 @@
 
 use candle_core::{DType, Result, Tensor};
 use hearth_kernels::blocks::ActivationBlock;
-use hearth_kernels::vector::{Context, attend_group, quantize, silu_mul};
+use hearth_kernels::vector::{Context, KvElement, attend_group, quantize, silu_mul};
 
-use super::kv_cache::KvPool;
+use super::kv_cache::{HostLayer, KvPool};
 use super::layers::Linear;
 use super::llama::{Llama, StepInput};
 
@@ -132,10 +132,12 @@ impl Llama {
             for (t, slot) in slots.iter().enumerate() {
                 let row = pool_row(slot.blocks, slot.position, block_size);
                 for head in 0..kv_heads {
-                    let to = (head * pool_rows + row) * hd;
                     let from = (t * kv_heads + head) * hd;
-                    store.k[to..to + hd].copy_from_slice(&k[from..from + hd]);
-                    store.v[to..to + hd].copy_from_slice(&v[from..from + hd]);
+                    store.store(
+                        (head * pool_rows + row) * hd,
+                        &k[from..from + hd],
+                        &v[from..from + hd],
+                    );
                 }
             }
             let attention = sized(&mut b.attention, tokens * heads * hd);
@@ -145,7 +147,10 @@ impl Llama {
                 head_dim: hd,
                 pool_rows,
             };
-            attend(&layout, q, (&store.k, &store.v), &token_rows, attention);
+            match store {
+                HostLayer::F32 { k, v } => attend(&layout, q, (k, v), &token_rows, attention),
+                HostLayer::F16 { k, v } => attend(&layout, q, (k, v), &token_rows, attention),
+            }
 
             quantize(attention, &mut b.quantized);
             let projected = sized(&mut b.projected, tokens * hidden);
@@ -218,10 +223,10 @@ struct AttentionLayout {
 /// One task per (token, KV head) with that KV head's query heads together, so each key and
 /// value row is read once per group; per (token, query head) when that leaves too few tasks to
 /// keep every thread busy (a single decoding sequence).
-fn attend(
+fn attend<T: KvElement>(
     layout: &AttentionLayout,
     q: &[f32],
-    (keys, values): (&[f32], &[f32]),
+    (keys, values): (&[T], &[T]),
     token_rows: &[Vec<u32>],
     out: &mut [f32],
 ) {

@@ -2,8 +2,9 @@
 //! block table per sequence mapping its positions to blocks (vLLM's layout). Sequences grow one
 //! block at a time, never copy their history, and hand their blocks back when they finish.
 //!
-//! Storage per layer is `(kv_heads, num_blocks * block_size, head_dim)` f32 for K and for V, so a
-//! block's rows for a head are contiguous. On CPU it is plain host memory that the fused decode
+//! Storage per layer is `(kv_heads, num_blocks * block_size, head_dim)` for K and for V, so a
+//! block's rows for a head are contiguous. On CPU it is plain host memory ([`KvDtype`]: half
+//! floats by default, as llama.cpp keeps them, or f32 for numerics checks) that the fused decode
 //! step ([`super::host_step`]) writes and reads in place through the block table; elsewhere it is
 //! a device tensor written with `slice_set`. The tensor path ([`KvPool::write`],
 //! [`KvPool::gather`]) works on both.
@@ -18,6 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use candle_core::{DType, Device, Result, Tensor};
+use half::f16;
+use hearth_kernels::vector::KvElement;
 
 use super::config::ModelConfig;
 
@@ -54,13 +57,91 @@ enum Store {
     Device(Vec<(Tensor, Tensor)>),
 }
 
+/// How a host pool stores keys and values (device pools keep f32 tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDtype {
+    /// IEEE half floats: half the memory of f32, and half the bytes attention reads per step
+    /// (which bound batched decoding at long contexts).
+    #[default]
+    F16,
+    /// f32: exact to the step's own arithmetic (the `--dequantize` numerics mode).
+    F32,
+}
+
+impl KvDtype {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
 /// One layer's K and V rows in host memory, `(kv_heads, num_blocks * block_size, head_dim)`.
 #[derive(Debug)]
-pub struct HostLayer {
-    /// Keys.
-    pub k: Vec<f32>,
-    /// Values.
-    pub v: Vec<f32>,
+pub enum HostLayer {
+    /// Stored as f32.
+    F32 {
+        /// Keys.
+        k: Vec<f32>,
+        /// Values.
+        v: Vec<f32>,
+    },
+    /// Stored as half floats.
+    F16 {
+        /// Keys.
+        k: Vec<f16>,
+        /// Values.
+        v: Vec<f16>,
+    },
+}
+
+impl HostLayer {
+    fn zeros(dtype: KvDtype, values: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => Self::F32 {
+                k: vec![0.0; values],
+                v: vec![0.0; values],
+            },
+            KvDtype::F16 => Self::F16 {
+                k: vec![f16::ZERO; values],
+                v: vec![f16::ZERO; values],
+            },
+        }
+    }
+
+    /// Stores `key` and `value` (same length) from value offset `at`, rounded to the storage type.
+    pub fn store(&mut self, at: usize, key: &[f32], value: &[f32]) {
+        fn put<T: KvElement>(table: &mut [T], at: usize, values: &[f32]) {
+            T::narrow(values, &mut table[at..at + values.len()]);
+        }
+        match self {
+            Self::F32 { k, v } => {
+                put(k, at, key);
+                put(v, at, value);
+            }
+            Self::F16 { k, v } => {
+                put(k, at, key);
+                put(v, at, value);
+            }
+        }
+    }
+
+    /// Appends `count` keys (or values, when `keys` is false) from value offset `at` to `out` as f32.
+    fn widen_into(&self, keys: bool, at: usize, count: usize, out: &mut Vec<f32>) {
+        fn take<T: KvElement>(table: &[T], at: usize, count: usize, out: &mut Vec<f32>) {
+            let start = out.len();
+            out.resize(start + count, 0.0);
+            T::widen(&table[at..at + count], &mut out[start..]);
+        }
+        match (self, keys) {
+            (Self::F32 { k, .. }, true) => take(k, at, count, out),
+            (Self::F32 { v, .. }, false) => take(v, at, count, out),
+            (Self::F16 { k, .. }, true) => take(k, at, count, out),
+            (Self::F16 { v, .. }, false) => take(v, at, count, out),
+        }
+    }
 }
 
 /// The blocks holding one sequence's keys and values, in position order.
@@ -106,8 +187,15 @@ pub fn blocks_for(tokens: usize, block_size: usize) -> usize {
 }
 
 impl KvPool {
-    /// A pool of `num_blocks` blocks of `block_size` tokens for every layer of `cfg`.
-    pub fn new(cfg: &ModelConfig, num_blocks: usize, block_size: usize, device: &Device) -> Result<Self> {
+    /// A pool of `num_blocks` blocks of `block_size` tokens for every layer of `cfg`; on CPU its
+    /// rows are stored as `dtype`.
+    pub fn new(
+        cfg: &ModelConfig,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: KvDtype,
+        device: &Device,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
             candle_core::bail!("a KV pool needs at least one block of at least one token");
         }
@@ -116,10 +204,7 @@ impl KvPool {
             let values = shape.0 * shape.1 * shape.2;
             Store::Host(
                 (0..cfg.num_layers)
-                    .map(|_| HostLayer {
-                        k: vec![0.0; values],
-                        v: vec![0.0; values],
-                    })
+                    .map(|_| HostLayer::zeros(dtype, values))
                     .collect(),
             )
         } else {
@@ -173,11 +258,17 @@ impl KvPool {
 
     /// Bytes of K/V storage the pool holds.
     pub fn capacity_bytes(&self) -> usize {
-        let layers = match &self.store {
-            Store::Host(layers) => layers.len(),
-            Store::Device(layers) => layers.len(),
+        let (layers, bytes) = match &self.store {
+            Store::Host(layers) => (
+                layers.len(),
+                match layers.first() {
+                    Some(HostLayer::F16 { .. }) => 2,
+                    _ => 4,
+                },
+            ),
+            Store::Device(layers) => (layers.len(), 4),
         };
-        layers * 2 * self.kv_heads * self.num_blocks * self.block_size * self.head_dim * 4
+        layers * 2 * self.kv_heads * self.num_blocks * self.block_size * self.head_dim * bytes
     }
 
     /// Gives `table`'s blocks back to the pool and empties it. Cached prefix blocks stay cached.
@@ -299,9 +390,7 @@ impl KvPool {
                 for head in 0..self.kv_heads {
                     for &(done, row, count) in &spans {
                         let from = (head * n + done) * hd..(head * n + done + count) * hd;
-                        let to = (head * rows + row) * hd;
-                        store.k[to..to + count * hd].copy_from_slice(&k[from.clone()]);
-                        store.v[to..to + count * hd].copy_from_slice(&v[from]);
+                        store.store((head * rows + row) * hd, &k[from.clone()], &v[from]);
                     }
                 }
             }
@@ -347,17 +436,17 @@ impl KvPool {
                 };
                 let (bs, hd) = (self.block_size, self.head_dim);
                 let pool_rows = self.num_blocks * bs;
-                let gather = |values: &[f32]| {
+                let gather = |keys: bool| {
                     let mut out = Vec::with_capacity(self.kv_heads * rows * hd);
                     for head in 0..self.kv_heads {
                         for &block in &table.blocks {
                             let start = (head * pool_rows + block as usize * bs) * hd;
-                            out.extend_from_slice(&values[start..start + bs * hd]);
+                            store.widen_into(keys, start, bs * hd, &mut out);
                         }
                     }
                     Tensor::from_vec(out, (self.kv_heads, rows, hd), &candle_core::Device::Cpu)
                 };
-                Ok((gather(&store.k)?, gather(&store.v)?))
+                Ok((gather(true)?, gather(false)?))
             }
             Store::Device(layers) => {
                 let Some((k_store, v_store)) = layers.get(layer) else {
@@ -436,7 +525,7 @@ mod tests {
     #[test]
     fn sequences_interleave_blocks_and_read_back_in_order() -> Result<()> {
         let dev = Device::Cpu;
-        let mut pool = KvPool::new(&cfg(), 8, 4, &dev)?;
+        let mut pool = KvPool::new(&cfg(), 8, 4, KvDtype::F32, &dev)?;
         let (mut a, mut b) = (BlockTable::default(), BlockTable::default());
         // Alternate writes so the two sequences' blocks interleave in the pool.
         for step in 0..10u32 {
@@ -467,8 +556,28 @@ mod tests {
     }
 
     #[test]
+    fn f16_storage_rounds_to_half_floats_in_half_the_bytes() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut pool = KvPool::new(&cfg(), 2, 4, KvDtype::F16, &dev)?;
+        let full = KvPool::new(&cfg(), 2, 4, KvDtype::F32, &dev)?;
+        assert_eq!(pool.capacity_bytes() * 2, full.capacity_bytes());
+        let mut table = BlockTable::default();
+        pool.reserve(&mut table, 1)?;
+        let k = Tensor::from_vec(vec![1.0f32 / 3.0, -1000.1], (1, 1, 2), &dev)?;
+        pool.write(0, &table, &k, &k)?;
+        pool.advance(&mut table, 1);
+        let (keys, values) = pool.gather(0, &table)?;
+        let rounded = [f16::from_f32(1.0 / 3.0).to_f32(), f16::from_f32(-1000.1).to_f32()];
+        assert_ne!(rounded[0], 1.0 / 3.0);
+        for table in [keys, values] {
+            assert_eq!(table.get(0)?.get(0)?.to_vec1::<f32>()?, rounded);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn prefixes_are_shared_refcounted_and_evicted_lru() -> Result<()> {
-        let mut pool = KvPool::new(&cfg(), 6, 4, &Device::Cpu)?;
+        let mut pool = KvPool::new(&cfg(), 6, 4, KvDtype::F16, &Device::Cpu)?;
         let prompt: Vec<u32> = (0..10).collect();
         let mut first = BlockTable::default();
         assert_eq!(pool.match_prefix(&mut first, &prompt), 0);
@@ -506,7 +615,7 @@ mod tests {
 
     #[test]
     fn exhaustion_is_an_error_that_changes_nothing() -> Result<()> {
-        let mut pool = KvPool::new(&cfg(), 2, 4, &Device::Cpu)?;
+        let mut pool = KvPool::new(&cfg(), 2, 4, KvDtype::F16, &Device::Cpu)?;
         let mut table = BlockTable::default();
         assert!(pool.reserve(&mut table, 9).is_err());
         assert_eq!(pool.free_blocks(), 2);

@@ -14,7 +14,7 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use super::config::{Architecture, ModelConfig};
 use super::gguf::LoadError;
 use super::host_step::HostBuffers;
-use super::kv_cache::{BlockTable, KvPool};
+use super::kv_cache::{BlockTable, KvDtype, KvPool};
 pub use super::layers::WeightFormat;
 use super::layers::{Linear, LinearWeight, RmsNorm, Split, WeightReader};
 use super::rope::Rope;
@@ -61,6 +61,8 @@ pub struct Llama {
     followers: Option<Followers>,
     // Small steps on CPU run the fused host-memory step (`host_step`) unless turned off.
     fused_cpu_step: bool,
+    // How a host KV pool stores its rows: f32 with dequantized weights (exact numerics), else f16.
+    kv_dtype: KvDtype,
     pub(super) host_buffers: Mutex<HostBuffers>,
 }
 
@@ -161,6 +163,11 @@ impl Llama {
             comm: None,
             followers: None,
             fused_cpu_step: device.is_cpu(),
+            kv_dtype: if format == WeightFormat::Dequantized {
+                KvDtype::F32
+            } else {
+                KvDtype::F16
+            },
             host_buffers: Mutex::new(HostBuffers::default()),
         })
     }
@@ -236,11 +243,21 @@ impl Llama {
         self.new_local_pool(num_blocks, block_size)
     }
 
+    /// How this model's pools store keys and values in host memory.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype
+    }
+
+    /// Sets how pools made from now on store keys and values in host memory.
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) {
+        self.kv_dtype = dtype;
+    }
+
     /// This rank's pool only.
     pub(crate) fn new_local_pool(&self, num_blocks: usize, block_size: usize) -> Result<KvPool> {
         let mut local = self.cfg.clone();
         local.num_kv_heads = self.local_heads().1;
-        KvPool::new(&local, num_blocks, block_size, &self.device)
+        KvPool::new(&local, num_blocks, block_size, self.kv_dtype, &self.device)
     }
 
     /// Runs one step over `batch`, appending every entry's tokens to its blocks in `pool`, and

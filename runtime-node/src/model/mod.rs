@@ -13,5 +13,5 @@ pub mod source;
 
 pub use config::{Architecture, ModelConfig};
 pub use gguf::{GgufFile, LoadError};
-pub use kv_cache::{BlockTable, KvPool};
+pub use kv_cache::{BlockTable, KvDtype, KvPool};
 pub use llama::{Llama, StepInput, WeightFormat};
