@@ -33,6 +33,9 @@ pub fn dot_groups(
         let detected = detect("");
         match level {
             // SAFETY: the features each path needs were detected on this CPU; shapes checked.
+            Simd::Vnni if detected == Simd::Vnni && has_avx512bw() => {
+                return unsafe { super::tile::groups_vnni512(kind, packed, x, n, out) };
+            }
             Simd::Vnni if detected == Simd::Vnni => {
                 return unsafe { super::tile::groups_vnni(kind, packed, x, n, out) };
             }
@@ -86,6 +89,17 @@ pub fn has_avx512f() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     let detected = || false;
     *WIDE.get_or_init(detected)
+}
+
+/// [`has_avx512f`] and AVX-512BW (the 512-bit quantized kernel's byte shifts).
+pub fn has_avx512bw() -> bool {
+    use std::sync::OnceLock;
+    static WIDE_BYTES: OnceLock<bool> = OnceLock::new();
+    #[cfg(target_arch = "x86_64")]
+    let detected = || has_avx512f() && is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    let detected = || false;
+    *WIDE_BYTES.get_or_init(detected)
 }
 
 /// For tests of the 512-bit code: true (after saying so) where this CPU cannot run it.

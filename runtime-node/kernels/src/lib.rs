@@ -19,6 +19,8 @@ pub mod pool;
 mod quantize512;
 pub mod rows;
 mod tile;
+#[cfg(target_arch = "x86_64")]
+mod tile512;
 pub mod vector;
 
 use rayon::prelude::*;
@@ -237,6 +239,10 @@ mod tests {
                 (24, 1, 5),
                 (9, 13, 3),
                 (5, 6, 2),
+                // Pairs of whole groups on 512-bit registers, then an odd group or a partial one.
+                (32, 8, 2),
+                (40, 5, 4),
+                (45, 3, 3),
             ] {
                 let row_bytes = blocks * kind.block_bytes();
                 let weights = random_blocks(kind, rows * blocks, &mut random);

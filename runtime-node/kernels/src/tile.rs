@@ -117,7 +117,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
 /// `rows = out.len() / n` rows (the last group may be cut short): a whole group's 8 results for
 /// one input are one contiguous store.
 #[inline(always)]
-unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
+unsafe fn groups_for_inputs<const VNNI: bool, const WIDE: bool, const KIND: u8, const N: usize>(
     packed: &[u8],
     group_bytes: usize,
     inputs: [&[ActivationBlock]; N],
@@ -127,7 +127,32 @@ unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
 ) {
     let rows = out.len() / n;
     let blocks = inputs[0].len();
-    for (g, group) in packed.chunks_exact(group_bytes).enumerate() {
+    // Pairs of whole groups on 512-bit registers ([`super::tile512`]), the rest below.
+    let mut paired = 0;
+    if WIDE && KIND != Q8_0 {
+        while (paired + 2) * GROUP <= rows {
+            let (one, two) = (
+                &packed[paired * group_bytes..],
+                &packed[(paired + 1) * group_bytes..],
+            );
+            // SAFETY: both groups hold `blocks` whole group blocks; WIDE is only set by the
+            // caller that enables AVX-512F/BW/VNNI.
+            let dots = unsafe {
+                if KIND == Q4_1 {
+                    super::tile512::pair_dots::<true, N>(one.as_ptr(), two.as_ptr(), inputs, blocks)
+                } else {
+                    super::tile512::pair_dots::<false, N>(one.as_ptr(), two.as_ptr(), inputs, blocks)
+                }
+            };
+            for (i, lanes) in dots.iter().enumerate() {
+                let target = &mut out[(first + i) * rows + paired * GROUP..][..2 * GROUP];
+                // SAFETY: `target` holds the 16 lanes.
+                unsafe { _mm512_storeu_ps(target.as_mut_ptr(), *lanes) };
+            }
+            paired += 2;
+        }
+    }
+    for (g, group) in packed.chunks_exact(group_bytes).enumerate().skip(paired) {
         // SAFETY: `group` holds `blocks` whole group blocks.
         let dots = unsafe { group_dots::<VNNI, KIND, N>(group.as_ptr(), inputs, blocks) };
         let in_group = GROUP.min(rows - g * GROUP);
@@ -148,7 +173,7 @@ unsafe fn groups_for_inputs<const VNNI: bool, const KIND: u8, const N: usize>(
 
 /// Every group against every activation row, inputs in tiles of up to [`TILE_INPUTS`].
 #[inline(always)]
-unsafe fn groups_with<const VNNI: bool, const KIND: u8>(
+unsafe fn groups_with<const VNNI: bool, const WIDE: bool, const KIND: u8>(
     packed: &[u8],
     group_bytes: usize,
     x: &[ActivationBlock],
@@ -168,7 +193,7 @@ unsafe fn groups_with<const VNNI: bool, const KIND: u8>(
                         $($width => {
                             let tile: [&[ActivationBlock]; $width] =
                                 std::array::from_fn(|i| &inputs[i * per_input..(i + 1) * per_input]);
-                            groups_for_inputs::<VNNI, KIND, $width>(packed, group_bytes, tile, first, n, out);
+                            groups_for_inputs::<VNNI, WIDE, KIND, $width>(packed, group_bytes, tile, first, n, out);
                             first += $width;
                         })+
                         _ => unreachable!("tile widths cover 1..=TILE_INPUTS"),
@@ -181,7 +206,7 @@ unsafe fn groups_with<const VNNI: bool, const KIND: u8>(
 }
 
 #[inline(always)]
-unsafe fn groups_by_kind<const VNNI: bool>(
+unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
     kind: WeightType,
     packed: &[u8],
     x: &[ActivationBlock],
@@ -192,9 +217,9 @@ unsafe fn groups_by_kind<const VNNI: bool>(
     // SAFETY: forwarded from the caller.
     unsafe {
         match kind {
-            WeightType::Q4_0 => groups_with::<VNNI, Q4_0>(packed, group_bytes, x, n, out),
-            WeightType::Q4_1 => groups_with::<VNNI, Q4_1>(packed, group_bytes, x, n, out),
-            WeightType::Q8_0 => groups_with::<VNNI, Q8_0>(packed, group_bytes, x, n, out),
+            WeightType::Q4_0 => groups_with::<VNNI, WIDE, Q4_0>(packed, group_bytes, x, n, out),
+            WeightType::Q4_1 => groups_with::<VNNI, WIDE, Q4_1>(packed, group_bytes, x, n, out),
+            WeightType::Q8_0 => groups_with::<VNNI, WIDE, Q8_0>(packed, group_bytes, x, n, out),
         }
     }
 }
@@ -206,7 +231,7 @@ unsafe fn groups_by_kind<const VNNI: bool>(
 /// `x.len() / n` blocks, enough for the `out.len() / n` rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn groups_avx2(kind: WeightType, packed: &[u8], x: &[ActivationBlock], n: usize, out: &mut [f32]) {
-    unsafe { groups_by_kind::<false>(kind, packed, x, n, out) }
+    unsafe { groups_by_kind::<false, false>(kind, packed, x, n, out) }
 }
 
 /// As [`groups_avx2`], with `vpdpbusd`.
@@ -215,5 +240,20 @@ pub unsafe fn groups_avx2(kind: WeightType, packed: &[u8], x: &[ActivationBlock]
 /// As [`groups_avx2`], and the CPU must support AVX-512 VNNI and AVX-512 VL.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 pub unsafe fn groups_vnni(kind: WeightType, packed: &[u8], x: &[ActivationBlock], n: usize, out: &mut [f32]) {
-    unsafe { groups_by_kind::<true>(kind, packed, x, n, out) }
+    unsafe { groups_by_kind::<true, false>(kind, packed, x, n, out) }
+}
+
+/// As [`groups_vnni`], with Q4_0/Q4_1 group pairs on 512-bit registers ([`super::tile512`]).
+///
+/// # Safety
+/// As [`groups_vnni`], and the CPU must support AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
+pub unsafe fn groups_vnni512(
+    kind: WeightType,
+    packed: &[u8],
+    x: &[ActivationBlock],
+    n: usize,
+    out: &mut [f32],
+) {
+    unsafe { groups_by_kind::<true, true>(kind, packed, x, n, out) }
 }
