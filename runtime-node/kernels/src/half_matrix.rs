@@ -231,15 +231,15 @@ mod x86 {
         }
     }
 
-    /// Inputs per prompt tile: from this many the matmul is bound by arithmetic, and a prompt
-    /// chunk's tiles find the matrix in cache, so prefetching would only cost instructions
-    /// (measured: F16 pp512 −6% with it).
+    /// Inputs per prompt tile. Past 8 inputs (prompt chunks) the matmul is bound by arithmetic
+    /// and a chunk's tiles find the matrix in cache, so they do not prefetch (measured: F16
+    /// pp512 −6% with it).
     const PROMPT_TILE_INPUTS: usize = 6;
 
     /// `R` rows × `N` inputs on 512-bit registers (16 weights per conversion); the `cols % 16`
     /// tail is summed in scalar code.
     #[inline(always)]
-    unsafe fn tile_512<const R: usize, const N: usize>(
+    unsafe fn tile_512<const R: usize, const N: usize, const PREFETCH: bool>(
         rows: *const u16,
         cols: usize,
         inputs: *const f32,
@@ -255,7 +255,7 @@ mod x86 {
                     *x = _mm512_loadu_ps(inputs.add(i * cols + c));
                 }
                 for (r, acc_row) in acc.iter_mut().enumerate() {
-                    if N < PROMPT_TILE_INPUTS {
+                    if PREFETCH {
                         prefetch_ahead(rows.add(r * cols + c), c);
                     }
                     let w = _mm512_cvtph_ps(_mm256_loadu_si256(rows.add(r * cols + c).cast()));
@@ -306,7 +306,7 @@ mod x86 {
 
     /// Every row against inputs `first..first + N`, `R` rows per tile (then single rows).
     #[inline(always)]
-    unsafe fn rows_for_512<const R: usize, const N: usize>(
+    unsafe fn rows_for_512<const R: usize, const N: usize, const PREFETCH: bool>(
         weights: &[u16],
         cols: usize,
         x: &[f32],
@@ -319,24 +319,25 @@ mod x86 {
         // SAFETY: rows r..r + R (or r) and inputs first..first + N are in range.
         unsafe {
             while r + R <= rows {
-                let values = tile_512::<R, N>(weights.as_ptr().add(r * cols), cols, inputs);
+                let values = tile_512::<R, N, PREFETCH>(weights.as_ptr().add(r * cols), cols, inputs);
                 for (j, row) in values.iter().enumerate() {
                     scatter(out, rows, first, r + j, row);
                 }
                 r += R;
             }
             while r < rows {
-                let values = tile_512::<1, N>(weights.as_ptr().add(r * cols), cols, inputs);
+                let values = tile_512::<1, N, PREFETCH>(weights.as_ptr().add(r * cols), cols, inputs);
                 scatter(out, rows, first, r, &values[0]);
                 r += 1;
             }
         }
     }
 
-    /// As [`dot_rows`] on 512-bit registers: 16 weights per conversion. From 6 inputs (prompt
-    /// chunks, big batches), where arithmetic rather than memory bounds the matmul, tiles of
-    /// 4 rows × 6 inputs (each converted weight vector serves 6 FMAs); below, one weight row at a
-    /// time, streamed in order (what decoding wants from memory; a single input on two accumulators).
+    /// As [`dot_rows`] on 512-bit registers: 16 weights per conversion. Up to 8 inputs (decode
+    /// batches), one prefetching pass over the weights, each read from memory once: one row at a
+    /// time below 6 inputs (a single input on two accumulators), two from 6. Beyond (prompt
+    /// chunks), where arithmetic rather than memory bounds the matmul, tiles of 4 rows × 6 inputs
+    /// (each converted weight vector serves 6 FMAs), then the remaining inputs.
     ///
     /// # Safety
     /// As [`dot_rows`], and the CPU must support AVX-512F.
@@ -345,15 +346,21 @@ mod x86 {
         let mut first = 0;
         // SAFETY: forwarded from the caller.
         unsafe {
+            match n {
+                8 => return rows_for_512::<2, 8, true>(weights, cols, x, 0, out),
+                7 => return rows_for_512::<2, 7, true>(weights, cols, x, 0, out),
+                6 => return rows_for_512::<2, 6, true>(weights, cols, x, 0, out),
+                _ => {}
+            }
             while first + PROMPT_TILE_INPUTS <= n {
-                rows_for_512::<4, PROMPT_TILE_INPUTS>(weights, cols, x, first, out);
+                rows_for_512::<4, PROMPT_TILE_INPUTS, false>(weights, cols, x, first, out);
                 first += PROMPT_TILE_INPUTS;
             }
             match n - first {
-                5 => rows_for_512::<1, 5>(weights, cols, x, first, out),
-                4 => rows_for_512::<1, 4>(weights, cols, x, first, out),
-                3 => rows_for_512::<1, 3>(weights, cols, x, first, out),
-                2 => rows_for_512::<1, 2>(weights, cols, x, first, out),
+                5 => rows_for_512::<1, 5, true>(weights, cols, x, first, out),
+                4 => rows_for_512::<1, 4, true>(weights, cols, x, first, out),
+                3 => rows_for_512::<1, 3, true>(weights, cols, x, first, out),
+                2 => rows_for_512::<1, 2, true>(weights, cols, x, first, out),
                 1 => {
                     let rows = weights.len() / cols;
                     let input = x[first * cols..].as_ptr();
@@ -392,6 +399,8 @@ mod tests {
             (9, 576, 13),
             (7, 33, 17),
             (4, 16, 8),
+            // Decode batches of 6 to 8 inputs: two rows per tile, and a single last row.
+            (5, 50, 7),
             // The single-input path: 32 columns a step plus a tail of 13.
             (7, 45, 1),
             (3, 96, 1),
