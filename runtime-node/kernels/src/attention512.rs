@@ -242,29 +242,21 @@ mod tests {
                 let values: Vec<f32> = (0..keys.len()).map(|_| random.float()).collect();
                 let rows: Vec<u32> = (0..len as u32).map(|p| (p * 7 + 3) % table_rows as u32).collect();
                 let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
-                let context = Context {
-                    keys: &keys,
-                    values: &values,
-                    base,
-                    rows: &rows,
-                };
                 check(
                     &queries,
-                    &context,
+                    (&keys, &values),
+                    base,
+                    &rows,
                     head_dim,
                     &format!("f32, {head_dim}×{group}, len {len}"),
                 );
                 // The same table stored as half floats (the reference reads the rounded values).
                 let (keys, values) = (halves(&keys), halves(&values));
-                let context = Context {
-                    keys: &keys,
-                    values: &values,
-                    base,
-                    rows: &rows,
-                };
                 check(
                     &queries,
-                    &context,
+                    (&keys, &values),
+                    base,
+                    &rows,
                     head_dim,
                     &format!("f16, {head_dim}×{group}, len {len}"),
                 );
@@ -278,7 +270,22 @@ mod tests {
         out
     }
 
-    fn check<T: KvElement>(queries: &[f32], context: &Context<'_, T>, head_dim: usize, label: &str) {
+    /// The kernel and the portable path on `rows` of the (keys, values) table from `base`,
+    /// against the f64 definition.
+    fn check<T: KvElement>(
+        queries: &[f32],
+        (keys, values): (&[T], &[T]),
+        base: usize,
+        rows: &[u32],
+        head_dim: usize,
+        label: &str,
+    ) {
+        let context = &Context {
+            keys,
+            values,
+            base,
+            rows,
+        };
         let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; queries.len()]);
         let scale = 1.0 / (head_dim as f32).sqrt();
         // SAFETY: the caller checked for AVX-512F.

@@ -130,12 +130,9 @@ mod x86 {
 
     /// Asks for the weight line a page past `weight` once per 64 bytes (every 32nd column).
     #[inline(always)]
-    unsafe fn prefetch_ahead(weight: *const u16, column: usize) {
+    fn prefetch_ahead(weight: *const u16, column: usize) {
         if column.is_multiple_of(32) {
-            // SAFETY: a hint only: addresses past the matrix do not fault.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(weight.cast::<i8>().wrapping_add(super::super::PREFETCH_AHEAD))
-            };
+            crate::prefetch_ahead(weight.cast(), 64);
         }
     }
 

@@ -33,6 +33,21 @@ use blocks::{ActivationBlock, BLOCK, WeightType};
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 4096;
 
+/// Asks for the cache lines of `bytes` bytes starting [`PREFETCH_AHEAD`] past `start` (one
+/// weight block, a page ahead of the one being read). A hint only: addresses past the matrix
+/// do not fault.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(start: *const u8, bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let mut line = 0;
+    while line < bytes {
+        // SAFETY: prefetching has no architectural effect, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(PREFETCH_AHEAD + line).cast()) };
+        line += 64;
+    }
+}
+
 /// A `rows × cols` weight matrix, repacked at load from GGUF blocks into groups of 8 rows
 /// ([`interleaved`]).
 #[derive(Debug, Clone, PartialEq)]

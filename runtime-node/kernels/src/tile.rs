@@ -61,12 +61,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..blocks {
             let block = group.add(b * size);
-            // A hint only: addresses past the matrix do not fault.
-            let mut line = 0;
-            while line < size {
-                _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(super::PREFETCH_AHEAD + line).cast());
-                line += 64;
-            }
+            super::prefetch_ahead(block, size);
             let quants = block.add(header);
             let mut sums = [_mm256_setzero_si256(); N];
             if KIND == Q8_0 {

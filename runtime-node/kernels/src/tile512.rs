@@ -54,12 +54,8 @@ pub(super) unsafe fn pair_dots<const Q4_1: bool, const N: usize>(
         let mut acc = [_mm512_setzero_ps(); N];
         for b in 0..blocks {
             let (one, two) = (first.add(b * size), second.add(b * size));
-            let mut line = 0;
-            while line < size {
-                _mm_prefetch::<_MM_HINT_T0>(one.wrapping_add(super::PREFETCH_AHEAD + line).cast());
-                _mm_prefetch::<_MM_HINT_T0>(two.wrapping_add(super::PREFETCH_AHEAD + line).cast());
-                line += 64;
-            }
+            super::prefetch_ahead(one, size);
+            super::prefetch_ahead(two, size);
             let mut sums = [_mm512_setzero_si512(); N];
             for c in 0..4 {
                 let low_group = _mm512_castsi256_si512(_mm256_loadu_si256(one.add(header + 32 * c).cast()));

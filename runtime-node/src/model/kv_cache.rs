@@ -111,6 +111,13 @@ impl HostLayer {
         }
     }
 
+    fn dtype(&self) -> KvDtype {
+        match self {
+            Self::F32 { .. } => KvDtype::F32,
+            Self::F16 { .. } => KvDtype::F16,
+        }
+    }
+
     /// Stores `key` and `value` (same length) from value offset `at`, rounded to the storage type.
     pub fn store(&mut self, at: usize, key: &[f32], value: &[f32]) {
         fn put<T: KvElement>(table: &mut [T], at: usize, values: &[f32]) {
@@ -261,10 +268,7 @@ impl KvPool {
         let (layers, bytes) = match &self.store {
             Store::Host(layers) => (
                 layers.len(),
-                match layers.first() {
-                    Some(HostLayer::F16 { .. }) => 2,
-                    _ => 4,
-                },
+                layers.first().map_or(4, |layer| layer.dtype().bytes()),
             ),
             Store::Device(layers) => (layers.len(), 4),
         };
