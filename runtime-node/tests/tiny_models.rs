@@ -1,4 +1,4 @@
-//! Tiny random-weight models written as real GGUF files (F32, Q8_0, Q4_K; Llama and Qwen2 with
+//! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K; Llama and Qwen2 with
 //! q/k/v biases), to check what SmolLM2 does not exercise: the KV cache and batching give the
 //! same logits as recomputation, chunked prefill equals one-shot prefill, and biases are applied.
 
@@ -374,6 +374,9 @@ fn fused_cpu_step_matches_tensor_ops() {
         ("fused-f16", "llama", GgmlDType::F16, false, 3e-6),
         ("fused-q8", "llama", GgmlDType::Q8_0, false, 1e-2),
         ("fused-q4", "llama", GgmlDType::Q4_0, false, 1e-2),
+        ("fused-q5", "llama", GgmlDType::Q5_0, false, 1e-2),
+        ("fused-q4k", "llama", GgmlDType::Q4K, false, 1e-2),
+        ("fused-q6k", "llama", GgmlDType::Q6K, false, 1e-2),
     ] {
         let path = write_model(name, arch, dtype, biases);
         check_fused_step_matches_tensor_ops(&path, tolerance);

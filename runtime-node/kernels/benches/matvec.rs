@@ -9,14 +9,28 @@ use hearth_kernels::dot::{Simd, available, dot_groups};
 use hearth_kernels::interleaved::repack;
 
 fn main() {
-    let (rows, cols) = (262_144, 576);
-    for kind in [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0] {
-        let row_bytes = cols / BLOCK * kind.block_bytes();
+    let rows = 262_144;
+    for kind in [
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q8_0,
+        WeightType::Q4K,
+        WeightType::Q6K,
+    ] {
+        // SmolLM2's width, or the nearest whole superblocks.
+        let cols = if kind.block_weights() == BLOCK { 576 } else { 512 };
+        let row_bytes = cols / kind.block_weights() * kind.block_bytes();
         // Arbitrary but valid bytes: a small scale in every block header keeps values finite.
         let mut weights: Vec<u8> = (0..rows * row_bytes).map(|i| (i * 7 + 3) as u8).collect();
+        let scale = half::f16::from_f32(0.01).to_le_bytes();
         for block in weights.chunks_exact_mut(kind.block_bytes()) {
-            block[..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-            block[2..4].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            if kind == WeightType::Q6K {
+                block[208..].copy_from_slice(&scale);
+            } else {
+                block[..2].copy_from_slice(&scale);
+                block[2..4].copy_from_slice(&scale);
+            }
         }
         let packed = repack(kind, rows, cols, &weights);
         for level in available().into_iter().filter(|l| *l != Simd::None) {

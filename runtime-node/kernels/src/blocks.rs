@@ -1,13 +1,5 @@
-//! GGUF block layouts the kernels read (32 weights per block, little-endian, as stored in the
-//! file) and the 8-bit activation blocks they multiply with.
-//!
-//! | type | bytes | layout | weight i |
-//! |---|---|---|---|
-//! | Q4_0 | 18 | `d: f16, qs: [u8; 16]` | `(nibble_i - 8) · d` |
-//! | Q4_1 | 20 | `d: f16, m: f16, qs: [u8; 16]` | `nibble_i · d + m` |
-//! | Q8_0 | 34 | `d: f16, qs: [i8; 32]` | `qs[i] · d` |
-//!
-//! `nibble_i` is the low nibble of `qs[i]` for i < 16 and the high nibble of `qs[i - 16]`.
+//! The weight types the kernels implement (their GGUF layouts: [`crate::formats`]) and the
+//! 8-bit activation blocks they multiply with.
 
 use half::f16;
 
@@ -21,17 +13,34 @@ pub enum WeightType {
     Q4_0,
     /// 4-bit with a minimum.
     Q4_1,
+    /// 5-bit, symmetric around 16.
+    Q5_0,
     /// 8-bit.
     Q8_0,
+    /// 4-bit in superblocks of 256: per 32 weights a 6-bit scale and minimum.
+    Q4K,
+    /// 6-bit in superblocks of 256: per 16 weights an 8-bit scale.
+    Q6K,
 }
 
 impl WeightType {
-    /// Bytes of one block.
+    /// Bytes of one GGUF block.
     pub const fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
             Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// Weights in one GGUF block (a row's length must be a multiple).
+    pub const fn block_weights(self) -> usize {
+        match self {
+            Self::Q4K | Self::Q6K => 256,
+            _ => BLOCK,
         }
     }
 }
@@ -47,6 +56,8 @@ pub struct ActivationBlock {
     pub d: f32,
     /// Sum of `qs`.
     pub sum: i32,
+    /// Sum of `qs[..16]` (for Q6_K, whose scales cover 16 weights).
+    pub low_sum: i32,
     /// `d · sum`: the block's sum in real units, for the weight types' constant terms.
     pub scaled_sum: f32,
 }
@@ -57,6 +68,7 @@ impl ActivationBlock {
         qs: [0; BLOCK],
         d: 0.0,
         sum: 0,
+        low_sum: 0,
         scaled_sum: 0.0,
     };
 }
@@ -84,6 +96,7 @@ pub fn quantize_block(chunk: &[f32]) -> ActivationBlock {
         *q = (v * inverse).round() as i8;
     }
     block.sum = block.qs.iter().map(|&q| i32::from(q)).sum();
+    block.low_sum = block.qs[..16].iter().map(|&q| i32::from(q)).sum();
     block.scaled_sum = d * block.sum as f32;
     block
 }
@@ -92,27 +105,4 @@ pub fn quantize_block(chunk: &[f32]) -> ActivationBlock {
 #[inline(always)]
 pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
-}
-
-/// Dequantizes one weight block (the scalar definition the fast kernels are tested against).
-pub fn dequantize_block(kind: WeightType, block: &[u8], out: &mut [f32; BLOCK]) {
-    match kind {
-        WeightType::Q4_0 | WeightType::Q4_1 => {
-            let d = read_f16(block, 0);
-            let (m, qs) = match kind {
-                WeightType::Q4_0 => (-8.0 * d, &block[2..18]),
-                _ => (read_f16(block, 2), &block[4..20]),
-            };
-            for (i, byte) in qs.iter().enumerate() {
-                out[i] = f32::from(byte & 0x0F) * d + m;
-                out[i + 16] = f32::from(byte >> 4) * d + m;
-            }
-        }
-        WeightType::Q8_0 => {
-            let d = read_f16(block, 0);
-            for (o, q) in out.iter_mut().zip(&block[2..34]) {
-                *o = f32::from(*q as i8) * d;
-            }
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! block and scaled in f32 (as llama.cpp does): the portable scalar definition, and the
 //! dispatch to the vector kernels ([`super::tile`]) this CPU runs.
 
-use super::blocks::{ActivationBlock, BLOCK, WeightType, read_f16};
+use super::blocks::{ActivationBlock, WeightType};
 
 /// `out[i · rows + r] = dot(row r, x_i)` (input-major) for the `rows = out.len() / n` rows whose groups `packed`
 /// holds (interleaved layout, [`crate::interleaved`]) and each of the `n` activation rows in
@@ -134,35 +134,8 @@ fn detect(_cap: &str) -> Simd {
 
 /// The definition, on one row of GGUF blocks (what the interleaved kernels are tested against).
 pub fn dot_scalar(kind: WeightType, row: &[u8], x: &[ActivationBlock]) -> f32 {
-    let mut total = 0f32;
-    for (block, a) in row.chunks_exact(kind.block_bytes()).zip(x) {
-        let d = read_f16(block, 0);
-        match kind {
-            WeightType::Q4_0 | WeightType::Q4_1 => {
-                let qs = if kind == WeightType::Q4_0 {
-                    &block[2..18]
-                } else {
-                    &block[4..20]
-                };
-                let mut products = 0i32;
-                for (i, byte) in qs.iter().enumerate() {
-                    products += i32::from(byte & 0x0F) * i32::from(a.qs[i])
-                        + i32::from(byte >> 4) * i32::from(a.qs[i + BLOCK / 2]);
-                }
-                total += match kind {
-                    WeightType::Q4_0 => d * a.d * (products - 8 * a.sum) as f32,
-                    _ => d * a.d * products as f32 + read_f16(block, 2) * a.d * a.sum as f32,
-                };
-            }
-            WeightType::Q8_0 => {
-                let products: i32 = block[2..34]
-                    .iter()
-                    .zip(&a.qs)
-                    .map(|(w, x)| i32::from(*w as i8) * i32::from(*x))
-                    .sum();
-                total += d * a.d * products as f32;
-            }
-        }
-    }
-    total
+    x.iter()
+        .enumerate()
+        .map(|(b, a)| crate::interleaved::block_dot(kind, &crate::formats::decode(kind, row, b), a))
+        .sum()
 }

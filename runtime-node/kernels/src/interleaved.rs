@@ -9,121 +9,233 @@
 //! |---|---|---|
 //! | Q4_0 | 144 | `d: [f16; 8]`, `q: [u8; 128]` |
 //! | Q4_1 | 160 | `d: [f16; 8]`, `m: [f16; 8]`, `q: [u8; 128]` |
+//! | Q5_0 | 176 | `d: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
 //! | Q8_0 | 272 | `d: [f16; 8]`, `q: [i8; 256]` |
 //!
-//! Q4: byte `32·c + 4·j + t` (c < 4) holds row j's weight `4c + t` in its low nibble and weight
-//! `4(c + 4) + t` in its high nibble (4-bit values 0..15). Q8: byte `32·c + 4·j + t` (c < 8) is
-//! row j's weight `4c + t`. Rows past the matrix's last are zero padding.
+//! Q4 (and the low 4 bits of Q5_0, Q4_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds row j's
+//! weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8: byte
+//! `32·c + 4·j + t` (c < 8) is row j's weight `4c + t`. Q5_0's fifth bits: byte `4·j + t` of
+//! `high` holds weight `4c + t`'s at bit c and weight `16 + 4c + t`'s at bit `4 + c`.
+//!
+//! Q4_K and Q6_K keep their superblocks of 256 weights (8 blocks) so that the 6- and 8-bit
+//! sub-block scales stay integers beside one f16 per row, exact and as small as in the file:
+//!
+//! | type | bytes per group·superblock | layout |
+//! |---|---|---|
+//! | Q4_K | 1184 | `d, dmin: [f16; 8]`, `scale, min: [[u8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
+//! | Q6_K | 1680 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [u8; 128]`, `high: [[u8; 32]; 2]`) |
+//!
+//! Q6_K's top 2 bits: byte `4·j + t` of `high[0]` holds those of weight `4c + t` at bits
+//! `(4 + 2c) mod 8` (so chunk c needs at most one shift to reach bits 4–5), `high[1]` those of
+//! weight `16 + 4c + t`. Rows past the matrix's last are zero padding.
 
 use rayon::prelude::*;
 
 use super::blocks::{ActivationBlock, BLOCK, WeightType};
+use super::formats::{SubBlock, decode};
 
 /// Rows per group.
 pub const GROUP: usize = 8;
 
-/// Bytes of one group's block.
+/// Blocks per Q4_K / Q6_K superblock.
+pub const SUPER: usize = 8;
+
+/// Bytes of Q4_K's superblock header in a group (d, dmin, scales, minimums).
+pub const Q4K_HEADER: usize = 32 + 64 + 64;
+
+/// Bytes of Q6_K's superblock header in a group (d, 16 half-block scales).
+pub const Q6K_HEADER: usize = 16 + 128;
+
+/// Bytes of one Q6_K block's weights in a group (low nibbles, then the two top-bit planes).
+pub const Q6K_BLOCK: usize = 128 + 64;
+
+/// Bytes of one group's block (for Q4_K / Q6_K: an eighth of a superblock, which is whole).
 pub const fn group_block_bytes(kind: WeightType) -> usize {
     match kind {
         WeightType::Q4_0 => 16 + 128,
         WeightType::Q4_1 => 32 + 128,
+        WeightType::Q5_0 => 16 + 32 + 128,
         WeightType::Q8_0 => 16 + 256,
+        WeightType::Q4K => (Q4K_HEADER + SUPER * 128) / SUPER,
+        WeightType::Q6K => (Q6K_HEADER + SUPER * Q6K_BLOCK) / SUPER,
     }
 }
 
-/// Bytes of the quantized weights' header (the scales, and Q4_1's minimums).
+/// Bytes of a 32-weight type's block header (the scales, and Q4_1's minimums or Q5_0's fifth
+/// bits) before its quantized weights.
 pub const fn header_bytes(kind: WeightType) -> usize {
     match kind {
         WeightType::Q4_1 => 32,
+        WeightType::Q5_0 => 48,
         _ => 16,
     }
 }
 
-/// Bytes of quantized weights at the end of one GGUF block.
-const fn gguf_quant_bytes(kind: WeightType) -> usize {
+/// Where block `b`'s fields lie in a group's bytes: the start of its (super)block and, for
+/// Q4_K/Q6_K, the block's index in the superblock and the start of its weights.
+#[inline(always)]
+pub(crate) const fn locate(kind: WeightType, b: usize) -> (usize, usize, usize) {
     match kind {
-        WeightType::Q8_0 => 32,
-        _ => 16,
+        WeightType::Q4K | WeightType::Q6K => {
+            let start = b / SUPER * SUPER * group_block_bytes(kind);
+            let sub = b % SUPER;
+            let weights = match kind {
+                WeightType::Q4K => start + Q4K_HEADER + 128 * sub,
+                _ => start + Q6K_HEADER + Q6K_BLOCK * sub,
+            };
+            (start, sub, weights)
+        }
+        _ => {
+            let start = b * group_block_bytes(kind);
+            (start, 0, start + header_bytes(kind))
+        }
     }
+}
+
+/// Writes row `j`'s block `b` into `group` (all of a group's blocks).
+fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBlock) {
+    let (start, sub, weights) = locate(kind, b);
+    group[start + 2 * j..][..2].copy_from_slice(&block.d);
+    match kind {
+        WeightType::Q4_1 => group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m),
+        WeightType::Q4K => {
+            group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
+            group[start + 32 + 8 * sub + j] = block.scale[0] as u8;
+            group[start + 96 + 8 * sub + j] = block.min;
+        }
+        WeightType::Q6K => {
+            for (h, scale) in block.scale.iter().enumerate() {
+                group[start + 16 + 8 * (2 * sub + h) + j] = *scale as u8;
+            }
+        }
+        _ => {}
+    }
+    if kind == WeightType::Q8_0 {
+        for (k, q) in block.q.iter().enumerate() {
+            group[weights + 32 * (k / 4) + 4 * j + k % 4] = *q;
+        }
+        return;
+    }
+    for k in 0..16 {
+        let (c, t) = (k / 4, k % 4);
+        let (low, high) = (block.q[k], block.q[k + 16]);
+        group[weights + 32 * c + 4 * j + t] = (low & 0x0F) | ((high & 0x0F) << 4);
+        match kind {
+            WeightType::Q5_0 => {
+                let bits = ((low >> 4) << c) | ((high >> 4) << (4 + c));
+                group[start + 16 + 4 * j + t] |= bits;
+            }
+            WeightType::Q6K => {
+                let at = (4 + 2 * c) % 8;
+                group[weights + 128 + 4 * j + t] |= (low >> 4) << at;
+                group[weights + 160 + 4 * j + t] |= (high >> 4) << at;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Row `j`'s block `b` read back from `group` (the inverse of [`repack`]).
+pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
+    let (start, sub, weights) = locate(kind, b);
+    let mut block = SubBlock {
+        q: [0; BLOCK],
+        d: [group[start + 2 * j], group[start + 2 * j + 1]],
+        m: [0; 2],
+        scale: [0; 2],
+        min: 0,
+    };
+    match kind {
+        WeightType::Q4_1 | WeightType::Q4K => {
+            block.m = [group[start + 16 + 2 * j], group[start + 17 + 2 * j]];
+        }
+        _ => {}
+    }
+    if kind == WeightType::Q4K {
+        block.scale = [group[start + 32 + 8 * sub + j] as i8; 2];
+        block.min = group[start + 96 + 8 * sub + j];
+    }
+    if kind == WeightType::Q6K {
+        for h in 0..2 {
+            block.scale[h] = group[start + 16 + 8 * (2 * sub + h) + j] as i8;
+        }
+    }
+    for k in 0..BLOCK {
+        let (c, t) = (k / 4, k % 4);
+        block.q[k] = match kind {
+            WeightType::Q8_0 => group[weights + 32 * c + 4 * j + t],
+            _ if c < 4 => group[weights + 32 * c + 4 * j + t] & 0x0F,
+            _ => group[weights + 32 * (c - 4) + 4 * j + t] >> 4,
+        };
+        let (c4, upper) = (c % 4, usize::from(c >= 4));
+        match kind {
+            WeightType::Q5_0 => {
+                block.q[k] |= ((group[start + 16 + 4 * j + t] >> (c4 + 4 * upper)) & 1) << 4;
+            }
+            WeightType::Q6K => {
+                let plane = group[weights + 128 + 32 * upper + 4 * j + t];
+                block.q[k] |= ((plane >> ((4 + 2 * c4) % 8)) & 3) << 4;
+            }
+            _ => {}
+        }
+    }
+    block
 }
 
 /// Repacks `rows × cols` GGUF blocks (`data`) into groups of [`GROUP`] rows.
 pub fn repack(kind: WeightType, rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
     let blocks = cols / BLOCK;
     let groups = rows.div_ceil(GROUP);
-    let size = group_block_bytes(kind);
-    let header = header_bytes(kind);
-    let mut out = vec![0u8; groups * blocks * size];
-    let row_bytes = blocks * kind.block_bytes();
+    let group_bytes = blocks * group_block_bytes(kind);
+    let mut out = vec![0u8; groups * group_bytes];
+    let row_bytes = cols / kind.block_weights() * kind.block_bytes();
     // Groups are independent: repack them in parallel (a 49,152-row embedding takes a while).
-    out.par_chunks_mut(blocks * size)
+    out.par_chunks_mut(group_bytes)
         .enumerate()
-        .for_each(|(group, packed_group)| {
-            let group_rows = data.chunks_exact(row_bytes).skip(group * GROUP).take(GROUP);
-            for (j, row_data) in group_rows.enumerate() {
-                for (b, block) in row_data.chunks_exact(kind.block_bytes()).enumerate() {
-                    let packed = &mut packed_group[b * size..(b + 1) * size];
-                    packed[2 * j..2 * j + 2].copy_from_slice(&block[..2]);
-                    if kind == WeightType::Q4_1 {
-                        packed[16 + 2 * j..16 + 2 * j + 2].copy_from_slice(&block[2..4]);
-                    }
-                    // GGUF's byte `i` of a Q4 block holds weights `i` (low nibble) and `i + 16`
-                    // (high), so the layout's byte `32·c + 4·j + t` is row j's byte `4c + t`
-                    // unchanged, as it is for Q8: whole 4-byte runs move.
-                    let quants = &block[kind.block_bytes() - gguf_quant_bytes(kind)..];
-                    for (c, run) in quants.chunks_exact(4).enumerate() {
-                        packed[header + 32 * c + 4 * j..][..4].copy_from_slice(run);
-                    }
+        .for_each(|(g, group)| {
+            let group_rows = data.chunks_exact(row_bytes).skip(g * GROUP).take(GROUP);
+            for (j, row) in group_rows.enumerate() {
+                for b in 0..blocks {
+                    write(kind, group, b, j, &decode(kind, row, b));
                 }
             }
         });
     out
 }
 
-/// Row `j`'s integer weights in a group block (the inverse of [`repack`]'s interleave).
-pub fn integer_weights(kind: WeightType, packed: &[u8], j: usize) -> [i32; BLOCK] {
-    let quants = &packed[header_bytes(kind)..];
-    let mut values = [0i32; BLOCK];
-    for (k, value) in values.iter_mut().enumerate() {
-        let (chunk, t) = (k / 4, k % 4);
-        *value = match kind {
-            WeightType::Q8_0 => i32::from(quants[32 * chunk + 4 * j + t] as i8),
-            _ if chunk < 4 => i32::from(quants[32 * chunk + 4 * j + t] & 0x0F),
-            _ => i32::from(quants[32 * (chunk - 4) + 4 * j + t] >> 4),
-        };
+/// The dot product of one weight block with one activation block, from its integer weights and
+/// per-half scales (the definition every kernel is checked against).
+pub fn block_dot(kind: WeightType, block: &SubBlock, a: &ActivationBlock) -> f32 {
+    let integers = block.integers(kind);
+    let halves = block.scale_and_offset(kind);
+    let mut total = 0f32;
+    for (h, (scale, offset)) in halves.iter().enumerate() {
+        let range = 16 * h..16 * h + 16;
+        let products: i32 = integers[range.clone()]
+            .iter()
+            .zip(&a.qs[range.clone()])
+            .map(|(w, x)| w * i32::from(*x))
+            .sum();
+        let x_sum: i32 = a.qs[range].iter().map(|&x| i32::from(x)).sum();
+        total += a.d * (scale * products as f32 + offset * x_sum as f32);
     }
-    values
-}
-
-/// Row `j`'s scale and constant per unit of `Σx` (Q4_0: −8·d, Q4_1: m, Q8_0: 0).
-pub fn scale_and_offset(kind: WeightType, packed: &[u8], j: usize) -> (f32, f32) {
-    let d = super::blocks::read_f16(packed, 2 * j);
-    let offset = match kind {
-        WeightType::Q4_0 => -8.0 * d,
-        WeightType::Q4_1 => super::blocks::read_f16(packed, 16 + 2 * j),
-        WeightType::Q8_0 => 0.0,
-    };
-    (d, offset)
+    total
 }
 
 /// The portable kernel on the interleaved layout: `out[i · rows + r]` for the `rows = out.len() / n`
 /// rows starting at group 0 of `packed`, and the `n` inputs in `x`.
 pub fn dot_groups_scalar(kind: WeightType, packed: &[u8], x: &[ActivationBlock], n: usize, out: &mut [f32]) {
     let blocks = x.len() / n;
-    let size = group_block_bytes(kind);
+    let group_bytes = blocks * group_block_bytes(kind);
     let rows = out.len() / n;
     for r in 0..rows {
-        let (group, j) = (r / GROUP, r % GROUP);
+        let group = &packed[r / GROUP * group_bytes..][..group_bytes];
         for i in 0..n {
-            let mut total = 0f32;
-            for (b, a) in x[i * blocks..(i + 1) * blocks].iter().enumerate() {
-                let block = &packed[(group * blocks + b) * size..][..size];
-                let weights = integer_weights(kind, block, j);
-                let sum: i32 = weights.iter().zip(&a.qs).map(|(w, q)| w * i32::from(*q)).sum();
-                let (d, offset) = scale_and_offset(kind, block, j);
-                total += d * a.d * sum as f32 + offset * a.scaled_sum;
-            }
-            out[i * rows + r] = total;
+            out[i * rows + r] = x[i * blocks..(i + 1) * blocks]
+                .iter()
+                .enumerate()
+                .map(|(b, a)| block_dot(kind, &unpack(kind, group, b, r % GROUP), a))
+                .sum();
         }
     }
 }

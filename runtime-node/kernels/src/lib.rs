@@ -1,6 +1,7 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
-//! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q8_0 or F16 weight matrix, and
-//! the vector loops of a fused step (attention, activation quantization, SiLU). Each activation
+//! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K
+//! ([`formats`]) or F16 weight matrix, and the vector loops of a fused step (attention,
+//! activation quantization, SiLU). Each activation
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
 //! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
 //! integers ([`dot`]); output rows are split across a persistent worker pool ([`pool`],
@@ -12,6 +13,7 @@ pub mod blocks;
 pub mod dot;
 #[cfg(target_arch = "x86_64")]
 mod exp512;
+pub mod formats;
 pub mod half_matrix;
 pub mod interleaved;
 pub mod pool;
@@ -62,10 +64,14 @@ pub struct QuantMatrix {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MatrixError {
     /// Columns must fill whole blocks.
-    #[error("{cols} columns is not a multiple of the {BLOCK}-weight block")]
+    #[error("{cols} columns is not a multiple of {kind:?}'s {block}-weight block")]
     PartialBlock {
+        /// Weight type.
+        kind: WeightType,
         /// The column count.
         cols: usize,
+        /// Weights per block.
+        block: usize,
     },
     /// The byte count does not match the shape.
     #[error("{rows}×{cols} {kind:?} needs {expected} bytes, got {actual}")]
@@ -86,10 +92,11 @@ pub enum MatrixError {
 impl QuantMatrix {
     /// Wraps `data` (as stored in the file) checking it matches the shape.
     pub fn new(kind: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, MatrixError> {
-        if !cols.is_multiple_of(BLOCK) {
-            return Err(MatrixError::PartialBlock { cols });
+        let block = kind.block_weights();
+        if !cols.is_multiple_of(block) {
+            return Err(MatrixError::PartialBlock { kind, cols, block });
         }
-        let expected = rows * cols / BLOCK * kind.block_bytes();
+        let expected = rows * cols / block * kind.block_bytes();
         if data.len() != expected {
             return Err(MatrixError::Size {
                 kind,
@@ -126,20 +133,13 @@ impl QuantMatrix {
     /// GEMM that reuses each weight across many rows wins).
     pub fn dequantize(&self) -> Vec<f32> {
         let blocks = self.cols / BLOCK;
-        let size = interleaved::group_block_bytes(self.kind);
+        let group_bytes = blocks * interleaved::group_block_bytes(self.kind);
         let mut out = vec![0f32; self.rows * self.cols];
         out.par_chunks_mut(self.cols).enumerate().for_each(|(r, row)| {
-            let (group, j) = (r / interleaved::GROUP, r % interleaved::GROUP);
+            let group = &self.packed[r / interleaved::GROUP * group_bytes..][..group_bytes];
             for (b, values) in row.chunks_exact_mut(BLOCK).enumerate() {
-                let block = &self.packed[(group * blocks + b) * size..][..size];
-                let (d, offset) = interleaved::scale_and_offset(self.kind, block, j);
-                // Q4_0's offset is −8·d per unit of Σx, i.e. −8·d per weight.
-                for (v, w) in values
-                    .iter_mut()
-                    .zip(interleaved::integer_weights(self.kind, block, j))
-                {
-                    *v = w as f32 * d + offset;
-                }
+                let block = interleaved::unpack(self.kind, group, b, r % interleaved::GROUP);
+                values.copy_from_slice(&block.values(self.kind));
             }
         });
         out
@@ -199,7 +199,6 @@ pub fn matmul_quantized_many(
 
 #[cfg(test)]
 mod tests {
-    use super::blocks::dequantize_block;
     use super::*;
     use blocks::quantize_activations;
     use half::f16;
@@ -222,22 +221,64 @@ mod tests {
         }
     }
 
+    /// `blocks` GGUF blocks of random bytes with small random f16 scales (and minimums).
     fn random_blocks(kind: WeightType, blocks: usize, random: &mut Random) -> Vec<u8> {
+        let scale_fields: &[usize] = match kind {
+            WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
+            WeightType::Q6K => &[208],
+            _ => &[0],
+        };
         let mut data = Vec::with_capacity(blocks * kind.block_bytes());
         for _ in 0..blocks {
-            data.extend(f16::from_f32(random.float() * 0.05).to_le_bytes());
-            let header = if kind == WeightType::Q4_1 {
-                data.extend(f16::from_f32(random.float() * 0.1).to_le_bytes());
-                4
-            } else {
-                2
-            };
-            data.extend((header..kind.block_bytes()).map(|_| random.byte()));
+            let mut block: Vec<u8> = (0..kind.block_bytes()).map(|_| random.byte()).collect();
+            for &at in scale_fields {
+                let value = f16::from_f32(random.float() * 0.05);
+                block[at..at + 2].copy_from_slice(&value.to_le_bytes());
+            }
+            data.extend(block);
         }
         data
     }
 
-    const KINDS: [WeightType; 3] = [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0];
+    const KINDS: [WeightType; 6] = [
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q8_0,
+        WeightType::Q4K,
+        WeightType::Q6K,
+    ];
+
+    /// `blocks` rounded up to whole GGUF blocks of `kind` (superblocks of 8 for Q4_K/Q6_K).
+    fn whole_blocks(kind: WeightType, blocks: usize) -> usize {
+        let per_block = kind.block_weights() / BLOCK;
+        blocks.div_ceil(per_block) * per_block
+    }
+
+    #[test]
+    fn repacking_keeps_every_weight_and_scale() {
+        let mut random = Random(3);
+        for kind in KINDS {
+            let (rows, blocks) = (11, whole_blocks(kind, 3));
+            let cols = blocks * BLOCK;
+            let data = random_blocks(kind, rows * cols / kind.block_weights(), &mut random);
+            let packed = interleaved::repack(kind, rows, cols, &data);
+            let group_bytes = blocks * interleaved::group_block_bytes(kind);
+            assert_eq!(packed.len(), rows.div_ceil(8) * group_bytes, "{kind:?}");
+            let row_bytes = data.len() / rows;
+            for r in 0..rows {
+                let group = &packed[r / 8 * group_bytes..][..group_bytes];
+                for b in 0..blocks {
+                    let stored = formats::decode(kind, &data[r * row_bytes..][..row_bytes], b);
+                    assert_eq!(
+                        interleaved::unpack(kind, group, b, r % 8),
+                        stored,
+                        "{kind:?} [{r},{b}]"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_path_on_the_interleaved_layout_agrees_with_the_gguf_definition() {
@@ -259,8 +300,9 @@ mod tests {
                 (40, 5, 4),
                 (45, 3, 3),
             ] {
-                let row_bytes = blocks * kind.block_bytes();
-                let weights = random_blocks(kind, rows * blocks, &mut random);
+                let blocks = whole_blocks(kind, blocks);
+                let row_bytes = blocks * BLOCK / kind.block_weights() * kind.block_bytes();
+                let weights = random_blocks(kind, rows * blocks * BLOCK / kind.block_weights(), &mut random);
                 let packed = interleaved::repack(kind, rows, blocks * BLOCK, &weights);
                 let x: Vec<f32> = (0..n * blocks * BLOCK).map(|_| random.float()).collect();
                 let mut a = Vec::new();
@@ -324,8 +366,8 @@ mod tests {
         // to the 8-row groups would get wrong; 20 inputs: tiles of 8 and 4, each task writing
         // its rows of every input into place.
         for (kind, n) in KINDS.into_iter().flat_map(|kind| [(kind, 3), (kind, 20)]) {
-            let (rows, cols) = (200, 96);
-            let data = random_blocks(kind, rows * cols / BLOCK, &mut random);
+            let (rows, cols) = (200, whole_blocks(kind, 3) * BLOCK);
+            let data = random_blocks(kind, rows * cols / kind.block_weights(), &mut random);
             let matrix = QuantMatrix::new(kind, rows, cols, data.clone()).expect("shape");
             assert_eq!(
                 matrix.packed.len(),
@@ -333,12 +375,13 @@ mod tests {
             );
             let x: Vec<f32> = (0..n * cols).map(|_| random.float()).collect();
             let y = matrix.matmul(&x, n);
-            let mut weights = vec![0f32; rows * cols];
-            let mut block = [0f32; BLOCK];
-            for (b, bytes) in data.chunks_exact(kind.block_bytes()).enumerate() {
-                dequantize_block(kind, bytes, &mut block);
-                weights[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&block);
-            }
+            let row_bytes = data.len() / rows;
+            let weights: Vec<f32> = (0..rows * cols / BLOCK)
+                .flat_map(|b| {
+                    let row = &data[b / (cols / BLOCK) * row_bytes..][..row_bytes];
+                    formats::decode(kind, row, b % (cols / BLOCK)).values(kind)
+                })
+                .collect();
             assert_eq!(matrix.dequantize(), weights, "dequantize is the block definition");
             for i in 0..n {
                 for r in 0..rows {
@@ -362,7 +405,19 @@ mod tests {
     fn shapes_that_do_not_fit_are_named() {
         assert_eq!(
             QuantMatrix::new(WeightType::Q8_0, 2, 48, vec![]),
-            Err(MatrixError::PartialBlock { cols: 48 })
+            Err(MatrixError::PartialBlock {
+                kind: WeightType::Q8_0,
+                cols: 48,
+                block: 32
+            })
+        );
+        assert_eq!(
+            QuantMatrix::new(WeightType::Q4K, 2, 576, vec![]),
+            Err(MatrixError::PartialBlock {
+                kind: WeightType::Q4K,
+                cols: 576,
+                block: 256
+            })
         );
         assert!(matches!(
             QuantMatrix::new(WeightType::Q4_0, 2, 64, vec![0; 10]),

@@ -42,7 +42,8 @@ pub unsafe fn quantize_slice(x: &[f32], out: &mut [ActivationBlock]) {
             _mm512_cvttps_epi32(_mm512_add_ps(scaled, offset))
         };
         let (q_low, q_high) = (round(low), round(high));
-        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q_low, q_high));
+        let low_sum = _mm512_reduce_add_epi32(q_low);
+        let sum = low_sum + _mm512_reduce_add_epi32(q_high);
         // SAFETY: `qs` holds 32 bytes: 16 from each register.
         unsafe {
             _mm_storeu_si128(block.qs.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(q_low));
@@ -50,6 +51,7 @@ pub unsafe fn quantize_slice(x: &[f32], out: &mut [ActivationBlock]) {
         }
         block.d = d;
         block.sum = sum;
+        block.low_sum = low_sum;
         block.scaled_sum = d * sum as f32;
     }
 }
@@ -90,8 +92,14 @@ mod tests {
         for (i, (f, chunk)) in fast.iter().zip(x.chunks_exact(BLOCK)).enumerate() {
             let plain = crate::blocks::quantize_block(chunk);
             assert_eq!(
-                (f.qs, f.d.to_bits(), f.sum, f.scaled_sum.to_bits()),
-                (plain.qs, plain.d.to_bits(), plain.sum, plain.scaled_sum.to_bits()),
+                (f.qs, f.d.to_bits(), f.sum, f.low_sum, f.scaled_sum.to_bits()),
+                (
+                    plain.qs,
+                    plain.d.to_bits(),
+                    plain.sum,
+                    plain.low_sum,
+                    plain.scaled_sum.to_bits()
+                ),
                 "block {i}"
             );
         }

@@ -12,17 +12,32 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{ActivationBlock, WeightType};
-use super::interleaved::{GROUP, group_block_bytes, header_bytes};
+use super::interleaved::{GROUP, Q4K_HEADER, Q6K_BLOCK, Q6K_HEADER, group_block_bytes, locate};
 
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q8_0: u8 = 2;
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q8_0: u8 = 2;
+pub(super) const Q5_0: u8 = 3;
+pub(super) const Q4K: u8 = 4;
+pub(super) const Q6K: u8 = 5;
+
+/// The weight type a `KIND` constant stands for.
+pub(super) const fn kind_of(kind: u8) -> WeightType {
+    match kind {
+        Q4_0 => WeightType::Q4_0,
+        Q4_1 => WeightType::Q4_1,
+        Q8_0 => WeightType::Q8_0,
+        Q5_0 => WeightType::Q5_0,
+        Q4K => WeightType::Q4K,
+        _ => WeightType::Q6K,
+    }
+}
 
 /// Activation rows per tile.
 const TILE_INPUTS: usize = 8;
 
-/// `acc + Σ_4 u8 · i8` per i32 lane. With AVX2 the i16 intermediate cannot saturate: 4-bit
-/// weights give |pair| ≤ 2·15·128, Q8_0 passes |w| ≤ 128 with |x| ≤ 127.
+/// `acc + Σ_4 u8 · i8` per i32 lane. With AVX2 the i16 intermediate cannot saturate: 4- to
+/// 6-bit weights give |pair| ≤ 2·63·128, Q8_0 passes |w| ≤ 128 with |x| ≤ 127.
 #[inline(always)]
 unsafe fn add_products<const VNNI: bool>(acc: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
     unsafe {
@@ -41,7 +56,36 @@ unsafe fn broadcast4(x: &ActivationBlock, c: usize) -> __m256i {
     unsafe { _mm256_set1_epi32(x.qs.as_ptr().add(4 * c).cast::<i32>().read_unaligned()) }
 }
 
-/// One group (8 rows at `group`, `blocks` group blocks) against `N` activation rows; lane j of
+/// Eight bytes at `at` widened to the 8 lanes' f32 values (Q4_K's unsigned, Q6_K's signed
+/// sub-block scales of the group's 8 rows).
+#[inline(always)]
+unsafe fn byte_lanes<const SIGNED: bool>(at: *const u8) -> __m256 {
+    unsafe {
+        let bytes = _mm_loadl_epi64(at.cast());
+        _mm256_cvtepi32_ps(if SIGNED {
+            _mm256_cvtepi8_epi32(bytes)
+        } else {
+            _mm256_cvtepu8_epi32(bytes)
+        })
+    }
+}
+
+/// Q6_K's top 2 bits of chunk `c` (stored at bits `(4 + 2c) mod 8` of each byte) moved to bits
+/// 4–5: one 16-bit shift at most, whose spill into the neighbouring byte the mask removes.
+#[inline(always)]
+unsafe fn q6k_top_bits(plane: __m256i, c: usize) -> __m256i {
+    unsafe {
+        let moved = match c {
+            0 => plane,
+            1 => _mm256_srli_epi16::<2>(plane),
+            2 => _mm256_slli_epi16::<4>(plane),
+            _ => _mm256_slli_epi16::<2>(plane),
+        };
+        _mm256_and_si256(moved, _mm256_set1_epi8(0x30))
+    }
+}
+
+/// One group (8 rows at `group`, `blocks` blocks) against `N` activation rows; lane j of
 /// result i is row j's dot product with input i.
 #[inline(always)]
 unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
@@ -49,21 +93,27 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
     inputs: [&[ActivationBlock]; N],
     blocks: usize,
 ) -> [__m256; N] {
-    let kind = match KIND {
-        Q4_0 => WeightType::Q4_0,
-        Q4_1 => WeightType::Q4_1,
-        _ => WeightType::Q8_0,
-    };
-    let (size, header) = (group_block_bytes(kind), header_bytes(kind));
-    // SAFETY (whole function): the caller passes `blocks` whole group blocks and N inputs of at
-    // least `blocks` blocks; the CPU has the features of the calling wrapper.
+    let kind = kind_of(KIND);
+    let superblocks = KIND == Q4K || KIND == Q6K;
+    // SAFETY (whole function): the caller passes `blocks` whole blocks of the group and N inputs
+    // of at least `blocks` blocks; the CPU has the features of the calling wrapper.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); N];
+        let nibble = _mm256_set1_epi8(0x0F);
         for b in 0..blocks {
-            let block = group.add(b * size);
-            super::prefetch_ahead(block, size);
-            let quants = block.add(header);
+            let (start, sub, weights) = locate(kind, b);
+            let (block, quants) = (group.add(start), group.add(weights));
+            if superblocks {
+                if sub == 0 {
+                    super::prefetch_ahead(block, if KIND == Q4K { Q4K_HEADER } else { Q6K_HEADER });
+                }
+                super::prefetch_ahead(quants, if KIND == Q4K { 128 } else { Q6K_BLOCK });
+            } else {
+                super::prefetch_ahead(block, group_block_bytes(kind));
+            }
+            // Q6_K sums its two 16-weight halves apart (each has its own scale).
             let mut sums = [_mm256_setzero_si256(); N];
+            let mut upper = [_mm256_setzero_si256(); N];
             if KIND == Q8_0 {
                 for c in 0..8 {
                     let q = _mm256_loadu_si256(quants.add(32 * c).cast());
@@ -75,31 +125,74 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     }
                 }
             } else {
-                let mask = _mm256_set1_epi8(0x0F);
+                let fifth_bits = _mm256_loadu_si256(block.add(16).cast());
+                let fifth_low = _mm256_slli_epi16::<4>(fifth_bits);
                 for c in 0..4 {
                     let q = _mm256_loadu_si256(quants.add(32 * c).cast());
-                    let low = _mm256_and_si256(q, mask);
-                    let high = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+                    let mut low = _mm256_and_si256(q, nibble);
+                    let mut high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
+                    if KIND == Q5_0 {
+                        // Bit c (low half) or 4 + c (high half) of each byte to bit 4.
+                        let count = _mm_cvtsi32_si128(c as i32);
+                        let bit = _mm256_set1_epi8(0x10);
+                        low = _mm256_or_si256(low, _mm256_and_si256(_mm256_srl_epi16(fifth_low, count), bit));
+                        high =
+                            _mm256_or_si256(high, _mm256_and_si256(_mm256_srl_epi16(fifth_bits, count), bit));
+                    }
+                    if KIND == Q6K {
+                        let planes = quants.add(128);
+                        low = _mm256_or_si256(low, q6k_top_bits(_mm256_loadu_si256(planes.cast()), c));
+                        high =
+                            _mm256_or_si256(high, q6k_top_bits(_mm256_loadu_si256(planes.add(32).cast()), c));
+                    }
                     for i in 0..N {
                         let x = inputs[i].get_unchecked(b);
                         sums[i] = add_products::<VNNI>(sums[i], low, broadcast4(x, c));
-                        sums[i] = add_products::<VNNI>(sums[i], high, broadcast4(x, c + 4));
+                        if KIND == Q6K {
+                            upper[i] = add_products::<VNNI>(upper[i], high, broadcast4(x, c + 4));
+                        } else {
+                            sums[i] = add_products::<VNNI>(sums[i], high, broadcast4(x, c + 4));
+                        }
                     }
                 }
             }
-            let scales = _mm256_cvtph_ps(_mm_loadu_si128(block.cast()));
-            let minimums = if KIND == Q4_1 {
-                _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()))
-            } else {
-                _mm256_setzero_ps()
+            // Per row: the scale of the integer sums (of each half, for Q6_K) and the constant
+            // per unit of the activations' sum.
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(block.cast()));
+            let (scales, upper_scales, minimums) = match KIND {
+                Q4_1 => (d, d, _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()))),
+                Q4K => {
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()));
+                    let scales = _mm256_mul_ps(d, byte_lanes::<false>(block.add(32 + 8 * sub)));
+                    let minimums = _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(96 + 8 * sub)));
+                    (scales, scales, _mm256_sub_ps(_mm256_setzero_ps(), minimums))
+                }
+                Q6K => (
+                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(16 + 16 * sub))),
+                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(24 + 16 * sub))),
+                    _mm256_setzero_ps(),
+                ),
+                _ => (d, d, _mm256_setzero_ps()),
             };
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
-                let scale = _mm256_mul_ps(scales, _mm256_set1_ps(x.d));
+                let x_scale = _mm256_set1_ps(x.d);
+                if KIND == Q6K {
+                    // Weights are q − 32: take 32 · Σx of each half off in integers.
+                    let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(32 * x.low_sum));
+                    let high = _mm256_sub_epi32(upper[i], _mm256_set1_epi32(32 * (x.sum - x.low_sum)));
+                    let low_scale = _mm256_mul_ps(scales, x_scale);
+                    let high_scale = _mm256_mul_ps(upper_scales, x_scale);
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(low), low_scale, acc[i]);
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
+                    continue;
+                }
+                let scale = _mm256_mul_ps(scales, x_scale);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), scale, acc[i]);
                 match KIND {
                     Q4_0 => acc[i] = _mm256_fmadd_ps(scales, _mm256_set1_ps(-8.0 * x.scaled_sum), acc[i]),
-                    Q4_1 => acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]),
+                    Q5_0 => acc[i] = _mm256_fmadd_ps(scales, _mm256_set1_ps(-16.0 * x.scaled_sum), acc[i]),
+                    Q4_1 | Q4K => acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]),
                     _ => {}
                 }
             }
@@ -132,13 +225,8 @@ unsafe fn groups_for_inputs<const VNNI: bool, const WIDE: bool, const KIND: u8, 
             );
             // SAFETY: both groups hold `blocks` whole group blocks; WIDE is only set by the
             // caller that enables AVX-512F/BW/VNNI.
-            let dots = unsafe {
-                if KIND == Q4_1 {
-                    super::tile512::pair_dots::<true, N>(one.as_ptr(), two.as_ptr(), inputs, blocks)
-                } else {
-                    super::tile512::pair_dots::<false, N>(one.as_ptr(), two.as_ptr(), inputs, blocks)
-                }
-            };
+            let dots =
+                unsafe { super::tile512::pair_dots::<KIND, N>(one.as_ptr(), two.as_ptr(), inputs, blocks) };
             for (i, lanes) in dots.iter().enumerate() {
                 let target = &mut out[(first + i) * rows + paired * GROUP..][..2 * GROUP];
                 // SAFETY: `target` holds the 16 lanes.
@@ -215,6 +303,9 @@ unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
             WeightType::Q4_0 => groups_with::<VNNI, WIDE, Q4_0>(packed, group_bytes, x, n, out),
             WeightType::Q4_1 => groups_with::<VNNI, WIDE, Q4_1>(packed, group_bytes, x, n, out),
             WeightType::Q8_0 => groups_with::<VNNI, WIDE, Q8_0>(packed, group_bytes, x, n, out),
+            WeightType::Q5_0 => groups_with::<VNNI, WIDE, Q5_0>(packed, group_bytes, x, n, out),
+            WeightType::Q4K => groups_with::<VNNI, WIDE, Q4K>(packed, group_bytes, x, n, out),
+            WeightType::Q6K => groups_with::<VNNI, WIDE, Q6K>(packed, group_bytes, x, n, out),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Q4_0/Q4_1 on 512-bit registers, on the same interleaved layout as [`super::tile`]: two
+//! The 4- to 6-bit types on 512-bit registers, on the same interleaved layout as [`super::tile`]: two
 //! neighbouring 8-row groups side by side in one register (the first group in lanes 0–7, the
 //! second in lanes 8–15; one insert per 32 weight bytes, shared by every input), so one
 //! `vpdpbusd` against a broadcast activation dword covers 16 rows, and the per-block scaling of
@@ -11,8 +11,9 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{ActivationBlock, WeightType};
-use super::interleaved::{group_block_bytes, header_bytes};
+use super::blocks::ActivationBlock;
+use super::interleaved::{Q4K_HEADER, Q6K_BLOCK, Q6K_HEADER, group_block_bytes, locate};
+use super::tile::{Q4_0, Q4_1, Q4K, Q5_0, Q6K, kind_of};
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
 #[inline(always)]
@@ -32,57 +33,156 @@ unsafe fn halves(first: *const u8, second: *const u8, offset: usize) -> __m512 {
     }
 }
 
-/// Groups `first` and `second` (`blocks` group blocks each) against `N` activation rows; lane
-/// j < 8 of result i is the first group's row j with input i, lane 8 + j the second's row j.
-/// `Q4_1` picks the type (else Q4_0).
+/// 8 bytes from each group at `offset` (sub-block scales), widened to the 16 lanes' f32 values.
+#[inline(always)]
+unsafe fn byte_halves<const SIGNED: bool>(first: *const u8, second: *const u8, offset: usize) -> __m512 {
+    unsafe {
+        let low = _mm_loadl_epi64(first.add(offset).cast());
+        let bytes = _mm_unpacklo_epi64(low, _mm_loadl_epi64(second.add(offset).cast()));
+        _mm512_cvtepi32_ps(if SIGNED {
+            _mm512_cvtepi8_epi32(bytes)
+        } else {
+            _mm512_cvtepu8_epi32(bytes)
+        })
+    }
+}
+
+/// 32 bytes from each group at `offset`, side by side.
+#[inline(always)]
+unsafe fn pair_load(first: *const u8, second: *const u8, offset: usize) -> __m512i {
+    unsafe {
+        let low = _mm512_castsi256_si512(_mm256_loadu_si256(first.add(offset).cast()));
+        _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(second.add(offset).cast()))
+    }
+}
+
+/// Q6_K's top 2 bits of chunk `c` moved to bits 4–5 (see `tile::q6k_top_bits`).
+#[inline(always)]
+unsafe fn q6k_top_bits(plane: __m512i, c: usize) -> __m512i {
+    // SAFETY: the caller's CPU has AVX-512BW.
+    unsafe {
+        let moved = match c {
+            0 => plane,
+            1 => _mm512_srli_epi16::<2>(plane),
+            2 => _mm512_slli_epi16::<4>(plane),
+            _ => _mm512_slli_epi16::<2>(plane),
+        };
+        _mm512_and_si512(moved, _mm512_set1_epi8(0x30))
+    }
+}
+
+/// Groups `first` and `second` (`blocks` blocks each) against `N` activation rows; lane j < 8
+/// of result i is the first group's row j with input i, lane 8 + j the second's row j. `KIND`
+/// is one of [`super::tile`]'s 4-to-6-bit type constants (the layout of each: [`super::interleaved`]).
 ///
 /// # Safety
-/// Both groups hold `blocks` whole group blocks, every input at least `blocks` blocks; the CPU
-/// has AVX-512F/BW/VNNI and F16C.
+/// Both groups hold `blocks` whole blocks, every input at least `blocks` blocks; the CPU has
+/// AVX-512F/BW/VNNI and F16C.
 #[inline(always)]
-pub(super) unsafe fn pair_dots<const Q4_1: bool, const N: usize>(
+pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
     first: *const u8,
     second: *const u8,
     inputs: [&[ActivationBlock]; N],
     blocks: usize,
 ) -> [__m512; N] {
-    let kind = if Q4_1 { WeightType::Q4_1 } else { WeightType::Q4_0 };
-    let (size, header) = (group_block_bytes(kind), header_bytes(kind));
+    let kind = kind_of(KIND);
+    let superblocks = KIND == Q4K || KIND == Q6K;
     // SAFETY (whole function): as the caller promises.
     unsafe {
-        let mask = _mm512_set1_epi8(0x0F);
+        let nibble = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); N];
         for b in 0..blocks {
-            let (one, two) = (first.add(b * size), second.add(b * size));
-            super::prefetch_ahead(one, size);
-            super::prefetch_ahead(two, size);
+            let (start, sub, weights) = locate(kind, b);
+            let (one, two) = (first.add(start), second.add(start));
+            let quants = weights - start;
+            if superblocks {
+                let (header, block_bytes) = if KIND == Q4K {
+                    (Q4K_HEADER, 128)
+                } else {
+                    (Q6K_HEADER, Q6K_BLOCK)
+                };
+                if sub == 0 {
+                    super::prefetch_ahead(one, header);
+                    super::prefetch_ahead(two, header);
+                }
+                super::prefetch_ahead(one.add(quants), block_bytes);
+                super::prefetch_ahead(two.add(quants), block_bytes);
+            } else {
+                super::prefetch_ahead(one, group_block_bytes(kind));
+                super::prefetch_ahead(two, group_block_bytes(kind));
+            }
             let mut sums = [_mm512_setzero_si512(); N];
+            let mut upper = [_mm512_setzero_si512(); N];
+            let (fifth_bits, fifth_low) = if KIND == Q5_0 {
+                let bits = pair_load(one, two, 16);
+                (bits, _mm512_slli_epi16::<4>(bits))
+            } else {
+                (_mm512_setzero_si512(), _mm512_setzero_si512())
+            };
             for c in 0..4 {
-                let low_group = _mm512_castsi256_si512(_mm256_loadu_si256(one.add(header + 32 * c).cast()));
-                let q =
-                    _mm512_inserti64x4::<1>(low_group, _mm256_loadu_si256(two.add(header + 32 * c).cast()));
-                let low = _mm512_and_si512(q, mask);
-                let high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask);
+                let q = pair_load(one, two, quants + 32 * c);
+                let mut low = _mm512_and_si512(q, nibble);
+                let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
+                if KIND == Q5_0 {
+                    let count = _mm_cvtsi32_si128(c as i32);
+                    let bit = _mm512_set1_epi8(0x10);
+                    low = _mm512_or_si512(low, _mm512_and_si512(_mm512_srl_epi16(fifth_low, count), bit));
+                    high = _mm512_or_si512(high, _mm512_and_si512(_mm512_srl_epi16(fifth_bits, count), bit));
+                }
+                if KIND == Q6K {
+                    low = _mm512_or_si512(low, q6k_top_bits(pair_load(one, two, quants + 128), c));
+                    high = _mm512_or_si512(high, q6k_top_bits(pair_load(one, two, quants + 160), c));
+                }
                 for i in 0..N {
                     let x = inputs[i].get_unchecked(b);
                     sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
-                    sums[i] = _mm512_dpbusd_epi32(sums[i], high, broadcast4(x, c + 4));
+                    if KIND == Q6K {
+                        upper[i] = _mm512_dpbusd_epi32(upper[i], high, broadcast4(x, c + 4));
+                    } else {
+                        sums[i] = _mm512_dpbusd_epi32(sums[i], high, broadcast4(x, c + 4));
+                    }
                 }
             }
-            let scales = halves(one, two, 0);
-            let minimums = if Q4_1 {
-                halves(one, two, 16)
-            } else {
-                _mm512_setzero_ps()
+            let d = halves(one, two, 0);
+            let (scales, upper_scales, minimums) = match KIND {
+                Q4_1 => (d, d, halves(one, two, 16)),
+                Q4K => {
+                    let scales = _mm512_mul_ps(d, byte_halves::<false>(one, two, 32 + 8 * sub));
+                    let minimums =
+                        _mm512_mul_ps(halves(one, two, 16), byte_halves::<false>(one, two, 96 + 8 * sub));
+                    (scales, scales, _mm512_sub_ps(_mm512_setzero_ps(), minimums))
+                }
+                Q6K => (
+                    _mm512_mul_ps(d, byte_halves::<true>(one, two, 16 + 16 * sub)),
+                    _mm512_mul_ps(d, byte_halves::<true>(one, two, 24 + 16 * sub)),
+                    _mm512_setzero_ps(),
+                ),
+                _ => (d, d, _mm512_setzero_ps()),
             };
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
-                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(x.d));
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[i]), scale, acc[i]);
-                acc[i] = if Q4_1 {
-                    _mm512_fmadd_ps(minimums, _mm512_set1_ps(x.scaled_sum), acc[i])
-                } else {
-                    _mm512_fmadd_ps(scales, _mm512_set1_ps(-8.0 * x.scaled_sum), acc[i])
+                let x_scale = _mm512_set1_ps(x.d);
+                if KIND == Q6K {
+                    // Weights are q − 32: take 32 · Σx of each half off in integers.
+                    let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(32 * x.low_sum));
+                    let high = _mm512_sub_epi32(upper[i], _mm512_set1_epi32(32 * (x.sum - x.low_sum)));
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), _mm512_mul_ps(scales, x_scale), acc[i]);
+                    acc[i] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(high),
+                        _mm512_mul_ps(upper_scales, x_scale),
+                        acc[i],
+                    );
+                    continue;
+                }
+                acc[i] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(sums[i]),
+                    _mm512_mul_ps(scales, x_scale),
+                    acc[i],
+                );
+                acc[i] = match KIND {
+                    Q4_0 => _mm512_fmadd_ps(scales, _mm512_set1_ps(-8.0 * x.scaled_sum), acc[i]),
+                    Q5_0 => _mm512_fmadd_ps(scales, _mm512_set1_ps(-16.0 * x.scaled_sum), acc[i]),
+                    _ => _mm512_fmadd_ps(minimums, _mm512_set1_ps(x.scaled_sum), acc[i]),
                 };
             }
         }

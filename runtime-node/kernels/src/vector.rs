@@ -355,7 +355,7 @@ mod tests {
         crate::blocks::quantize_activations(&x, &mut plain);
         assert_eq!(fast.len(), x.len() / BLOCK);
         for (f, p) in fast.iter().zip(&plain) {
-            assert_eq!((f.qs, f.d, f.sum), (p.qs, p.d, p.sum));
+            assert_eq!((f.qs, f.d, f.sum, f.low_sum), (p.qs, p.d, p.sum, p.low_sum));
         }
     }
 }

@@ -62,7 +62,7 @@ pub(super) struct Linear {
 /// Rows from which candle-quantized matmuls, and F16 ones on CPUs without AVX-512, dequantize
 /// their weight and run a dense f32 GEMM, which reuses each weight across rows (measured faster
 /// for F16 prompt chunks than our 256-bit F16 kernel: 358 against 312 tok/s; the AVX-512 kernel's
-/// 4 × 6 register tiles beat it). Q4_0/Q4_1/Q8_0 always use our kernels, whose interleaved
+/// 4 × 6 register tiles beat it). The block types always use our kernels, whose interleaved
 /// layout already serves 8 rows per instruction.
 pub(super) const DENSE_MIN_ROWS: usize = 32;
 
@@ -76,7 +76,7 @@ fn f16_runs_dense(rows: usize) -> bool {
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
 #[derive(Debug, Clone)]
 pub(super) enum LinearWeight {
-    /// Q4_0 / Q4_1 / Q8_0 on CPU.
+    /// Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K on CPU.
     Blocks(QuantMatrix),
     /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
     F16(F16Matrix),
@@ -262,6 +262,19 @@ pub(super) struct WeightReader<'a> {
     pub(super) shard: Shard,
 }
 
+/// Our kernels' name for a GGUF block type they implement.
+fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
+    match dtype {
+        GgmlDType::Q4_0 => Some(WeightType::Q4_0),
+        GgmlDType::Q4_1 => Some(WeightType::Q4_1),
+        GgmlDType::Q5_0 => Some(WeightType::Q5_0),
+        GgmlDType::Q8_0 => Some(WeightType::Q8_0),
+        GgmlDType::Q4K => Some(WeightType::Q4K),
+        GgmlDType::Q6K => Some(WeightType::Q6K),
+        _ => None,
+    }
+}
+
 /// Whether `dtype` is a block-quantized type (not a float type).
 fn is_block_quantized(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
@@ -342,12 +355,7 @@ impl WeightReader<'_> {
             }
             _ => q,
         };
-        let kind = match q.dtype() {
-            GgmlDType::Q4_0 => Some(WeightType::Q4_0),
-            GgmlDType::Q4_1 => Some(WeightType::Q4_1),
-            GgmlDType::Q8_0 => Some(WeightType::Q8_0),
-            _ => None,
-        };
+        let kind = kernel_type(q.dtype());
         if let (GgmlDType::F16, true, &[rows, cols]) = (q.dtype(), self.device.is_cpu(), q.shape().dims()) {
             let data = q.data().map_err(|source| self.build_err(source))?;
             let matrix = F16Matrix::new(rows, cols, &data).ok_or_else(|| {
@@ -372,6 +380,58 @@ impl WeightReader<'_> {
         LoadError::Build {
             path: self.source.path().to_path_buf(),
             source: Box::new(source),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our repacked layout and decoding of every block type the kernels take, checked against
+    /// candle's own dequantization of the same GGUF bytes (an independent implementation of
+    /// the formats), and our matmul against candle's f32 matmul of those weights.
+    #[test]
+    fn kernel_types_equal_candles_dequantization() {
+        let (rows, cols, n) = (24, 512, 3);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i / cols) as f32 * 0.1))
+            .collect();
+        let weights = Tensor::from_vec(values, (rows, cols), &Device::Cpu).expect("tensor");
+        let x: Vec<f32> = (0..n * cols).map(|i| (i * 31 % 97) as f32 / 97.0 - 0.5).collect();
+        let input = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).expect("tensor");
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let q = QTensor::quantize(&weights, dtype).expect("quantize");
+            let data = q.data().expect("bytes").into_owned();
+            let kind = kernel_type(dtype).expect("a kernel type");
+            let matrix = QuantMatrix::new(kind, rows, cols, data).expect("shape");
+            let reference = q.dequantize(&Device::Cpu).expect("dequantize");
+            let dequantized = reference
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values");
+            assert_eq!(matrix.dequantize(), dequantized, "{dtype:?}");
+            let product = input.matmul(&reference.t().expect("t")).expect("matmul");
+            let expected = product
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values");
+            for (i, (got, want)) in matrix.matmul(&x, n).iter().zip(&expected).enumerate() {
+                // 8-bit activations: each |Δx| ≤ amax/254 ≤ 0.5/254, times the row's Σ|w|.
+                let row = &dequantized[i % rows * cols..][..cols];
+                let bound = row.iter().map(|w| w.abs()).sum::<f32>() * 0.5 / 254.0 + 1e-4;
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{dtype:?} [{i}]: {got} vs {want} (bound {bound})"
+                );
+            }
         }
     }
 }

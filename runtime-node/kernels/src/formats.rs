@@ -1,0 +1,153 @@
+//! GGUF's quantized formats decoded one 32-weight sub-block at a time into one shape,
+//! [`SubBlock`]: unsigned integer weights plus the stored scale fields. The repacking at load
+//! ([`crate::interleaved`]) and the scalar definitions the vector kernels are tested against
+//! both read weights through it.
+//!
+//! | type | weights per block | bytes | layout (little-endian) |
+//! |---|---|---|---|
+//! | Q4_0 | 32 | 18 | `d: f16, qs: [u8; 16]` |
+//! | Q4_1 | 32 | 20 | `d: f16, m: f16, qs: [u8; 16]` |
+//! | Q5_0 | 32 | 22 | `d: f16, qh: u32, qs: [u8; 16]` |
+//! | Q8_0 | 32 | 34 | `d: f16, qs: [i8; 32]` |
+//! | Q4_K | 256 | 144 | `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]` |
+//! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16` |
+//!
+//! Q4_0/Q4_1/Q5_0: byte `i` of `qs` holds weight `i` in its low nibble and weight `i + 16` in its
+//! high nibble; Q5_0's bit `i` of `qh` is weight `i`'s fifth bit. Q4_K: 8 sub-blocks of 32, each
+//! with a 6-bit scale and minimum packed into `scales`; weights `64c + l` and `64c + 32 + l`
+//! share byte `32c + l` (low, high nibble). Q6_K: 16 scales of 16 weights; weight
+//! `128h + 32k + l` has its low 4 bits in `ql[64h + l + 32(k mod 2)]` (nibble `k / 2`) and its
+//! top 2 bits at bit `2k` of `qh[32h + l]`.
+
+use half::f16;
+
+use super::blocks::{BLOCK, WeightType};
+
+/// One 32-weight sub-block. Weight `i` is, by type (`h = i / 16`):
+/// Q4_0 `d·(q − 8)`, Q4_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
+/// Q4_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubBlock {
+    /// The integer weights as stored: 4, 5 or 6 unsigned bits, or Q8_0's i8 bits.
+    pub q: [u8; BLOCK],
+    /// The (super)block's f16 scale, as stored.
+    pub d: [u8; 2],
+    /// The f16 minimum (Q4_1) or scale of the minimums (Q4_K), as stored; else zero.
+    pub m: [u8; 2],
+    /// Sub-block scales: Q4_K's 6-bit scale (both entries), Q6_K's per half; else zero.
+    pub scale: [i8; 2],
+    /// Q4_K's 6-bit minimum; else zero.
+    pub min: u8,
+}
+
+impl SubBlock {
+    /// Per half (weights 0–15, 16–31): `(scale, offset)` with weight `i = scale·q_i + offset`,
+    /// and the integer `q_i` the kernels multiply (Q8_0's as signed).
+    pub fn scale_and_offset(&self, kind: WeightType) -> [(f32, f32); 2] {
+        let d = f16::from_le_bytes(self.d).to_f32();
+        let m = f16::from_le_bytes(self.m).to_f32();
+        let half = |h: usize| match kind {
+            WeightType::Q4_0 => (d, -8.0 * d),
+            WeightType::Q4_1 => (d, m),
+            WeightType::Q5_0 => (d, -16.0 * d),
+            WeightType::Q8_0 => (d, 0.0),
+            WeightType::Q4K => (d * f32::from(self.scale[0]), -m * f32::from(self.min)),
+            WeightType::Q6K => {
+                let scale = d * f32::from(self.scale[h]);
+                (scale, -32.0 * scale)
+            }
+        };
+        [half(0), half(1)]
+    }
+
+    /// The integer weights as the kernels multiply them (Q8_0's bytes are signed).
+    pub fn integers(&self, kind: WeightType) -> [i32; BLOCK] {
+        self.q.map(|q| match kind {
+            WeightType::Q8_0 => i32::from(q as i8),
+            _ => i32::from(q),
+        })
+    }
+
+    /// The 32 weights as f32 (the definition).
+    pub fn values(&self, kind: WeightType) -> [f32; BLOCK] {
+        let halves = self.scale_and_offset(kind);
+        let integers = self.integers(kind);
+        std::array::from_fn(|i| {
+            let (scale, offset) = halves[i / 16];
+            integers[i] as f32 * scale + offset
+        })
+    }
+}
+
+/// Sub-block `b` (of 32 weights) of a row of GGUF blocks.
+pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
+    let per_block = kind.block_weights() / BLOCK;
+    let block = &row[b / per_block * kind.block_bytes()..][..kind.block_bytes()];
+    let sub = b % per_block;
+    let mut out = SubBlock {
+        q: [0; BLOCK],
+        d: [block[0], block[1]],
+        m: [0; 2],
+        scale: [0; 2],
+        min: 0,
+    };
+    match kind {
+        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 => {
+            let (qs, high_bits) = match kind {
+                WeightType::Q4_0 => (&block[2..18], 0),
+                WeightType::Q4_1 => {
+                    out.m = [block[2], block[3]];
+                    (&block[4..20], 0)
+                }
+                _ => (
+                    &block[6..22],
+                    u32::from_le_bytes([block[2], block[3], block[4], block[5]]),
+                ),
+            };
+            for (i, byte) in qs.iter().enumerate() {
+                out.q[i] = byte & 0x0F;
+                out.q[i + 16] = byte >> 4;
+            }
+            for (i, q) in out.q.iter_mut().enumerate() {
+                *q |= (((high_bits >> i) & 1) as u8) << 4;
+            }
+        }
+        WeightType::Q8_0 => out.q.copy_from_slice(&block[2..34]),
+        WeightType::Q4K => {
+            out.m = [block[2], block[3]];
+            let (scale, min) = q4k_scale_and_min(&block[4..16], sub);
+            out.scale = [scale as i8; 2];
+            out.min = min;
+            let qs = &block[16 + 32 * (sub / 2)..][..32];
+            for (q, byte) in out.q.iter_mut().zip(qs) {
+                *q = if sub.is_multiple_of(2) { byte & 0x0F } else { byte >> 4 };
+            }
+        }
+        WeightType::Q6K => {
+            out.d = [block[208], block[209]];
+            out.scale = [block[192 + 2 * sub] as i8, block[193 + 2 * sub] as i8];
+            let (h, k) = (sub / 4, sub % 4);
+            let low = &block[64 * h + 32 * (k % 2)..][..32];
+            let high = &block[128 + 32 * h..][..32];
+            for (l, q) in out.q.iter_mut().enumerate() {
+                let nibble = if k < 2 { low[l] & 0x0F } else { low[l] >> 4 };
+                *q = nibble | (((high[l] >> (2 * k)) & 3) << 4);
+            }
+        }
+    }
+    out
+}
+
+/// Q4_K's 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes: sub-blocks 0–3
+/// in the low 6 bits of bytes `sub` and `sub + 4`; 4–7 in a nibble of byte `sub + 4` plus the
+/// top 2 bits of bytes `sub − 4` and `sub`.
+fn q4k_scale_and_min(packed: &[u8], sub: usize) -> (u8, u8) {
+    if sub < 4 {
+        (packed[sub] & 63, packed[sub + 4] & 63)
+    } else {
+        (
+            (packed[sub + 4] & 0x0F) | ((packed[sub - 4] >> 6) << 4),
+            (packed[sub + 4] >> 4) | ((packed[sub] >> 6) << 4),
+        )
+    }
+}
