@@ -120,7 +120,11 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
             out.min = min;
             let qs = &block[16 + 32 * (sub / 2)..][..32];
             for (q, byte) in out.q.iter_mut().zip(qs) {
-                *q = if sub.is_multiple_of(2) { byte & 0x0F } else { byte >> 4 };
+                *q = if sub.is_multiple_of(2) {
+                    byte & 0x0F
+                } else {
+                    byte >> 4
+                };
             }
         }
         WeightType::Q6K => {

@@ -3,7 +3,8 @@
 //! go into 8 i32 lanes with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers) or `vpmaddubsw`
 //! and `vpmaddwd` (AVX2) against 4 activation bytes broadcast to every lane; per block the lanes
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA, plus one
-//! FMA for the constant term (Q4_0's −8·d·Σx, Q4_1's m·Σx). Groups stream through memory in
+//! FMA for the constant term (Q4_0's −8·d·Σx, Q5_0's −16·d·Σx, Q4_1's m·Σx, Q4_K's −dmin·min·Σx;
+//! Q6_K's −32 per weight is taken off each half's integer sum). Groups stream through memory in
 //! order, one sequential stream per thread; each block asks for the bytes a page further on
 //! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
@@ -125,8 +126,13 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     }
                 }
             } else {
-                let fifth_bits = _mm256_loadu_si256(block.add(16).cast());
-                let fifth_low = _mm256_slli_epi16::<4>(fifth_bits);
+                // Q5_0's plane of fifth bits (byte 4j + t: bit c low half, bit 4 + c high half).
+                let (fifth_bits, fifth_low) = if KIND == Q5_0 {
+                    let bits = _mm256_loadu_si256(block.add(16).cast());
+                    (bits, _mm256_slli_epi16::<4>(bits))
+                } else {
+                    (_mm256_setzero_si256(), _mm256_setzero_si256())
+                };
                 for c in 0..4 {
                     let q = _mm256_loadu_si256(quants.add(32 * c).cast());
                     let mut low = _mm256_and_si256(q, nibble);
