@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use hearth_kernels::blocks::{BLOCK, WeightType, quantize_activations};
 use hearth_kernels::dot::{Simd, available, dot_groups};
+use hearth_kernels::formats::f16_fields;
 use hearth_kernels::interleaved::repack;
 
 fn main() {
@@ -25,11 +26,8 @@ fn main() {
         let mut weights: Vec<u8> = (0..rows * row_bytes).map(|i| (i * 7 + 3) as u8).collect();
         let scale = half::f16::from_f32(0.01).to_le_bytes();
         for block in weights.chunks_exact_mut(kind.block_bytes()) {
-            if kind == WeightType::Q6K {
-                block[208..].copy_from_slice(&scale);
-            } else {
-                block[..2].copy_from_slice(&scale);
-                block[2..4].copy_from_slice(&scale);
+            for &at in f16_fields(kind) {
+                block[at..at + 2].copy_from_slice(&scale);
             }
         }
         let packed = repack(kind, rows, cols, &weights);

@@ -1,8 +1,6 @@
 //! The weight types the kernels implement (their GGUF layouts: [`crate::formats`]) and the
 //! 8-bit activation blocks they multiply with.
 
-use half::f16;
-
 /// Weights (and activations) per block.
 pub const BLOCK: usize = 32;
 
@@ -99,10 +97,4 @@ pub fn quantize_block(chunk: &[f32]) -> ActivationBlock {
     block.low_sum = block.qs[..16].iter().map(|&q| i32::from(q)).sum();
     block.scaled_sum = d * block.sum as f32;
     block
-}
-
-/// The f16 at `bytes[at..at + 2]` as f32.
-#[inline(always)]
-pub fn read_f16(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }

@@ -79,15 +79,26 @@ impl SubBlock {
     }
 }
 
+/// Byte offsets of a GGUF block's f16 fields: the scale `d`, then Q4_1's `m` or Q4_K's `dmin`.
+pub const fn f16_fields(kind: WeightType) -> &'static [usize] {
+    match kind {
+        WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
+        WeightType::Q6K => &[208],
+        _ => &[0],
+    }
+}
+
 /// Sub-block `b` (of 32 weights) of a row of GGUF blocks.
 pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
     let per_block = kind.block_weights() / BLOCK;
     let block = &row[b / per_block * kind.block_bytes()..][..kind.block_bytes()];
     let sub = b % per_block;
+    let f16_at = |at: usize| [block[at], block[at + 1]];
+    let fields = f16_fields(kind);
     let mut out = SubBlock {
         q: [0; BLOCK],
-        d: [block[0], block[1]],
-        m: [0; 2],
+        d: f16_at(fields[0]),
+        m: fields.get(1).map_or([0; 2], |&at| f16_at(at)),
         scale: [0; 2],
         min: 0,
     };
@@ -95,10 +106,7 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 => {
             let (qs, high_bits) = match kind {
                 WeightType::Q4_0 => (&block[2..18], 0),
-                WeightType::Q4_1 => {
-                    out.m = [block[2], block[3]];
-                    (&block[4..20], 0)
-                }
+                WeightType::Q4_1 => (&block[4..20], 0),
                 _ => (
                     &block[6..22],
                     u32::from_le_bytes([block[2], block[3], block[4], block[5]]),
@@ -114,7 +122,6 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         }
         WeightType::Q8_0 => out.q.copy_from_slice(&block[2..34]),
         WeightType::Q4K => {
-            out.m = [block[2], block[3]];
             let (scale, min) = q4k_scale_and_min(&block[4..16], sub);
             out.scale = [scale as i8; 2];
             out.min = min;
@@ -128,7 +135,6 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
             }
         }
         WeightType::Q6K => {
-            out.d = [block[208], block[209]];
             out.scale = [block[192 + 2 * sub] as i8, block[193 + 2 * sub] as i8];
             let (h, k) = (sub / 4, sub % 4);
             let low = &block[64 * h + 32 * (k % 2)..][..32];

@@ -40,25 +40,40 @@ pub const GROUP: usize = 8;
 /// Blocks per Q4_K / Q6_K superblock.
 pub const SUPER: usize = 8;
 
-/// Bytes of Q4_K's superblock header in a group (d, dmin, scales, minimums).
-pub const Q4K_HEADER: usize = 32 + 64 + 64;
-
-/// Bytes of Q6_K's superblock header in a group (d, 16 half-block scales).
-pub const Q6K_HEADER: usize = 16 + 128;
-
-/// Bytes of one Q6_K block's weights in a group (low nibbles, then the two top-bit planes).
-pub const Q6K_BLOCK: usize = 128 + 64;
+/// For Q4_K / Q6_K, the bytes of a group's superblock header (Q4_K: d, dmin, scales, minimums;
+/// Q6_K: d, 16 half-block scales) and of each block's weights after it (Q6_K: low nibbles, then
+/// the two top-bit planes); `None` for the 32-weight types.
+pub const fn superblock_parts(kind: WeightType) -> Option<(usize, usize)> {
+    match kind {
+        WeightType::Q4K => Some((32 + 64 + 64, 128)),
+        WeightType::Q6K => Some((16 + 128, 128 + 64)),
+        _ => None,
+    }
+}
 
 /// Bytes of one group's block (for Q4_K / Q6_K: an eighth of a superblock, which is whole).
 pub const fn group_block_bytes(kind: WeightType) -> usize {
-    match kind {
-        WeightType::Q4_0 => 16 + 128,
-        WeightType::Q4_1 => 32 + 128,
-        WeightType::Q5_0 => 16 + 32 + 128,
-        WeightType::Q8_0 => 16 + 256,
-        WeightType::Q4K => (Q4K_HEADER + SUPER * 128) / SUPER,
-        WeightType::Q6K => (Q6K_HEADER + SUPER * Q6K_BLOCK) / SUPER,
+    match (kind, superblock_parts(kind)) {
+        (_, Some((header, block))) => (header + SUPER * block) / SUPER,
+        (WeightType::Q4_1, _) => 32 + 128,
+        (WeightType::Q5_0, _) => 16 + 32 + 128,
+        (WeightType::Q8_0, _) => 16 + 256,
+        _ => 16 + 128,
     }
+}
+
+/// Offset in a group's superblock of row 0's byte scale for block `sub` (Q6_K: for its half
+/// `half`); row j's is `j` further on.
+pub(crate) const fn scales_at(kind: WeightType, sub: usize, half: usize) -> usize {
+    match kind {
+        WeightType::Q4K => 32 + 8 * sub,
+        _ => 16 + 8 * (2 * sub + half),
+    }
+}
+
+/// Offset in a group's Q4_K superblock of row 0's 6-bit minimum for block `sub`.
+pub(crate) const fn minimums_at(sub: usize) -> usize {
+    96 + 8 * sub
 }
 
 /// Bytes of a 32-weight type's block header (the scales, and Q4_1's minimums or Q5_0's fifth
@@ -75,17 +90,13 @@ pub const fn header_bytes(kind: WeightType) -> usize {
 /// Q4_K/Q6_K, the block's index in the superblock and the start of its weights.
 #[inline(always)]
 pub(crate) const fn locate(kind: WeightType, b: usize) -> (usize, usize, usize) {
-    match kind {
-        WeightType::Q4K | WeightType::Q6K => {
+    match superblock_parts(kind) {
+        Some((header, block)) => {
             let start = b / SUPER * SUPER * group_block_bytes(kind);
             let sub = b % SUPER;
-            let weights = match kind {
-                WeightType::Q4K => start + Q4K_HEADER + 128 * sub,
-                _ => start + Q6K_HEADER + Q6K_BLOCK * sub,
-            };
-            (start, sub, weights)
+            (start, sub, start + header + block * sub)
         }
-        _ => {
+        None => {
             let start = b * group_block_bytes(kind);
             (start, 0, start + header_bytes(kind))
         }
@@ -100,12 +111,12 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
         WeightType::Q4_1 => group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m),
         WeightType::Q4K => {
             group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
-            group[start + 32 + 8 * sub + j] = block.scale[0] as u8;
-            group[start + 96 + 8 * sub + j] = block.min;
+            group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8;
+            group[start + minimums_at(sub) + j] = block.min;
         }
         WeightType::Q6K => {
             for (h, scale) in block.scale.iter().enumerate() {
-                group[start + 16 + 8 * (2 * sub + h) + j] = *scale as u8;
+                group[start + scales_at(kind, sub, h) + j] = *scale as u8;
             }
         }
         _ => {}
@@ -152,12 +163,12 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         _ => {}
     }
     if kind == WeightType::Q4K {
-        block.scale = [group[start + 32 + 8 * sub + j] as i8; 2];
-        block.min = group[start + 96 + 8 * sub + j];
+        block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
+        block.min = group[start + minimums_at(sub) + j];
     }
     if kind == WeightType::Q6K {
         for h in 0..2 {
-            block.scale[h] = group[start + 16 + 8 * (2 * sub + h) + j] as i8;
+            block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
         }
     }
     for k in 0..BLOCK {

@@ -50,6 +50,23 @@ fn prefetch_ahead(start: *const u8, bytes: usize) {
     }
 }
 
+/// Prefetches, a page ahead, what block `b` of the group at `group` reads: the whole block, or
+/// for Q4_K / Q6_K the block's weights plus, at a superblock's first block, its header.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_group_block(kind: WeightType, group: *const u8, b: usize) {
+    let (start, sub, weights) = interleaved::locate(kind, b);
+    match interleaved::superblock_parts(kind) {
+        Some((header, block)) => {
+            if sub == 0 {
+                prefetch_ahead(group.wrapping_add(start), header);
+            }
+            prefetch_ahead(group.wrapping_add(weights), block);
+        }
+        None => prefetch_ahead(group.wrapping_add(start), interleaved::group_block_bytes(kind)),
+    }
+}
+
 /// A `rows × cols` weight matrix, repacked at load from GGUF blocks into groups of 8 rows
 /// ([`interleaved`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -223,15 +240,10 @@ mod tests {
 
     /// `blocks` GGUF blocks of random bytes with small random f16 scales (and minimums).
     fn random_blocks(kind: WeightType, blocks: usize, random: &mut Random) -> Vec<u8> {
-        let scale_fields: &[usize] = match kind {
-            WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
-            WeightType::Q6K => &[208],
-            _ => &[0],
-        };
         let mut data = Vec::with_capacity(blocks * kind.block_bytes());
         for _ in 0..blocks {
             let mut block: Vec<u8> = (0..kind.block_bytes()).map(|_| random.byte()).collect();
-            for &at in scale_fields {
+            for &at in formats::f16_fields(kind) {
                 let value = f16::from_f32(random.float() * 0.05);
                 block[at..at + 2].copy_from_slice(&value.to_le_bytes());
             }

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{ActivationBlock, WeightType};
-use super::interleaved::{GROUP, Q4K_HEADER, Q6K_BLOCK, Q6K_HEADER, group_block_bytes, locate};
+use super::interleaved::{GROUP, group_block_bytes, locate, minimums_at, scales_at};
 
 pub(super) const Q4_0: u8 = 0;
 pub(super) const Q4_1: u8 = 1;
@@ -95,7 +95,6 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
     blocks: usize,
 ) -> [__m256; N] {
     let kind = kind_of(KIND);
-    let superblocks = KIND == Q4K || KIND == Q6K;
     // SAFETY (whole function): the caller passes `blocks` whole blocks of the group and N inputs
     // of at least `blocks` blocks; the CPU has the features of the calling wrapper.
     unsafe {
@@ -104,14 +103,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
         for b in 0..blocks {
             let (start, sub, weights) = locate(kind, b);
             let (block, quants) = (group.add(start), group.add(weights));
-            if superblocks {
-                if sub == 0 {
-                    super::prefetch_ahead(block, if KIND == Q4K { Q4K_HEADER } else { Q6K_HEADER });
-                }
-                super::prefetch_ahead(quants, if KIND == Q4K { 128 } else { Q6K_BLOCK });
-            } else {
-                super::prefetch_ahead(block, group_block_bytes(kind));
-            }
+            super::prefetch_group_block(kind, group, b);
             // Q6_K sums its two 16-weight halves apart (each has its own scale).
             let mut sums = [_mm256_setzero_si256(); N];
             let mut upper = [_mm256_setzero_si256(); N];
@@ -169,13 +161,13 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                 Q4_1 => (d, d, _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()))),
                 Q4K => {
                     let dmin = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()));
-                    let scales = _mm256_mul_ps(d, byte_lanes::<false>(block.add(32 + 8 * sub)));
-                    let minimums = _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(96 + 8 * sub)));
+                    let scales = _mm256_mul_ps(d, byte_lanes::<false>(block.add(scales_at(kind, sub, 0))));
+                    let minimums = _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(sub))));
                     (scales, scales, _mm256_sub_ps(_mm256_setzero_ps(), minimums))
                 }
                 Q6K => (
-                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(16 + 16 * sub))),
-                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(24 + 16 * sub))),
+                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 0)))),
+                    _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 1)))),
                     _mm256_setzero_ps(),
                 ),
                 _ => (d, d, _mm256_setzero_ps()),

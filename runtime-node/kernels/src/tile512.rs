@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::ActivationBlock;
-use super::interleaved::{Q4K_HEADER, Q6K_BLOCK, Q6K_HEADER, group_block_bytes, locate};
+use super::interleaved::{locate, minimums_at, scales_at};
 use super::tile::{Q4_0, Q4_1, Q4K, Q5_0, Q6K, kind_of};
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
@@ -86,7 +86,6 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
     blocks: usize,
 ) -> [__m512; N] {
     let kind = kind_of(KIND);
-    let superblocks = KIND == Q4K || KIND == Q6K;
     // SAFETY (whole function): as the caller promises.
     unsafe {
         let nibble = _mm512_set1_epi8(0x0F);
@@ -95,22 +94,8 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             let (start, sub, weights) = locate(kind, b);
             let (one, two) = (first.add(start), second.add(start));
             let quants = weights - start;
-            if superblocks {
-                let (header, block_bytes) = if KIND == Q4K {
-                    (Q4K_HEADER, 128)
-                } else {
-                    (Q6K_HEADER, Q6K_BLOCK)
-                };
-                if sub == 0 {
-                    super::prefetch_ahead(one, header);
-                    super::prefetch_ahead(two, header);
-                }
-                super::prefetch_ahead(one.add(quants), block_bytes);
-                super::prefetch_ahead(two.add(quants), block_bytes);
-            } else {
-                super::prefetch_ahead(one, group_block_bytes(kind));
-                super::prefetch_ahead(two, group_block_bytes(kind));
-            }
+            super::prefetch_group_block(kind, first, b);
+            super::prefetch_group_block(kind, second, b);
             let mut sums = [_mm512_setzero_si512(); N];
             let mut upper = [_mm512_setzero_si512(); N];
             let (fifth_bits, fifth_low) = if KIND == Q5_0 {
@@ -147,14 +132,16 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             let (scales, upper_scales, minimums) = match KIND {
                 Q4_1 => (d, d, halves(one, two, 16)),
                 Q4K => {
-                    let scales = _mm512_mul_ps(d, byte_halves::<false>(one, two, 32 + 8 * sub));
-                    let minimums =
-                        _mm512_mul_ps(halves(one, two, 16), byte_halves::<false>(one, two, 96 + 8 * sub));
+                    let scales = _mm512_mul_ps(d, byte_halves::<false>(one, two, scales_at(kind, sub, 0)));
+                    let minimums = _mm512_mul_ps(
+                        halves(one, two, 16),
+                        byte_halves::<false>(one, two, minimums_at(sub)),
+                    );
                     (scales, scales, _mm512_sub_ps(_mm512_setzero_ps(), minimums))
                 }
                 Q6K => (
-                    _mm512_mul_ps(d, byte_halves::<true>(one, two, 16 + 16 * sub)),
-                    _mm512_mul_ps(d, byte_halves::<true>(one, two, 24 + 16 * sub)),
+                    _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 0))),
+                    _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 1))),
                     _mm512_setzero_ps(),
                 ),
                 _ => (d, d, _mm512_setzero_ps()),
