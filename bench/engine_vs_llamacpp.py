@@ -5,7 +5,11 @@ aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus th
 memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of weights), and
 writes the table into docs/benchmarks.md between the engine-bench markers.
 
-    python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1 GGUF> [--threads 2]
+A shared VM's speed drifts by tens of percent within minutes, so every figure is the median of
+`--rounds` rounds, each measuring every type with both engines back to back (bandwidth probe
+first); the ratios column shows the median per-round decode ratio and its range.
+
+    python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1 GGUF> [--threads 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -100,35 +105,47 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def table(rows: list[tuple[str, int, dict, dict]], rate: float, args: argparse.Namespace) -> str:
+def median_report(rounds: list[dict]) -> dict:
+    """Each figure's median over the rounds."""
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args: argparse.Namespace) -> str:
     mib = 1 << 20
+    rate = statistics.median(r for _, _, _, _, rates in rows for r in rates)
     lines = [
         f"Command: `make bench` (`python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1> --threads {args.threads}`), "
         f"{datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads. "
         f"llama.cpp: `llama-bench`/`llama-batched-bench` built from the llama-cpp-python "
         f"{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')} sdist (`bench/build-llama-cpp.sh`). "
         f"Prompt {args.prompt} tokens, {args.decode} generated, {args.streams} concurrent sequences. "
-        f"Measured memory read bandwidth: {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size.",
+        f"Each figure is the median of {args.rounds} rounds (every type, both engines, per round). "
+        f"Measured memory read bandwidth: median {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size "
+        f"(% of roofline: median over rounds of decode ÷ that round's roofline).",
         "",
         "| weights | size | engine | prompt tok/s | TTFT ms | decode tok/s (batch 1) | "
         f"decode tok/s ({args.streams} streams) | {args.streams} streams ÷ batch 1 | peak RSS MiB | % of roofline | "
-        "vs llama.cpp: prompt / decode / streams |",
+        "vs llama.cpp: prompt / decode (range) / streams |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, size, we, them in rows:
-        roofline = rate / size
-        for name, r in (("runtime-node", we), ("llama.cpp", them)):
+    for kind, size, our_rounds, their_rounds, rates in rows:
+        we, them = median_report(our_rounds), median_report(their_rounds)
+        decode_ratios = [o["tg"] / t["tg"] for o, t in zip(our_rounds, their_rounds)]
+        for name, r, runs in (("runtime-node", we, our_rounds), ("llama.cpp", them, their_rounds)):
             ratio = (
-                f"{we['pp'] / them['pp']:.2f}× / {we['tg'] / them['tg']:.2f}× / {we['tg_batch'] / them['tg_batch']:.2f}×"
+                f"{we['pp'] / them['pp']:.2f}× / {statistics.median(decode_ratios):.2f}× "
+                f"({min(decode_ratios):.2f}–{max(decode_ratios):.2f}) / {we['tg_batch'] / them['tg_batch']:.2f}×"
                 if name == "runtime-node"
                 else ""
             )
+            of_roofline = statistics.median(run["tg"] * size / rate for run, rate in zip(runs, rates))
+            per_batch = statistics.median(run["tg_batch"] / run["tg"] for run in runs)
             lines.append(
                 f"| {kind} | {size / mib:.0f} MiB | {name} | {r['pp']:.0f} | {r['ttft'] * 1000:.0f} | "
-                f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {r['tg_batch'] / r['tg']:.1f}× | {r['rss'] / mib:.0f} | "
-                f"{100 * r['tg'] / roofline:.0f}% | {ratio} |"
+                f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {per_batch:.1f}× | {r['rss'] / mib:.0f} | "
+                f"{100 * of_roofline:.0f}% | {ratio} |"
             )
-        lines.append(f"| {kind} | | roofline | | | {roofline:.0f} | | | | | |")
+        lines.append(f"| {kind} | | roofline | | | {statistics.median(rates) / size:.0f} | | | | | |")
     return "\n".join(lines)
 
 
@@ -140,21 +157,24 @@ def main() -> None:
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     for tool in ("llama-bench", "llama-batched-bench", "llama-quantize"):
         if not (LLAMA_BIN / tool).exists():
             sys.exit(f"{LLAMA_BIN / tool} is missing: run bench/build-llama-cpp.sh")
-    rate = bandwidth(args.gguf, args)
-    rows = []
-    for kind in args.types.split(","):
-        model = variant(args.gguf, kind)
-        print(f"{kind}: runtime-node …", flush=True)
-        we = ours(model, args)
-        print(f"{kind}: llama.cpp …", flush=True)
-        them = llama_cpp(model, args)
-        rows.append((kind, model.stat().st_size, we, them))
-    text = table(rows, rate, args)
+    kinds = args.types.split(",")
+    models = {kind: variant(args.gguf, kind) for kind in kinds}
+    measured = {kind: ([], [], []) for kind in kinds}
+    for round_index in range(1, args.rounds + 1):
+        for kind in kinds:
+            our_rounds, their_rounds, rates = measured[kind]
+            print(f"round {round_index}/{args.rounds}, {kind}: bandwidth, runtime-node, llama.cpp …", flush=True)
+            rates.append(bandwidth(args.gguf, args))
+            our_rounds.append(ours(models[kind], args))
+            their_rounds.append(llama_cpp(models[kind], args))
+    rows = [(kind, models[kind].stat().st_size, *measured[kind]) for kind in kinds]
+    text = table(rows, args)
     print(text)
     if not args.no_write:
         doc = DOC.read_text()

@@ -50,6 +50,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     let loaded = load_model(&args.model.model, &options, &device(args.model.device)?)?;
     let model = &loaded.model;
+    // Steps run pinned like the engine's; the bandwidth probe below spawns threads, unpinned.
+    let pinned = crate::pin_step_thread();
     println!("model: {}", args.model.model.display());
     println!("threads: {}", candle_core::utils::get_num_threads());
     println!("tensor parallel: {}", options.tensor_parallel);
@@ -129,6 +131,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             total as f64 / elapsed
         );
     }
+    drop(pinned);
     report.peak_rss_bytes = crate::bandwidth::peak_rss_bytes();
     if let Some(rss) = report.peak_rss_bytes {
         println!("peak RSS: {:.1} MiB", rss as f64 / f64::from(1u32 << 20));

@@ -38,6 +38,11 @@ pub struct ModelArgs {
     /// CPU worker threads for the kernels (0 = one per physical core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Pin kernel thread i to the i-th CPU this process may use: `auto` does when the process
+    /// may use exactly `--threads` CPUs (an exclusive cpuset, or every core of a local machine);
+    /// on CPUs shared with other processes pinned threads would contend for the same cores.
+    #[arg(long, value_enum, default_value_t = PinThreads::Auto, env = "HEARTH_PIN_THREADS")]
+    pub pin_threads: PinThreads,
     /// Expand quantized weights to f32 at load (and keep the KV cache in f32 unless
     /// `--kv-cache-dtype` says otherwise): exact matmuls at 4-8x the memory (numerics checks; on
     /// SmolLM2 Q4_1 it is not faster).
@@ -144,6 +149,27 @@ pub enum Requantize {
     /// 8-bit blocks of 32 (candle has SIMD kernels for it).
     #[value(name = "q8_0")]
     Q8_0,
+}
+
+/// `--pin-threads` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PinThreads {
+    /// Pin when the allowed CPUs are exactly as many as the threads.
+    Auto,
+    /// Always pin (threads share CPUs when there are fewer).
+    Always,
+    /// Never pin.
+    Never,
+}
+
+impl From<PinThreads> for hearth_kernels::affinity::Pinning {
+    fn from(pin: PinThreads) -> Self {
+        match pin {
+            PinThreads::Auto => Self::Auto,
+            PinThreads::Always => Self::Always,
+            PinThreads::Never => Self::Never,
+        }
+    }
 }
 
 /// `--kv-cache-dtype` values.
@@ -256,6 +282,8 @@ mod tests {
             "--no-prefix-caching",
             "--requantize",
             "q8_0",
+            "--pin-threads",
+            "never",
         ])
         .expect("flags parse");
         let Command::Serve(args) = cli.command else {
@@ -264,6 +292,7 @@ mod tests {
         assert_eq!(args.port, 9000);
         assert_eq!(args.served_name.as_deref(), Some("smol"));
         assert_eq!(args.model.threads, 2);
+        assert_eq!(args.model.pin_threads, PinThreads::Never);
         assert_eq!(args.max_batch_size, 4);
         assert_eq!(args.model.max_context_tokens, 2048);
         assert_eq!(

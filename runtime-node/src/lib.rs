@@ -23,11 +23,23 @@ mod tokenizer_spm;
 /// Runs the parsed command line.
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
     init_tracing();
-    let threads = match &cli.command {
-        cli::Command::Serve(args) => args.model.threads,
-        cli::Command::Bench(args) => args.model.threads,
-        cli::Command::Meter(_) => 0,
+    let model_args = match &cli.command {
+        cli::Command::Serve(args) => Some(&args.model),
+        cli::Command::Bench(args) => Some(&args.model),
+        cli::Command::Meter(_) => None,
     };
+    if let Some(model_args) = model_args {
+        init_kernel_threads(model_args.threads, model_args.pin_threads.into());
+    }
+    match cli.command {
+        cli::Command::Serve(args) => serve::serve(args),
+        cli::Command::Bench(args) => bench::bench(args),
+        cli::Command::Meter(args) => run_meter(args),
+    }
+}
+
+/// Sizes candle's and our kernel pools (`threads`, 0 = one per available CPU) and pins ours.
+fn init_kernel_threads(threads: usize, pinning: hearth_kernels::affinity::Pinning) {
     if threads > 0 {
         // candle sizes its worker pools from these variables on first use.
         // SAFETY: nothing else runs yet: no runtime, no engine thread, no kernel pool.
@@ -35,13 +47,29 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
-        hearth_kernels::pool::init_global(threads);
     }
-    match cli.command {
-        cli::Command::Serve(args) => serve::serve(args),
-        cli::Command::Bench(args) => bench::bench(args),
-        cli::Command::Meter(args) => run_meter(args),
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if let Err(error) = hearth_kernels::pool::init_global(threads, pinning) {
+        tracing::warn!(%error, threads, "could not pin the kernel threads; the OS places them");
     }
+    match hearth_kernels::pool::global().pinned_cpus() {
+        Some(cpus) => tracing::info!(threads, ?cpus, "kernel threads pinned to CPUs"),
+        None => tracing::info!(threads, "kernel threads not pinned"),
+    }
+}
+
+/// Pins the calling thread, the one that runs the model's steps, to the kernel pool's first CPU
+/// when the pool is pinned, until the guard is dropped.
+pub(crate) fn pin_step_thread() -> Option<hearth_kernels::pool::PinnedCaller> {
+    hearth_kernels::pool::global()
+        .pin_caller()
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not pin the step thread; the OS places it");
+            None
+        })
 }
 
 /// Runs the meter on its own multi-threaded runtime.

@@ -5,8 +5,9 @@
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
 //! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
 //! integers ([`dot`]); output rows are split across a persistent worker pool ([`pool`],
-//! [`rows`]). Load-time work (repacking, dequantizing) uses rayon.
+//! [`rows`]), pinned to CPUs the process owns ([`affinity`]). Load-time work (repacking, dequantizing) uses rayon.
 
+pub mod affinity;
 #[cfg(target_arch = "x86_64")]
 mod attention512;
 pub mod blocks;

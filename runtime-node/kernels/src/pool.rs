@@ -5,13 +5,17 @@
 //! does after it idles) costs about as much as the work. Here the caller publishes a job by
 //! bumping an epoch counter, works on it itself, and the workers, spinning between jobs, pick
 //! it up in well under a microsecond. A worker that has seen no job for [`SPIN_FOR`] parks on a
-//! condition variable, so an idle engine uses no CPU.
+//! condition variable, so an idle engine uses no CPU. A pool may pin its threads to CPUs
+//! ([`crate::affinity`]): worker i to the i-th, the caller to the first ([`WorkerPool::pin_caller`]).
 
 use std::cell::UnsafeCell;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::affinity::{self, Pinning};
 
 /// How long an idle worker spins before it parks.
 const SPIN_FOR: Duration = Duration::from_millis(2);
@@ -43,6 +47,8 @@ unsafe impl Send for Shared {}
 pub struct WorkerPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    // The CPU of each thread (the caller's first) when the pool is pinned.
+    cpus: Option<Vec<usize>>,
     // One job at a time (the engine has one scheduler thread; this keeps others correct).
     caller: Mutex<()>,
 }
@@ -56,8 +62,19 @@ impl std::fmt::Debug for WorkerPool {
 fn noop(_: usize) {}
 
 impl WorkerPool {
-    /// A pool running loops on `threads` threads (the caller counts as one).
+    /// A pool running loops on `threads` threads (the caller counts as one), placed by the OS.
     pub fn new(threads: usize) -> Self {
+        Self::spawn(threads.max(1), None).expect("an unpinned pool has nothing to refuse")
+    }
+
+    /// A pool with one thread per entry of `cpus`, worker i running only on `cpus[i]`; the
+    /// caller's CPU is `cpus[0]` once it calls [`Self::pin_caller`]. Fails when the OS refuses
+    /// a CPU (outside the process's affinity mask, or no such CPU).
+    pub fn pinned(cpus: &[usize]) -> io::Result<Self> {
+        Self::spawn(cpus.len().max(1), Some(cpus.to_vec()))
+    }
+
+    fn spawn(threads: usize, cpus: Option<Vec<usize>>) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: UnsafeCell::new(Job {
@@ -70,7 +87,7 @@ impl WorkerPool {
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
         });
-        let workers = (1..threads.max(1))
+        let workers = (1..threads)
             .map(|i| {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
@@ -79,11 +96,38 @@ impl WorkerPool {
                     .expect("spawning a kernel worker thread")
             })
             .collect();
-        Self {
+        let pool = Self {
             shared,
             workers,
+            cpus,
             caller: Mutex::new(()),
+        };
+        if let Some(cpus) = &pool.cpus {
+            for (worker, &cpu) in pool.workers.iter().zip(&cpus[1..]) {
+                pin_worker(worker, cpu)?;
+            }
         }
+        Ok(pool)
+    }
+
+    /// Pins the calling thread (the one that will run loops: the engine's step thread) to the
+    /// pool's first CPU when the pool is pinned, until the returned guard is dropped. Threads it
+    /// spawns meanwhile inherit that one CPU, so keep the guard only around the steps.
+    pub fn pin_caller(&self) -> io::Result<Option<PinnedCaller>> {
+        let Some(cpus) = &self.cpus else {
+            return Ok(None);
+        };
+        let previous = affinity::current_thread_cpus();
+        affinity::pin_current_thread(&cpus[..1])?;
+        Ok(Some(PinnedCaller {
+            cpu: cpus[0],
+            previous,
+        }))
+    }
+
+    /// The CPU of each thread, the caller's first, when the pool is pinned.
+    pub fn pinned_cpus(&self) -> Option<&[usize]> {
+        self.cpus.as_deref()
     }
 
     /// Threads that run a loop, the caller included.
@@ -139,6 +183,43 @@ impl WorkerPool {
             fill(i, piece);
         });
     }
+}
+
+/// The calling thread pinned by [`WorkerPool::pin_caller`]; dropping it restores the CPUs the
+/// thread had before.
+#[derive(Debug)]
+pub struct PinnedCaller {
+    cpu: usize,
+    previous: Vec<usize>,
+}
+
+impl PinnedCaller {
+    /// The CPU the thread runs on.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+}
+
+impl Drop for PinnedCaller {
+    fn drop(&mut self) {
+        // Nothing to report to: at worst the thread stays on its one CPU.
+        let _ = affinity::pin_current_thread(&self.previous);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn pin_worker(worker: &JoinHandle<()>, cpu: usize) -> io::Result<()> {
+    use std::os::unix::thread::JoinHandleExt;
+    // SAFETY: the worker runs until the pool is dropped, so its handle names a live thread.
+    unsafe { affinity::pin(worker.as_pthread_t(), &[cpu]) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_worker(_: &JoinHandle<()>, _: usize) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "thread pinning needs Linux",
+    ))
 }
 
 /// A raw pointer the tasks of one loop share (each touching its own range).
@@ -226,9 +307,21 @@ fn work(shared: &Shared) {
 
 static GLOBAL: OnceLock<WorkerPool> = OnceLock::new();
 
-/// Sets the size of the process-wide pool; effective only before its first use.
-pub fn init_global(threads: usize) {
-    let _ = GLOBAL.get_or_init(|| WorkerPool::new(threads));
+/// Creates the process-wide pool with `threads` threads, pinned as [`affinity::plan`] says for
+/// `pinning` and this thread's allowed CPUs; effective only before the pool's first use. When
+/// the OS refuses to pin, the pool runs unpinned and the error is returned (for a warning).
+pub fn init_global(threads: usize, pinning: Pinning) -> io::Result<()> {
+    let mut refused = Ok(());
+    GLOBAL.get_or_init(
+        || match affinity::plan(threads, pinning, &affinity::current_thread_cpus()) {
+            Some(cpus) => WorkerPool::pinned(&cpus).unwrap_or_else(|error| {
+                refused = Err(error);
+                WorkerPool::new(threads)
+            }),
+            None => WorkerPool::new(threads),
+        },
+    );
+    refused
 }
 
 /// The process-wide pool (one thread per available core unless [`init_global`] said otherwise).
@@ -253,6 +346,55 @@ mod tests {
                 "{tasks} tasks"
             );
         }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pinned_workers_and_caller_run_on_their_cpus() {
+        let allowed = affinity::current_thread_cpus();
+        if allowed.len() < 2 {
+            eprintln!("skipped: needs two CPUs, this thread may use {allowed:?}");
+            return;
+        }
+        // Reversed, so that an unpinned thread (allowed everywhere) or one pinned in order fails.
+        let cpus = vec![allowed[1], allowed[0]];
+        let pool = WorkerPool::pinned(&cpus).unwrap();
+        assert_eq!(pool.pinned_cpus(), Some(&cpus[..]));
+        let seen = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let before = affinity::current_thread_cpus();
+                let pinned = pool.pin_caller().unwrap().expect("a pinned pool pins its caller");
+                assert_eq!(pinned.cpu(), cpus[0]);
+                // Two tasks that wait for each other: the caller and the worker each run one.
+                let both = std::sync::Barrier::new(2);
+                pool.run(2, &|_| {
+                    both.wait();
+                    let me = (
+                        std::thread::current().name().unwrap_or("").to_string(),
+                        affinity::current_thread_cpus(),
+                    );
+                    seen.lock().unwrap().push(me);
+                });
+                drop(pinned);
+                assert_eq!(
+                    affinity::current_thread_cpus(),
+                    before,
+                    "the guard restores the mask"
+                );
+            });
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        // The caller (an unnamed scoped thread) sorts first.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], (String::new(), vec![cpus[0]]), "the caller: {seen:?}");
+        assert_eq!(
+            seen[1],
+            ("hearth-kernel-1".to_string(), vec![cpus[1]]),
+            "the worker: {seen:?}"
+        );
+        assert!(WorkerPool::pinned(&[allowed[0], libc::CPU_SETSIZE as usize]).is_err());
     }
 
     #[test]

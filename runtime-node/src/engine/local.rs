@@ -111,7 +111,10 @@ impl LocalEngine {
         let thread_alive = alive.clone();
         let thread = std::thread::Builder::new()
             .name("hearth-scheduler".into())
-            .spawn(move || scheduler::run(model, thread_tokenizer, pool, rx, limits, metrics, thread_alive))
+            .spawn(move || {
+                let _pinned = crate::pin_step_thread();
+                scheduler::run(model, thread_tokenizer, pool, rx, limits, metrics, thread_alive)
+            })
             .map_err(StartError::Thread)?;
         Ok(Self {
             served_name: config.served_name,
