@@ -64,6 +64,9 @@ fn init_kernel_threads(threads: usize, pinning: hearth_kernels::affinity::Pinnin
 /// Pins the calling thread, the one that runs the model's steps, to the kernel pool's first CPU
 /// when the pool is pinned, until the guard is dropped.
 pub(crate) fn pin_step_thread() -> Option<hearth_kernels::pool::PinnedCaller> {
+    // New threads inherit their creator's CPUs: rayon's global pool (candle's CPU ops) must
+    // exist before this thread is confined to one CPU, or all of its threads would share it.
+    let _ = rayon::current_num_threads();
     hearth_kernels::pool::global()
         .pin_caller()
         .unwrap_or_else(|error| {
