@@ -48,14 +48,12 @@ fn init_kernel_threads(threads: usize, pinning: hearth_kernels::affinity::Pinnin
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
     }
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
     if let Err(error) = hearth_kernels::pool::init_global(threads, pinning) {
-        tracing::warn!(%error, threads, "could not pin the kernel threads; the OS places them");
+        tracing::warn!(%error, "could not pin the kernel threads; the OS places them");
     }
-    match hearth_kernels::pool::global().pinned_cpus() {
+    let pool = hearth_kernels::pool::global();
+    let threads = pool.threads();
+    match pool.pinned_cpus() {
         Some(cpus) => tracing::info!(threads, ?cpus, "kernel threads pinned to CPUs"),
         None => tracing::info!(threads, "kernel threads not pinned"),
     }

@@ -73,6 +73,16 @@ struct LlamaCppStep {
     sampled: Vec<f32>,
 }
 
+impl LlamaCppStep {
+    /// Every logit the fixture holds for this step: the top ones, then one per sampled id.
+    fn logits<'a>(&'a self, sample_ids: &'a [u32]) -> impl Iterator<Item = (u32, f32)> + 'a {
+        self.top
+            .iter()
+            .copied()
+            .chain(sample_ids.iter().copied().zip(self.sampled.iter().copied()))
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenizerCase {
     text: String,
@@ -173,13 +183,7 @@ fn compare_with_llama_cpp(loaded: &LoadedModel, label: &str, max_tolerance: f32,
             &case.generated,
             case.steps.len(),
             |i, ours| {
-                let step = &case.steps[i];
-                let sampled = fixture
-                    .sample_ids
-                    .iter()
-                    .copied()
-                    .zip(step.sampled.iter().copied());
-                for (id, reference) in step.top.iter().copied().chain(sampled) {
+                for (id, reference) in case.steps[i].logits(&fixture.sample_ids) {
                     let diff = (ours[id as usize] - reference).abs();
                     max_diff = max_diff.max(diff);
                     sum_sq += f64::from(diff * diff);
@@ -245,27 +249,29 @@ fn dequantized_weights_match_exact_reference() {
     let Some(loaded) = load(WeightFormat::Dequantized) else {
         return;
     };
-    let fixture: ExactFixture = read_fixture("smollm2_exact_logits.json");
+    let max_diff = our_distance_from_exact(&loaded, &read_fixture("smollm2_exact_logits.json"));
+    eprintln!("vs exact float64 numpy: max |Δlogit| {max_diff:.5} (tolerance {EXACT_TOLERANCE})");
+    assert!(max_diff <= EXACT_TOLERANCE, "max |Δlogit| {max_diff}");
+}
+
+/// Largest |our logit - exact logit| over the exact fixture, teacher-forced on its tokens.
+fn our_distance_from_exact(loaded: &LoadedModel, exact: &ExactFixture) -> f32 {
     let mut max_diff = 0f32;
-    for case in &fixture.cases {
+    for case in &exact.cases {
         let (prompt, forced) = case.tokens.split_at(case.prompt_len);
-        teacher_forced(&loaded, prompt, forced, case.steps.len(), |i, ours| {
+        teacher_forced(loaded, prompt, forced, case.steps.len(), |i, ours| {
             let step = &case.steps[i];
             for (&id, &exact) in step.ids.iter().zip(&step.exact) {
                 max_diff = max_diff.max((ours[id as usize] - exact).abs());
             }
         });
     }
-    eprintln!("vs exact float64 numpy: max |Δlogit| {max_diff:.5} (tolerance {EXACT_TOLERANCE})");
-    assert!(max_diff <= EXACT_TOLERANCE, "max |Δlogit| {max_diff}");
+    max_diff
 }
 
-/// Largest |logit - exact logit| of each fixture step that both fixtures hold, for llama.cpp
-/// (from its fixture) and for us (our quantized kernels, teacher-forced like the exact run).
-fn distances_from_exact(loaded: &LoadedModel) -> (f32, f32) {
-    let exact: ExactFixture = read_fixture("smollm2_exact_logits.json");
-    let llama: LlamaCppFixture = read_fixture("smollm2_llama_cpp_logits.json");
-    let (mut theirs, mut ours) = (0f32, 0f32);
+/// Largest |llama.cpp's logit - exact logit| over the steps both fixtures hold.
+fn llama_cpps_distance_from_exact(llama: &LlamaCppFixture, exact: &ExactFixture) -> f32 {
+    let mut theirs = 0f32;
     for (case, exact_case) in llama.cases.iter().zip(&exact.cases) {
         assert_eq!(
             case.prompt.len(),
@@ -273,12 +279,7 @@ fn distances_from_exact(loaded: &LoadedModel) -> (f32, f32) {
             "the fixtures are for the same prompts"
         );
         for (step, exact_step) in case.steps.iter().zip(&exact_case.steps) {
-            let logits: std::collections::HashMap<u32, f32> = step
-                .top
-                .iter()
-                .copied()
-                .chain(llama.sample_ids.iter().copied().zip(step.sampled.iter().copied()))
-                .collect();
+            let logits: std::collections::HashMap<u32, f32> = step.logits(&llama.sample_ids).collect();
             for (id, exact) in exact_step.ids.iter().zip(&exact_step.exact) {
                 let theirs_here = logits
                     .get(id)
@@ -286,15 +287,8 @@ fn distances_from_exact(loaded: &LoadedModel) -> (f32, f32) {
                 theirs = theirs.max((theirs_here - exact).abs());
             }
         }
-        let (prompt, forced) = exact_case.tokens.split_at(exact_case.prompt_len);
-        teacher_forced(loaded, prompt, forced, exact_case.steps.len(), |i, logits| {
-            let step = &exact_case.steps[i];
-            for (&id, &exact) in step.ids.iter().zip(&step.exact) {
-                ours = ours.max((logits[id as usize] - exact).abs());
-            }
-        });
     }
-    (theirs, ours)
+    theirs
 }
 
 /// Our quantized kernels (8-bit activations) are no farther from the exact float64 forward pass
@@ -306,7 +300,9 @@ fn quantized_logits_are_as_close_to_exact_as_llama_cpps() {
     let Some(loaded) = load_with_kv_cache(WeightFormat::AsStored, Some(KvDtype::F32)) else {
         return;
     };
-    let (theirs, ours) = distances_from_exact(&loaded);
+    let exact: ExactFixture = read_fixture("smollm2_exact_logits.json");
+    let theirs = llama_cpps_distance_from_exact(&read_fixture("smollm2_llama_cpp_logits.json"), &exact);
+    let ours = our_distance_from_exact(&loaded, &exact);
     eprintln!("max |Δlogit| from exact float64 numpy: ours {ours:.4}, llama.cpp {theirs:.4}");
     assert!(ours <= theirs, "ours {ours} vs llama.cpp {theirs}");
 }

@@ -8,6 +8,7 @@
 //! would fight over the same cores, hence [`Pinning::Auto`].
 
 use std::io;
+use std::thread::JoinHandle;
 
 /// When the pool pins its threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,11 +63,29 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = cpus;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "thread pinning needs Linux",
-        ))
+        Err(unsupported())
     }
+}
+
+/// Restricts a thread this process spawned, still running, to `cpus`.
+pub fn pin_spawned<T>(thread: &JoinHandle<T>, cpus: &[usize]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: a handle not yet joined names a thread of this process; pinning one that has
+        // already exited fails with ESRCH instead of touching another thread.
+        unsafe { pin(thread.as_pthread_t(), cpus) }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (thread, cpus);
+        Err(unsupported())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "thread pinning needs Linux")
 }
 
 /// Restricts a thread of this process (by its pthread handle) to `cpus`.
@@ -74,7 +93,7 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
 /// # Safety
 /// `thread` must be a live thread of this process.
 #[cfg(target_os = "linux")]
-pub unsafe fn pin(thread: libc::pthread_t, cpus: &[usize]) -> io::Result<()> {
+unsafe fn pin(thread: libc::pthread_t, cpus: &[usize]) -> io::Result<()> {
     if let Some(&cpu) = cpus.iter().find(|&&cpu| cpu >= libc::CPU_SETSIZE as usize) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -104,7 +104,7 @@ impl WorkerPool {
         };
         if let Some(cpus) = &pool.cpus {
             for (worker, &cpu) in pool.workers.iter().zip(&cpus[1..]) {
-                pin_worker(worker, cpu)?;
+                affinity::pin_spawned(worker, &[cpu])?;
             }
         }
         Ok(pool)
@@ -119,10 +119,7 @@ impl WorkerPool {
         };
         let previous = affinity::current_thread_cpus();
         affinity::pin_current_thread(&cpus[..1])?;
-        Ok(Some(PinnedCaller {
-            cpu: cpus[0],
-            previous,
-        }))
+        Ok(Some(PinnedCaller { previous }))
     }
 
     /// The CPU of each thread, the caller's first, when the pool is pinned.
@@ -189,15 +186,7 @@ impl WorkerPool {
 /// thread had before.
 #[derive(Debug)]
 pub struct PinnedCaller {
-    cpu: usize,
     previous: Vec<usize>,
-}
-
-impl PinnedCaller {
-    /// The CPU the thread runs on.
-    pub fn cpu(&self) -> usize {
-        self.cpu
-    }
 }
 
 impl Drop for PinnedCaller {
@@ -205,21 +194,6 @@ impl Drop for PinnedCaller {
         // Nothing to report to: at worst the thread stays on its one CPU.
         let _ = affinity::pin_current_thread(&self.previous);
     }
-}
-
-#[cfg(target_os = "linux")]
-fn pin_worker(worker: &JoinHandle<()>, cpu: usize) -> io::Result<()> {
-    use std::os::unix::thread::JoinHandleExt;
-    // SAFETY: the worker runs until the pool is dropped, so its handle names a live thread.
-    unsafe { affinity::pin(worker.as_pthread_t(), &[cpu]) }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn pin_worker(_: &JoinHandle<()>, _: usize) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "thread pinning needs Linux",
-    ))
 }
 
 /// A raw pointer the tasks of one loop share (each touching its own range).
@@ -307,10 +281,20 @@ fn work(shared: &Shared) {
 
 static GLOBAL: OnceLock<WorkerPool> = OnceLock::new();
 
-/// Creates the process-wide pool with `threads` threads, pinned as [`affinity::plan`] says for
-/// `pinning` and this thread's allowed CPUs; effective only before the pool's first use. When
-/// the OS refuses to pin, the pool runs unpinned and the error is returned (for a warning).
+/// One thread per CPU the OS offers this process.
+fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Creates the process-wide pool with `threads` threads (0: one per available CPU), pinned as
+/// [`affinity::plan`] says for `pinning` and this thread's allowed CPUs; effective only before
+/// the pool's first use. When the OS refuses to pin, the pool runs unpinned and the error is
+/// returned (for a warning).
 pub fn init_global(threads: usize, pinning: Pinning) -> io::Result<()> {
+    let threads = match threads {
+        0 => available_threads(),
+        n => n,
+    };
     let mut refused = Ok(());
     GLOBAL.get_or_init(
         || match affinity::plan(threads, pinning, &affinity::current_thread_cpus()) {
@@ -326,7 +310,7 @@ pub fn init_global(threads: usize, pinning: Pinning) -> io::Result<()> {
 
 /// The process-wide pool (one thread per available core unless [`init_global`] said otherwise).
 pub fn global() -> &'static WorkerPool {
-    GLOBAL.get_or_init(|| WorkerPool::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+    GLOBAL.get_or_init(|| WorkerPool::new(available_threads()))
 }
 
 #[cfg(test)]
@@ -365,7 +349,7 @@ mod tests {
             scope.spawn(|| {
                 let before = affinity::current_thread_cpus();
                 let pinned = pool.pin_caller().unwrap().expect("a pinned pool pins its caller");
-                assert_eq!(pinned.cpu(), cpus[0]);
+                assert_eq!(affinity::current_thread_cpus(), vec![cpus[0]]);
                 // Two tasks that wait for each other: the caller and the worker each run one.
                 let both = std::sync::Barrier::new(2);
                 pool.run(2, &|_| {
