@@ -1,5 +1,5 @@
 //! How a matmul is split across the worker pool, for every weight format: output rows in tasks
-//! (whole 8-row groups), several matrices that read the same input in one parallel loop (q/k/v,
+//! (whole units of the layout: 8-row groups, 16-row F16 panels), several matrices that read the same input in one parallel loop (q/k/v,
 //! gate/up: one synchronisation instead of one per matrix), and the `n × rows` output layout.
 
 use std::cell::RefCell;
@@ -15,23 +15,26 @@ pub trait RowKernel: Sync {
     /// What the matrix multiplies: the `n` input rows, in the form its kernel reads.
     type Input: ?Sized + Sync;
 
+    /// The rows a task's first row is a multiple of (the layout's unit: an interleaved group).
+    const ROW_UNIT: usize = GROUP;
+
     /// Output features.
     fn rows(&self) -> usize;
 
     /// Rows `first..first + rows` (`rows = out.len() / n`) against the `n` inputs, into `out`
     /// input-major: `out[i · rows + r]`.
-    /// `first` is a multiple of 8.
+    /// `first` is a multiple of [`Self::ROW_UNIT`].
     fn fill_rows(&self, first: usize, input: &Self::Input, n: usize, out: &mut [f32]);
 }
 
 /// Rows per task for `rows` rows against `n` inputs: about four tasks per thread for
 /// matrix-vector work (so a thread that falls behind is evened out), sixteen when many inputs
-/// make each row expensive; always whole 8-row groups (the interleaved layout's unit).
-fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
+/// make each row expensive; always whole units of the layout (`unit` rows).
+fn rows_per_task(rows: usize, n: usize, threads: usize, unit: usize) -> usize {
     let tasks_per_thread = if n >= 8 { 16 } else { 4 };
     rows.div_ceil(threads * tasks_per_thread)
-        .next_multiple_of(GROUP)
         .max(MIN_ROWS_PER_TASK)
+        .next_multiple_of(unit)
 }
 
 /// `out = x · Wᵀ` for every `(W, out)` in `parts` (each `out` is `n × rows`), all in one
@@ -41,7 +44,7 @@ fn rows_per_task(rows: usize, n: usize, threads: usize) -> usize {
 pub fn matmul_many<M: RowKernel>(parts: &mut [(&M, &mut [f32])], input: &M::Input, n: usize) {
     let workers = pool::global();
     let total_rows: usize = parts.iter().map(|(m, _)| m.rows()).sum();
-    let task_rows = rows_per_task(total_rows, n, workers.threads());
+    let task_rows = rows_per_task(total_rows, n, workers.threads(), M::ROW_UNIT);
     let mut tasks = Vec::new();
     let mut targets = Vec::with_capacity(parts.len());
     for (index, (matrix, out)) in parts.iter_mut().enumerate() {

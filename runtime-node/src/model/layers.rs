@@ -61,8 +61,9 @@ pub(super) struct Linear {
 
 /// Rows from which candle-quantized matmuls, and F16 ones on CPUs without AVX-512, dequantize
 /// their weight and run a dense f32 GEMM, which reuses each weight across rows (measured faster
-/// for F16 prompt chunks than our 256-bit F16 kernel: 358 against 312 tok/s; the AVX-512 kernel's
-/// 4 × 6 register tiles beat it). The block types always use our kernels, whose interleaved
+/// for F16 prompt chunks than our earlier row-major 256-bit F16 kernel: 358 against 312 tok/s;
+/// the AVX-512 panel kernel beats it, the 256-bit panel kernel is not measured against it yet).
+/// The block types always use our kernels, whose interleaved
 /// layout already serves 8 rows per instruction.
 pub(super) const DENSE_MIN_ROWS: usize = 32;
 
