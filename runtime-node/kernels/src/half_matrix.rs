@@ -75,7 +75,7 @@ impl F16Matrix {
         &as_halves(&self.lines)[..len]
     }
 
-    /// The matrix as f32, row-major (for long prompt chunks on CPUs where a dense GEMM wins).
+    /// The matrix as f32, row-major (to check the kernels and the repacking against).
     pub fn dequantize(&self) -> Vec<f32> {
         let (cols, panels) = (self.cols, self.panels());
         let mut out = vec![0f32; self.rows * cols];

@@ -59,19 +59,12 @@ pub(super) struct Linear {
     host_bias: Option<Vec<f32>>,
 }
 
-/// Rows from which candle-quantized matmuls, and F16 ones on CPUs without AVX-512, dequantize
-/// their weight and run a dense f32 GEMM, which reuses each weight across rows (measured faster
-/// for F16 prompt chunks than our earlier row-major 256-bit F16 kernel: 358 against 312 tok/s;
-/// the AVX-512 panel kernel beats it, the 256-bit panel kernel is not measured against it yet).
-/// The block types always use our kernels, whose interleaved
-/// layout already serves 8 rows per instruction.
+/// Rows from which candle-quantized matmuls dequantize their weight and run a dense f32 GEMM,
+/// which reuses each weight across rows. Our block types and F16 always use our kernels, whose
+/// layouts already serve 8 (blocks) or 16 (F16 panels) rows per instruction: F16 prompt chunks
+/// on AVX2 alone measured 287/304/301 tok/s on the panel kernel against 243/263/291 as a dense
+/// GEMM (512 tokens, alternating).
 pub(super) const DENSE_MIN_ROWS: usize = 32;
-
-/// Whether an F16 matmul over `rows` input rows runs as a dense f32 GEMM (see
-/// [`DENSE_MIN_ROWS`]).
-fn f16_runs_dense(rows: usize) -> bool {
-    rows >= DENSE_MIN_ROWS && !hearth_kernels::dot::has_avx512f()
-}
 
 /// A weight matrix: in our kernels' block layout on CPU for the types they implement
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
@@ -96,11 +89,6 @@ impl LinearWeight {
                 Tensor::from_vec(y, (rows, matrix.rows()), x.device())
             }
             Self::F16(matrix) if x.dtype() == DType::F32 && x.device().is_cpu() => {
-                if f16_runs_dense(rows) {
-                    let w =
-                        Tensor::from_vec(matrix.dequantize(), (matrix.rows(), matrix.cols()), x.device())?;
-                    return x.matmul(&w.t()?);
-                }
                 let input = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let mut y = vec![0f32; rows * matrix.rows()];
                 matrix.matmul(&input, rows, &mut y);
@@ -134,11 +122,11 @@ impl LinearWeight {
                 matrix.matmul_quantized(quantized, n, out);
                 Ok(())
             }
-            Self::F16(matrix) if !f16_runs_dense(n) => {
+            Self::F16(matrix) => {
                 matrix.matmul(x, n, out);
                 Ok(())
             }
-            Self::F16(_) | Self::Candle(_) => {
+            Self::Candle(_) => {
                 let input = Tensor::from_slice(x, (n, x.len() / n.max(1)), &Device::Cpu)?;
                 let y = self.forward(&input)?.to_dtype(DType::F32)?.flatten_all()?;
                 out.copy_from_slice(&y.to_vec1::<f32>()?);
