@@ -1,6 +1,7 @@
 //! How a matmul is split across the worker pool, for every weight format: output rows in tasks
-//! (whole units of the layout: 8-row groups, 16-row F16 panels), several matrices that read the same input in one parallel loop (q/k/v,
-//! gate/up: one synchronisation instead of one per matrix), and the `n × rows` output layout.
+//! (whole units of the layout: 8-row groups, 16-row F16 panels), several matrices that read the
+//! same input in one parallel loop (q/k/v, gate/up: one synchronisation instead of one per
+//! matrix), and the `n × rows` output layout.
 
 use std::cell::RefCell;
 
