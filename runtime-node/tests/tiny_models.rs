@@ -315,25 +315,30 @@ fn mixed_steps(model: &Llama) -> Vec<Vec<f32>> {
             (&[33], &[8]),
             (&[12], &long),
         ];
+        let mut step = |batch: &mut [StepInput<'_>]| {
+            let logits = model.forward(batch, &mut pool).expect("step");
+            rows.extend(logits.to_vec2::<f32>().expect("rows"));
+        };
         for (next_a, next_b) in steps {
-            let logits = model
-                .forward(
-                    &mut [
-                        StepInput {
-                            tokens: next_a,
-                            table: &mut a,
-                        },
-                        StepInput {
-                            tokens: next_b,
-                            table: &mut b,
-                        },
-                    ],
-                    &mut pool,
-                )
-                .expect("step")
-                .to_vec2::<f32>()
-                .expect("rows");
-            rows.extend(logits);
+            step(&mut [
+                StepInput {
+                    tokens: next_a,
+                    table: &mut a,
+                },
+                StepInput {
+                    tokens: next_b,
+                    table: &mut b,
+                },
+            ]);
+        }
+        // One sequence alone past 64 positions (89, then 90): a single decoding sequence has
+        // too few query groups for the threads, so the fused step splits its context into runs
+        // and merges them.
+        for tokens in [&long[..], &[21]] {
+            step(&mut [StepInput {
+                tokens,
+                table: &mut b,
+            }]);
         }
         rows
     }

@@ -1,23 +1,32 @@
 //! Grouped-query attention on 512-bit registers, for head widths of 64 and 128 (every Llama,
-//! Qwen2 and Mistral size). Same arithmetic as [`crate::vector::attend_group`], arranged so the
-//! loops run at the FMA units' rate instead of their latency:
-//! - scores eight positions at a time, the eight sums reduced together (one `hadd` tree instead
-//!   of eight full horizontal reductions), the query held in registers;
+//! Qwen2 and Mistral size). Same arithmetic as [`crate::attention::attend_group`], arranged so
+//! the loops run at the FMA units' rate and each cached row comes from memory once per group:
+//! - positions in blocks of eight: a block's key rows are loaded from memory by the group's
+//!   first head and from L1 by the others (the cache, not the arithmetic, bounds decoding);
+//! - each head scores a block's eight positions together, the eight sums reduced at once (one
+//!   `hadd` tree instead of eight full horizontal reductions);
 //! - softmax with a vector `exp` (a scalar `expf` per score cost as much as the dot products);
-//! - the weighted sum of values accumulated in registers, two positions interleaved so
-//!   sixteen (or thirty-two) FMA chains are in flight, normalised once at the end.
+//! - the weighted sums of a block's value rows accumulated per head, two positions interleaved
+//!   so eight (or sixteen) FMA chains are in flight.
 
 use std::arch::x86_64::*;
 
+use super::attention::{Context, SoftmaxPart};
 use super::exp512::{exp, lanes};
-use super::vector::{Context, KvElement};
+use super::vector::KvElement;
+
+/// Positions whose key and value rows are read together.
+const BLOCK: usize = 8;
+
+/// How many positions ahead of the block being scored its keys are prefetched.
+const AHEAD: usize = 4 * BLOCK;
 
 /// Whether this path handles heads of `head_dim` values.
 pub fn supports(head_dim: usize) -> bool {
     matches!(head_dim, 64 | 128)
 }
 
-/// [`crate::vector::attend_group`] for `head_dim` in [`supports`].
+/// [`crate::attention::attend_group`] for `head_dim` in [`supports`].
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX2 and FMA.
@@ -28,7 +37,7 @@ pub unsafe fn attend_group<T: KvElement>(
     head_dim: usize,
     scale: f32,
     scores: &mut Vec<f32>,
-    out: &mut [f32],
+    out: (&mut [f32], &mut [SoftmaxPart]),
 ) {
     match head_dim {
         64 => attend::<T, 4>(queries, context, scale, scores, out),
@@ -44,114 +53,200 @@ fn attend<T: KvElement, const V: usize>(
     context: &Context<'_, T>,
     scale: f32,
     scores: &mut Vec<f32>,
-    out: &mut [f32],
+    (out, parts): (&mut [f32], &mut [SoftmaxPart]),
 ) {
     let head_dim = V * 16;
     let len = context.rows.len();
     let heads = queries.len() / head_dim;
-    assert_eq!(out.len(), heads * head_dim, "one output per query head");
+    assert!(
+        out.len() == heads * head_dim && parts.len() == heads,
+        "one output per query head"
+    );
+    out.fill(0.0);
     let Some(last_row) = context.rows.iter().max() else {
-        out.fill(0.0);
+        parts.fill(SoftmaxPart::EMPTY);
         return;
     };
     // Every row read below lies inside both tables (checked once, not per load).
     let end = (context.base + *last_row as usize + 1) * head_dim;
     assert!(end <= context.keys.len() && end <= context.values.len());
     scores.clear();
-    scores.resize(heads * len, 0.0);
+    scores.resize(heads * (len + head_dim), 0.0);
+    // Each head's weighted sum runs on two chains, even positions in `out` and odd ones here,
+    // added at the end (so the order of additions does not depend on the block size).
+    let (scores, odd_sums) = scores.split_at_mut(heads * len);
     let row_at = |p: usize| (context.base + context.rows[p] as usize) * head_dim;
-    for (h, (query, head_out)) in queries
-        .chunks_exact(head_dim)
-        .zip(out.chunks_exact_mut(head_dim))
-        .enumerate()
-    {
-        let head_scores = &mut scores[h * len..(h + 1) * len];
-        // SAFETY (all blocks below): every row offset is `row_at(p)` for `p < len`, inside the
-        // tables by the assertion above; `query`/`head_out` hold `V` registers' worth.
-        unsafe {
-            let q: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(query.as_ptr().add(16 * v)));
-            let keys = context.keys.as_ptr();
-            let mut p = 0;
-            while p + 8 <= len {
-                let sums: [__m512; 8] = std::array::from_fn(|j| {
-                    let key = keys.add(row_at(p + j));
-                    let mut acc = _mm512_mul_ps(q[0], T::load16(key));
+    let whole = len - len % BLOCK;
+    // SAFETY (all blocks below): every row offset is `row_at(p)` for `p < len`, inside the
+    // tables by the assertion above; each query and output head holds `V` registers' worth, and
+    // the tile `BLOCK` rows of `V` registers.
+    unsafe {
+        let (keys, values) = (context.keys.as_ptr(), context.values.as_ptr());
+        let row_bytes = head_dim * size_of::<T>();
+        let mut tile = Tile([0.0; BLOCK * 128]);
+        let tile = tile.0.as_mut_ptr();
+        let tile_at = |j: usize, v: usize| tile.add((j * V + v) * 16).cast_const();
+        // Latency, not bandwidth, bounds these reads (the rows come from memory: the weights
+        // streamed since the last step evicted them, and a task's run is too short for the
+        // hardware prefetcher to ramp up): ask for the first keys at once, then keep the keys
+        // `AHEAD` positions ahead and ask for each block's values, which the weighted sums read
+        // after the softmax, while the block is scored.
+        for p in 0..AHEAD.min(len) {
+            prefetch(keys.add(row_at(p)).cast(), row_bytes);
+        }
+        for block in (0..whole).step_by(BLOCK) {
+            let rows: [*const T; BLOCK] = std::array::from_fn(|j| keys.add(row_at(block + j)));
+            for p in (block + AHEAD..len).take(BLOCK) {
+                prefetch(keys.add(row_at(p)).cast(), row_bytes);
+            }
+            for p in block..block + BLOCK {
+                prefetch(values.add(row_at(p)).cast(), row_bytes);
+            }
+            widen_block::<T, V>(&rows, tile);
+            for (query, head_scores) in queries.chunks_exact(head_dim).zip(scores.chunks_exact_mut(len)) {
+                let q: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(query.as_ptr().add(16 * v)));
+                let sums: [__m512; BLOCK] = std::array::from_fn(|j| {
+                    let mut acc = _mm512_mul_ps(q[0], _mm512_load_ps(tile_at(j, 0)));
                     for (v, qv) in q.iter().enumerate().skip(1) {
-                        acc = _mm512_fmadd_ps(*qv, T::load16(key.add(16 * v)), acc);
+                        acc = _mm512_fmadd_ps(*qv, _mm512_load_ps(tile_at(j, v)), acc);
                     }
                     acc
                 });
                 let eight = _mm256_mul_ps(reduce_eight(sums), _mm256_set1_ps(scale));
-                _mm256_storeu_ps(head_scores.as_mut_ptr().add(p), eight);
-                p += 8;
+                _mm256_storeu_ps(head_scores.as_mut_ptr().add(block), eight);
             }
-            for (i, score) in head_scores.iter_mut().enumerate().skip(p) {
-                let key = keys.add(row_at(i));
+        }
+        for p in whole..len {
+            let key = keys.add(row_at(p));
+            for (query, head_scores) in queries.chunks_exact(head_dim).zip(scores.chunks_exact_mut(len)) {
                 let mut acc = _mm512_setzero_ps();
-                for (v, qv) in q.iter().enumerate() {
-                    acc = _mm512_fmadd_ps(*qv, T::load16(key.add(16 * v)), acc);
-                }
-                *score = _mm512_reduce_add_ps(acc) * scale;
-            }
-
-            let total = exponentiate(head_scores);
-
-            let values = context.values.as_ptr();
-            let mut even = [_mm512_setzero_ps(); V];
-            let mut odd = [_mm512_setzero_ps(); V];
-            let mut p = 0;
-            while p + 2 <= len {
-                let (w0, w1) = (_mm512_set1_ps(head_scores[p]), _mm512_set1_ps(head_scores[p + 1]));
-                let (v0, v1) = (values.add(row_at(p)), values.add(row_at(p + 1)));
                 for v in 0..V {
-                    even[v] = _mm512_fmadd_ps(w0, T::load16(v0.add(16 * v)), even[v]);
-                    odd[v] = _mm512_fmadd_ps(w1, T::load16(v1.add(16 * v)), odd[v]);
+                    let qv = _mm512_loadu_ps(query.as_ptr().add(16 * v));
+                    acc = _mm512_fmadd_ps(qv, T::load16(key.add(16 * v)), acc);
                 }
-                p += 2;
+                head_scores[p] = _mm512_reduce_add_ps(acc) * scale;
             }
-            if p < len {
-                let (w, row) = (_mm512_set1_ps(head_scores[p]), values.add(row_at(p)));
-                for (v, acc) in even.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(w, T::load16(row.add(16 * v)), *acc);
+        }
+        for (head_scores, part) in scores.chunks_exact_mut(len).zip(parts.iter_mut()) {
+            *part = exponentiate(head_scores);
+        }
+
+        for block in (0..whole).step_by(BLOCK) {
+            let rows: [*const T; BLOCK] = std::array::from_fn(|j| values.add(row_at(block + j)));
+            widen_block::<T, V>(&rows, tile);
+            let sums = out
+                .chunks_exact_mut(head_dim)
+                .zip(odd_sums.chunks_exact_mut(head_dim));
+            for ((even_out, odd_out), head_scores) in sums.zip(scores.chunks_exact(len)) {
+                let weights = &head_scores[block..block + BLOCK];
+                let mut even: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(even_out.as_ptr().add(16 * v)));
+                let mut odd: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(odd_out.as_ptr().add(16 * v)));
+                for j in (0..BLOCK).step_by(2) {
+                    let (w0, w1) = (_mm512_set1_ps(weights[j]), _mm512_set1_ps(weights[j + 1]));
+                    for v in 0..V {
+                        even[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(tile_at(j, v)), even[v]);
+                        odd[v] = _mm512_fmadd_ps(w1, _mm512_load_ps(tile_at(j + 1, v)), odd[v]);
+                    }
+                }
+                for v in 0..V {
+                    _mm512_storeu_ps(even_out.as_mut_ptr().add(16 * v), even[v]);
+                    _mm512_storeu_ps(odd_out.as_mut_ptr().add(16 * v), odd[v]);
                 }
             }
-            let inverse = _mm512_set1_ps(1.0 / total);
-            for v in 0..V {
-                let sum = _mm512_mul_ps(_mm512_add_ps(even[v], odd[v]), inverse);
-                _mm512_storeu_ps(head_out.as_mut_ptr().add(16 * v), sum);
+        }
+        // The last positions, alternately on the even and the odd chain, then the two added.
+        for p in whole..len {
+            let row = values.add(row_at(p));
+            let sums = out
+                .chunks_exact_mut(head_dim)
+                .zip(odd_sums.chunks_exact_mut(head_dim));
+            for ((even_out, odd_out), head_scores) in sums.zip(scores.chunks_exact(len)) {
+                let w = _mm512_set1_ps(head_scores[p]);
+                let chain = if (p - whole).is_multiple_of(2) {
+                    even_out
+                } else {
+                    odd_out
+                };
+                for v in 0..V {
+                    let at = chain.as_mut_ptr().add(16 * v);
+                    _mm512_storeu_ps(
+                        at,
+                        _mm512_fmadd_ps(w, T::load16(row.add(16 * v)), _mm512_loadu_ps(at)),
+                    );
+                }
             }
+        }
+        for (even, odd) in out.iter_mut().zip(odd_sums.iter()) {
+            *even += odd;
         }
     }
 }
 
-/// The eight horizontal sums of eight registers, in order.
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn reduce_eight(x: [__m512; 8]) -> __m256 {
-    // Fold each register's upper half onto its lower, then pairwise `hadd`s: after two rounds
-    // each 128-bit lane holds four registers' partial sums, and adding the lanes finishes them.
-    let y: [__m256; 8] = std::array::from_fn(|i| {
-        _mm256_add_ps(
-            _mm512_castps512_ps256(x[i]),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x[i]))),
-        )
-    });
-    let (t01, t23) = (_mm256_hadd_ps(y[0], y[1]), _mm256_hadd_ps(y[2], y[3]));
-    let (t45, t67) = (_mm256_hadd_ps(y[4], y[5]), _mm256_hadd_ps(y[6], y[7]));
-    let (low, high) = (_mm256_hadd_ps(t01, t23), _mm256_hadd_ps(t45, t67));
-    _mm256_add_ps(
-        _mm256_permute2f128_ps::<0x20>(low, high),
-        _mm256_permute2f128_ps::<0x31>(low, high),
-    )
+/// A block's rows widened to f32 (up to 128 values a row), cache-line aligned: each row is
+/// converted once and then read by every head of the group.
+#[repr(align(64))]
+struct Tile([f32; BLOCK * 128]);
+
+/// Widens the `BLOCK` rows of `V` registers at `rows` into a [`Tile`] at `tile`, row after row.
+///
+/// # Safety
+/// Each row must hold `16 · V` readable values, `tile` a [`Tile`]; the CPU must have AVX-512F.
+#[inline(always)]
+unsafe fn widen_block<T: KvElement, const V: usize>(rows: &[*const T; BLOCK], tile: *mut f32) {
+    for (j, row) in rows.iter().enumerate() {
+        for v in 0..V {
+            // SAFETY: forwarded from the caller; `j · V + v < BLOCK · 8` registers of 16.
+            unsafe { _mm512_store_ps(tile.add((j * V + v) * 16), T::load16(row.add(16 * v))) };
+        }
+    }
 }
 
-/// Replaces each score `s` by `exp(s − max)` and returns their sum.
+/// Asks for the cache lines of the `bytes` bytes at `at` (a hint: never faults).
+#[inline(always)]
+fn prefetch(at: *const i8, bytes: usize) {
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: a prefetch of any address is only a hint.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line)) };
+    }
+}
+
+/// The eight horizontal sums of eight registers, in order.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX2.
+#[inline(always)]
+unsafe fn reduce_eight(x: [__m512; 8]) -> __m256 {
+    // Fold each register's upper half onto its lower, then pairwise `hadd`s: after two rounds
+    // each 128-bit lane holds four registers' partial sums, and adding the lanes finishes them.
+    // SAFETY: the caller runs with AVX-512F and AVX2.
+    unsafe {
+        let y: [__m256; 8] = std::array::from_fn(|i| {
+            _mm256_add_ps(
+                _mm512_castps512_ps256(x[i]),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x[i]))),
+            )
+        });
+        let (t01, t23) = (_mm256_hadd_ps(y[0], y[1]), _mm256_hadd_ps(y[2], y[3]));
+        let (t45, t67) = (_mm256_hadd_ps(y[4], y[5]), _mm256_hadd_ps(y[6], y[7]));
+        let (low, high) = (_mm256_hadd_ps(t01, t23), _mm256_hadd_ps(t45, t67));
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(low, high),
+            _mm256_permute2f128_ps::<0x31>(low, high),
+        )
+    }
+}
+
+/// Replaces each score `s` by `exp(s − max)`; returns the max and the sum.
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn exponentiate(scores: &mut [f32]) -> f32 {
+fn exponentiate(scores: &mut [f32]) -> SoftmaxPart {
     let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
     for chunk in scores.chunks(16) {
         max = _mm512_max_ps(max, load_part(chunk, f32::NEG_INFINITY));
     }
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let largest = _mm512_reduce_max_ps(max);
+    let max = _mm512_set1_ps(largest);
     let mut total = _mm512_setzero_ps();
     for chunk in scores.chunks_mut(16) {
         let mask = lanes(chunk.len());
@@ -160,7 +255,10 @@ fn exponentiate(scores: &mut [f32]) -> f32 {
         // SAFETY: the mask covers `chunk.len()` lanes.
         unsafe { _mm512_mask_storeu_ps(chunk.as_mut_ptr(), mask, e) };
     }
-    _mm512_reduce_add_ps(total)
+    SoftmaxPart {
+        max: largest,
+        total: _mm512_reduce_add_ps(total),
+    }
 }
 
 /// Up to 16 values, the missing lanes set to `fill`.
@@ -168,143 +266,4 @@ fn exponentiate(scores: &mut [f32]) -> f32 {
 fn load_part(chunk: &[f32], fill: f32) -> __m512 {
     // SAFETY: the mask covers `chunk.len()` lanes.
     unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), lanes(chunk.len()), chunk.as_ptr()) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Random(u64);
-    impl Random {
-        fn float(&mut self) -> f32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-    }
-
-    /// Softmax attention in f64, straight from the definition.
-    fn reference<T: KvElement>(
-        queries: &[f32],
-        context: &Context<'_, T>,
-        head_dim: usize,
-        scale: f32,
-    ) -> Vec<f64> {
-        let row = |table: &[T], p: usize| {
-            let at = (context.base + context.rows[p] as usize) * head_dim;
-            let mut wide = vec![0f32; head_dim];
-            T::widen(&table[at..at + head_dim], &mut wide);
-            wide.into_iter().map(f64::from).collect::<Vec<_>>()
-        };
-        let mut out = Vec::new();
-        for query in queries.chunks_exact(head_dim) {
-            let scores: Vec<f64> = (0..context.rows.len())
-                .map(|p| {
-                    let key = row(context.keys, p);
-                    query
-                        .iter()
-                        .zip(&key)
-                        .map(|(q, k)| f64::from(*q) * k)
-                        .sum::<f64>()
-                        * f64::from(scale)
-                })
-                .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let total: f64 = weights.iter().sum();
-            let mut head = vec![0f64; head_dim];
-            for (p, w) in weights.iter().enumerate() {
-                for (o, v) in head.iter_mut().zip(row(context.values, p)) {
-                    *o += w / total * v;
-                }
-            }
-            out.extend(head);
-        }
-        out
-    }
-
-    #[test]
-    fn attention_matches_the_f64_definition() {
-        if crate::dot::skip_without_avx512f() {
-            return;
-        }
-        let mut random = Random(7);
-        // Context lengths around the 8-position blocks and the 2-position value pairs; rows
-        // shuffled and offset by a base, as a paged cache hands them over.
-        for (head_dim, group) in [(64, 3), (64, 1), (128, 4)] {
-            for len in [1usize, 2, 7, 8, 9, 17, 300] {
-                let (base, table_rows) = (5, len + 11);
-                let keys: Vec<f32> = (0..(base + table_rows) * head_dim)
-                    .map(|_| random.float() * 3.0)
-                    .collect();
-                let values: Vec<f32> = (0..keys.len()).map(|_| random.float()).collect();
-                let rows: Vec<u32> = (0..len as u32).map(|p| (p * 7 + 3) % table_rows as u32).collect();
-                let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
-                check(
-                    &queries,
-                    (&keys, &values),
-                    base,
-                    &rows,
-                    head_dim,
-                    &format!("f32, {head_dim}×{group}, len {len}"),
-                );
-                // The same table stored as half floats (the reference reads the rounded values).
-                let (keys, values) = (halves(&keys), halves(&values));
-                check(
-                    &queries,
-                    (&keys, &values),
-                    base,
-                    &rows,
-                    head_dim,
-                    &format!("f16, {head_dim}×{group}, len {len}"),
-                );
-            }
-        }
-    }
-
-    fn halves(values: &[f32]) -> Vec<half::f16> {
-        let mut out = vec![half::f16::ZERO; values.len()];
-        half::f16::narrow(values, &mut out);
-        out
-    }
-
-    /// The kernel and the portable path on `rows` of the (keys, values) table from `base`,
-    /// against the f64 definition.
-    fn check<T: KvElement>(
-        queries: &[f32],
-        (keys, values): (&[T], &[T]),
-        base: usize,
-        rows: &[u32],
-        head_dim: usize,
-        label: &str,
-    ) {
-        let context = &Context {
-            keys,
-            values,
-            base,
-            rows,
-        };
-        let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; queries.len()]);
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        // SAFETY: the caller checked for AVX-512F.
-        unsafe { attend_group(queries, context, head_dim, scale, &mut scores, &mut out) };
-        let expected = reference(queries, context, head_dim, scale);
-        for (i, (got, want)) in out.iter().zip(&expected).enumerate() {
-            assert!(
-                (f64::from(*got) - want).abs() < 2e-6,
-                "{label}, value {i}: {got} vs {want}"
-            );
-        }
-        // The portable path agrees too (it widens each row before its f32 loops).
-        let mut portable = vec![f32::NAN; queries.len()];
-        crate::vector::attend_group_portable(queries, context, head_dim, scale, &mut scores, &mut portable);
-        for (i, (got, want)) in portable.iter().zip(&expected).enumerate() {
-            assert!(
-                (f64::from(*got) - want).abs() < 2e-6,
-                "{label}, portable, value {i}: {got} vs {want}"
-            );
-        }
-    }
 }

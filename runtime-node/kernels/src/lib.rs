@@ -8,6 +8,7 @@
 //! [`rows`]), pinned to CPUs the process owns ([`affinity`]). Load-time work (repacking, dequantizing) uses rayon.
 
 pub mod affinity;
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention512;
 pub mod blocks;

@@ -83,117 +83,6 @@ impl KvElement for half::f16 {
     }
 }
 
-/// The cached positions a query attends to: rows `base + rows[p]` of the `keys` and `values`
-/// tables (rows of one head's width), stored as `T`.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a, T = f32> {
-    /// Key rows.
-    pub keys: &'a [T],
-    /// Value rows, laid out as `keys`.
-    pub values: &'a [T],
-    /// First row of the key/value head in both tables.
-    pub base: usize,
-    /// The positions' rows, relative to `base`.
-    pub rows: &'a [u32],
-}
-
-/// Softmax attention of query heads that share one key/value head (grouped-query attention;
-/// one head is a group of one): `queries` holds the heads one after another, `head_dim` values
-/// each. Scores `query · key_p · scale` over the context's rows, softmax per head, and each
-/// head's `out = Σ_p weight_p · value_p`. Each key and value row is read once for the whole
-/// group. `scores` is scratch.
-pub fn attend_group<T: KvElement>(
-    queries: &[f32],
-    context: &Context<'_, T>,
-    head_dim: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::dot::has_avx512f() && crate::attention512::supports(head_dim) {
-            // SAFETY: AVX-512F was detected (it implies the AVX2 and FMA checks passed).
-            return unsafe {
-                crate::attention512::attend_group(queries, context, head_dim, scale, scores, out)
-            };
-        }
-        if has_avx2() {
-            // SAFETY: AVX2 and FMA were detected.
-            return unsafe { attend_group_avx2(queries, context, head_dim, scale, scores, out) };
-        }
-    }
-    attend_group_portable(queries, context, head_dim, scale, scores, out);
-}
-
-/// [`attend_group`] without vector instructions (the reference the vector paths are tested
-/// against, and what CPUs without AVX2 run).
-pub fn attend_group_portable<T: KvElement>(
-    queries: &[f32],
-    context: &Context<'_, T>,
-    head_dim: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_group_with::<false, T>(queries, context, head_dim, scale, scores, out);
-}
-
-#[inline(always)]
-fn attend_group_with<const FMA: bool, T: KvElement>(
-    queries: &[f32],
-    context: &Context<'_, T>,
-    head_dim: usize,
-    scale: f32,
-    scratch: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let len = context.rows.len();
-    let heads = queries.len() / head_dim;
-    scratch.clear();
-    // The scores, then one key or value row widened to f32.
-    scratch.resize(heads * len + head_dim, 0.0);
-    let (scores, wide) = scratch.split_at_mut(heads * len);
-    for (p, &row) in context.rows.iter().enumerate() {
-        let at = (context.base + row as usize) * head_dim;
-        T::widen(&context.keys[at..at + head_dim], wide);
-        for (h, query) in queries.chunks_exact(head_dim).enumerate() {
-            scores[h * len + p] = dot_with::<FMA>(query, wide) * scale;
-        }
-    }
-    for head_scores in scores.chunks_exact_mut(len.max(1)) {
-        let max = head_scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-        let mut total = 0f32;
-        for s in head_scores.iter_mut() {
-            *s = (*s - max).exp();
-            total += *s;
-        }
-        let inverse = 1.0 / total;
-        head_scores.iter_mut().for_each(|s| *s *= inverse);
-    }
-    out.fill(0.0);
-    for (p, &row) in context.rows.iter().enumerate() {
-        let at = (context.base + row as usize) * head_dim;
-        T::widen(&context.values[at..at + head_dim], wide);
-        for (h, head_out) in out.chunks_exact_mut(head_dim).enumerate() {
-            axpy_with::<FMA>(head_out, scores[h * len + p], wide);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_group_avx2<T: KvElement>(
-    queries: &[f32],
-    context: &Context<'_, T>,
-    head_dim: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_group_with::<true, T>(queries, context, head_dim, scale, scores, out);
-}
-
 /// `gate[i] = silu(gate[i]) · up[i]`, the feed-forward activation (`silu(g) = g / (1 + e^−g)`).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -260,7 +149,7 @@ fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 
 /// Eight independent accumulators, so the sum vectorizes without reassociation.
 #[inline(always)]
-fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (a_body, b_body) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a_body
@@ -278,7 +167,7 @@ fn dot_with<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn axpy_with<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
+pub(crate) fn axpy_with<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = multiply_add::<FMA>(a, *x, *y);
     }
@@ -324,29 +213,6 @@ mod tests {
         axpy(&mut y, 0.5, &a);
         for ((y, a), b) in y.iter().zip(&a).zip(&b) {
             assert!((y - (b + 0.5 * a)).abs() < 1e-6);
-        }
-        // Attention over rows 2 and 0 of a 3-row table equals the softmax formula by hand, for
-        // each of a group of two query heads sharing the key/value head.
-        let keys = [1.0, 0.0, 0.0, 1.0, 2.0, 2.0];
-        let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let context = Context {
-            keys: &keys,
-            values: &values,
-            base: 0,
-            rows: &[2, 0],
-        };
-        let (mut scores, mut out) = (Vec::new(), [0f32; 4]);
-        attend_group(&[1.0, 0.5, -1.0, 0.25], &context, 2, 0.5, &mut scores, &mut out);
-        for (head, query) in [[1.0f32, 0.5], [-1.0, 0.25]].iter().enumerate() {
-            let s2 = (query[0] * 2.0 + query[1] * 2.0) * 0.5;
-            let s0 = query[0] * 0.5;
-            let (w2, w0) = (s2.exp() / (s2.exp() + s0.exp()), s0.exp() / (s2.exp() + s0.exp()));
-            let got = &out[head * 2..head * 2 + 2];
-            assert!(
-                (got[0] - (w2 * 5.0 + w0 * 1.0)).abs() < 1e-6
-                    && (got[1] - (w2 * 6.0 + w0 * 2.0)).abs() < 1e-6,
-                "head {head}: {got:?}"
-            );
         }
         // Long enough to be split across the pool.
         let x: Vec<f32> = (0..40_000).map(|i| (i % 97) as f32 - 48.5).collect();

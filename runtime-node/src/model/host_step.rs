@@ -9,8 +9,10 @@
 //! table, with grouped-query heads sharing one pass over their KV head instead of copying it.
 
 use candle_core::{DType, Result, Tensor};
+use hearth_kernels::attention::{Context, SoftmaxPart, attend_group, merge_parts, normalise};
 use hearth_kernels::blocks::ActivationBlock;
-use hearth_kernels::vector::{Context, KvElement, attend_group, quantize, silu_mul};
+use hearth_kernels::pool::SendPtr;
+use hearth_kernels::vector::{KvElement, quantize, silu_mul};
 
 use super::kv_cache::{HostLayer, KvPool};
 use super::layers::Linear;
@@ -32,6 +34,29 @@ pub struct HostBuffers {
     // Output of o / down before it is added to the residual.
     projected: Vec<f32>,
     quantized: Vec<ActivationBlock>,
+    attention_runs: AttentionRuns,
+}
+
+/// Scratch of [`attend`]: its tasks, each task's softmax parts, and the unnormalised sums of
+/// the tasks that cover only a run of a split context.
+#[derive(Debug, Default)]
+struct AttentionRuns {
+    tasks: Vec<AttentionTask>,
+    parts: Vec<SoftmaxPart>,
+    sums: Vec<f32>,
+}
+
+/// One query group (a KV head's query heads) of one token over a run of its context.
+#[derive(Debug, Clone, Copy)]
+struct AttentionTask {
+    token: usize,
+    kv_head: usize,
+    // Positions `start..end` of the token's context.
+    start: usize,
+    end: usize,
+    // How many runs the context is split into, and this task's slot in `sums` when more than one.
+    runs: usize,
+    slot: usize,
 }
 
 /// Resizes `buffer` to `len` values (contents are overwritten by the caller).
@@ -147,9 +172,10 @@ impl Llama {
                 head_dim: hd,
                 pool_rows,
             };
+            let runs = &mut b.attention_runs;
             match store {
-                HostLayer::F32 { k, v } => attend(&layout, q, (k, v), &token_rows, attention),
-                HostLayer::F16 { k, v } => attend(&layout, q, (k, v), &token_rows, attention),
+                HostLayer::F32 { k, v } => attend(&layout, q, (k, v), &token_rows, attention, runs),
+                HostLayer::F16 { k, v } => attend(&layout, q, (k, v), &token_rows, attention, runs),
             }
 
             quantize(attention, &mut b.quantized);
@@ -218,40 +244,106 @@ struct AttentionLayout {
     pool_rows: usize,
 }
 
+/// Fewest context positions in a run of a split context: shorter runs cost more to merge and
+/// to schedule than they save.
+const MIN_RUN: usize = 64;
+
 /// Causal attention of every new token's query heads over its sequence's cached keys and values
 /// (positions `0..=position`, whose pool rows are `token_rows[t]`), read in place from the pool.
-/// One task per (token, KV head) with that KV head's query heads together, so each key and
-/// value row is read once per group; per (token, query head) when that leaves too few tasks to
-/// keep every thread busy (a single decoding sequence).
+/// A task takes one token's query group (the query heads of a KV head), so each key and value
+/// row is read once per group. When that leaves too few tasks to keep every thread busy (a
+/// single decoding sequence: one token, a few KV heads), each context is split into runs whose
+/// results are merged afterwards (split-K, as flash-decoding does on GPUs).
 fn attend<T: KvElement>(
     layout: &AttentionLayout,
     q: &[f32],
     (keys, values): (&[T], &[T]),
     token_rows: &[Vec<u32>],
     out: &mut [f32],
+    scratch: &mut AttentionRuns,
 ) {
-    let hd = layout.head_dim;
+    let (hd, group) = (layout.head_dim, layout.group);
+    let kv_heads = layout.heads / group;
     let scale = 1.0 / (hd as f32).sqrt();
     let workers = hearth_kernels::pool::global();
-    let kv_tasks = token_rows.len() * layout.heads / layout.group;
-    let heads_per_task = if kv_tasks >= 2 * workers.threads() {
-        layout.group
-    } else {
-        1
-    };
-    let tasks_per_token = layout.heads / heads_per_task;
+    let wanted_tasks = 4 * workers.threads();
+    let groups = token_rows.len() * kv_heads;
+    scratch.tasks.clear();
+    let mut slots = 0;
+    for (token, rows) in token_rows.iter().enumerate() {
+        let runs = if groups >= wanted_tasks {
+            1
+        } else {
+            wanted_tasks
+                .div_ceil(groups)
+                .min(rows.len().div_ceil(MIN_RUN))
+                .max(1)
+        };
+        let run_len = rows.len().div_ceil(runs);
+        for kv_head in 0..kv_heads {
+            for run in 0..runs {
+                scratch.tasks.push(AttentionTask {
+                    token,
+                    kv_head,
+                    start: (run * run_len).min(rows.len()),
+                    end: ((run + 1) * run_len).min(rows.len()),
+                    runs,
+                    slot: if runs > 1 { slots + run } else { 0 },
+                });
+            }
+            if runs > 1 {
+                slots += runs;
+            }
+        }
+    }
+    let AttentionRuns { tasks, parts, sums } = scratch;
+    parts.clear();
+    parts.resize(tasks.len() * group, SoftmaxPart::EMPTY);
+    sums.clear();
+    sums.resize(slots * group * hd, 0.0);
+    let (parts_at, sums_at, out_at) = (SendPtr::new(parts), SendPtr::new(sums), SendPtr::new(out));
+    let group_width = group * hd;
+    // Where a token's query group starts in `q` and `out`.
+    let group_at = |task: &AttentionTask| (task.token * layout.heads + task.kv_head * group) * hd;
     thread_local! {
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    workers.for_each_chunk(out, heads_per_task * hd, &|index, out| {
-        let (t, first_head) = (index / tasks_per_token, index % tasks_per_token * heads_per_task);
-        let queries = &q[index * heads_per_task * hd..(index + 1) * heads_per_task * hd];
+    workers.run(tasks.len(), &|index| {
+        let task = &tasks[index];
+        let at = group_at(task);
         let context = Context {
             keys,
             values,
-            base: first_head / layout.group * layout.pool_rows,
-            rows: &token_rows[t],
+            base: task.kv_head * layout.pool_rows,
+            rows: &token_rows[task.token][task.start..task.end],
         };
-        SCORES.with_borrow_mut(|scores| attend_group(queries, &context, hd, scale, scores, out));
+        // SAFETY: each task owns its `group` parts, its slot of `sums` (split runs) or its query
+        // group of `out` (whole contexts); all three outlive `run`.
+        let (target, part) = unsafe {
+            let target = if task.runs > 1 {
+                sums_at.get().add(task.slot * group_width)
+            } else {
+                out_at.get().add(at)
+            };
+            (
+                std::slice::from_raw_parts_mut(target, group_width),
+                std::slice::from_raw_parts_mut(parts_at.get().add(index * group), group),
+            )
+        };
+        let queries = &q[at..at + group_width];
+        SCORES.with_borrow_mut(|scores| {
+            attend_group(queries, &context, hd, scale, scores, (&mut *target, &mut *part))
+        });
+        if task.runs == 1 {
+            normalise(target, part);
+        }
     });
+    for (index, task) in tasks.iter().enumerate() {
+        if task.runs > 1 && task.start == 0 {
+            let at = group_at(task);
+            let runs = task.slot * group_width..(task.slot + task.runs) * group_width;
+            let run_parts = &parts[index * group..(index + task.runs) * group];
+            merge_parts(&sums[runs], run_parts, &mut out[at..at + group_width]);
+        }
+    }
 }
