@@ -7,7 +7,9 @@ writes the table into docs/benchmarks.md between the engine-bench markers.
 
 A shared VM's speed drifts by tens of percent within minutes, so every figure is the median of
 `--rounds` rounds, each measuring every type with both engines back to back (bandwidth probe
-first); the ratios column shows the median per-round decode ratio and its range.
+first); the ratios column shows the median per-round decode ratio and its range. Of two runs
+back to back the first tends to be faster on such a VM, so which engine goes first alternates
+from round to round.
 
     python bench/engine_vs_llamacpp.py --gguf <SmolLM2 Q4_1 GGUF> [--threads 2] [--rounds 3]
 """
@@ -119,7 +121,8 @@ def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args
         f"llama.cpp: `llama-bench`/`llama-batched-bench` built from the llama-cpp-python "
         f"{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')} sdist (`bench/build-llama-cpp.sh`). "
         f"Prompt {args.prompt} tokens, {args.decode} generated, {args.streams} concurrent sequences. "
-        f"Each figure is the median of {args.rounds} rounds (every type, both engines, per round). "
+        f"Each figure is the median of {args.rounds} rounds (every type, both engines, per round; "
+        f"which engine runs first alternates by round). "
         f"Measured memory read bandwidth: median {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size "
         f"(% of roofline: median over rounds of decode ÷ that round's roofline).",
         "",
@@ -169,10 +172,14 @@ def main() -> None:
     for round_index in range(1, args.rounds + 1):
         for kind in kinds:
             our_rounds, their_rounds, rates = measured[kind]
-            print(f"round {round_index}/{args.rounds}, {kind}: bandwidth, runtime-node, llama.cpp …", flush=True)
+            engines = [("runtime-node", ours, our_rounds), ("llama.cpp", llama_cpp, their_rounds)]
+            if round_index % 2 == 0:
+                engines.reverse()
+            order = ", ".join(name for name, _, _ in engines)
+            print(f"round {round_index}/{args.rounds}, {kind}: bandwidth, {order} …", flush=True)
             rates.append(bandwidth(args.gguf, args))
-            our_rounds.append(ours(models[kind], args))
-            their_rounds.append(llama_cpp(models[kind], args))
+            for _, measure, runs in engines:
+                runs.append(measure(models[kind], args))
     rows = [(kind, models[kind].stat().st_size, *measured[kind]) for kind in kinds]
     text = table(rows, args)
     print(text)
