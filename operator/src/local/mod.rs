@@ -86,7 +86,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .collect();
     let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
     let statuses = Arc::new(statuses::LocalStatuses::default());
-    statuses.publish(publish_from(&aggregator, &config).await?);
+    statuses.publish(publish_from(&aggregator, &statuses, config.clone()).await?);
     let billing_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.billing_port))
         .await
         .map_err(|e| {
@@ -170,8 +170,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Evaluates every tenant of `config` against its stored usage.
-async fn publish_from(aggregator: &Aggregator, config: &config::LocalConfig) -> kube::Result<TenantStatuses> {
+/// Evaluates every tenant of `config` against its stored usage, each with the status billing
+/// last published for it (YAML tenants have none): a condition whose status did not change keeps
+/// its transition time, so a pass with the same outcome publishes nothing new and the gateway
+/// does not reload.
+async fn publish_from(
+    aggregator: &Aggregator,
+    statuses: &statuses::LocalStatuses,
+    mut config: config::LocalConfig,
+) -> kube::Result<TenantStatuses> {
+    statuses.apply(&mut config);
     let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
     let tiers: Vec<_> = config.tiers.iter().map(|(_, t)| t.clone()).collect();
     aggregator.publish(&tenants, &tiers).await
@@ -187,7 +195,7 @@ async fn billing_passes(aggregator: Aggregator, config_dir: PathBuf, statuses: A
             // The gateway's source logs the invalid edit; billing keeps its last view.
             continue;
         };
-        match publish_from(&aggregator, &config).await {
+        match publish_from(&aggregator, &statuses, config).await {
             Ok(published) => statuses.publish(published),
             Err(error) => tracing::warn!(%error, "local billing pass failed; retrying next pass"),
         }
@@ -207,5 +215,48 @@ async fn stop(mut process: engines::Engine) {
         .is_err()
     {
         let _ = process.child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two billing passes over the same usage, at different times: the second publishes nothing
+    /// new (the condition keeps its transition time), so the gateway's source sees no change and
+    /// does not reload every pass.
+    #[tokio::test]
+    async fn a_pass_with_the_same_outcome_publishes_nothing_new() {
+        let path = std::env::temp_dir().join(format!("hearth-local-passes-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
+        let aggregator = Aggregator::new(store, MeterSource::Static(Vec::new()), None);
+        let tenant = serde_yaml::from_str(
+            "apiVersion: hearth.dev/v1alpha1\nkind: Tenant\nmetadata: {name: acme, namespace: default}\nspec: {tierRef: t, budget: {monthlyLimit: \"1\", action: Block}}\n",
+        )
+        .expect("tenant YAML");
+        let config = config::LocalConfig {
+            tenants: vec![("acme.yaml".into(), tenant)],
+            ..Default::default()
+        };
+        let statuses = statuses::LocalStatuses::default();
+        statuses.publish(
+            publish_from(&aggregator, &statuses, config.clone())
+                .await
+                .expect("first pass"),
+        );
+        let after_first = statuses.version();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        statuses.publish(
+            publish_from(&aggregator, &statuses, config)
+                .await
+                .expect("second pass"),
+        );
+        assert_eq!(
+            statuses.version(),
+            after_first,
+            "an unchanged pass moved the version"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 }

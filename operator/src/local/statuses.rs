@@ -18,22 +18,12 @@ pub struct LocalStatuses {
 }
 
 impl LocalStatuses {
-    /// Replaces the statuses; the version moves only when something differs. A condition whose
-    /// status and reason did not change keeps its earlier transition time (as Kubernetes
-    /// conditions do): billing evaluates every tenant afresh each pass, stamping the time of the
-    /// pass, and that alone must not make the gateway reload an unchanged configuration.
-    pub fn publish(&self, mut statuses: TenantStatuses) {
+    /// Replaces the statuses; the version moves only when something differs (conditions'
+    /// transition times included, so an unchanged pass leaves the gateway's snapshot alone).
+    pub fn publish(&self, statuses: TenantStatuses) {
         let Ok(mut current) = self.statuses.write() else {
             return;
         };
-        for (tenant, (_, condition)) in &mut statuses {
-            if let Some((_, before)) = current.get(tenant)
-                && (&before.type_, &before.status, &before.reason)
-                    == (&condition.type_, &condition.status, &condition.reason)
-            {
-                condition.last_transition_time = before.last_transition_time.clone();
-            }
-        }
         if *current != statuses {
             *current = statuses;
             self.version.fetch_add(1, Ordering::Release);
@@ -109,36 +99,12 @@ mod tests {
         statuses.publish(published.clone());
         assert_ne!(statuses.version(), before, "a change moves the version");
         let after = statuses.version();
-        statuses.publish(published.clone());
+        statuses.publish(published);
         assert_eq!(
             statuses.version(),
             after,
             "the same statuses again change nothing"
         );
-        // The next billing pass evaluates the same state at a later time: still no change.
-        let mut later = published.clone();
-        later.values_mut().for_each(|(_, condition)| {
-            condition.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                condition.last_transition_time.0 + k8s_openapi::jiff::SignedDuration::from_secs(5),
-            )
-        });
-        statuses.publish(later.clone());
-        assert_eq!(
-            statuses.version(),
-            after,
-            "a later pass with the same outcome changes nothing"
-        );
-        // A different message (the same status) is a change, and keeps the first transition time.
-        later
-            .values_mut()
-            .for_each(|(_, condition)| condition.message = "spent more".into());
-        statuses.publish(later);
-        assert_ne!(statuses.version(), after, "a new message is published");
-        let kept = statuses.statuses.read().unwrap()["default/spender"]
-            .1
-            .last_transition_time
-            .clone();
-        assert_eq!(kept, published["default/spender"].1.last_transition_time);
         statuses.apply(&mut config);
         let blocked: Vec<bool> = config
             .tenants
