@@ -149,9 +149,14 @@ fn attend_group_with<const FMA: bool, T: KvElement>(
 pub fn normalise(out: &mut [f32], parts: &[SoftmaxPart]) {
     let head_dim = out.len() / parts.len().max(1);
     for (head_out, part) in out.chunks_exact_mut(head_dim.max(1)).zip(parts) {
-        let inverse = if part.total > 0.0 { 1.0 / part.total } else { 0.0 };
-        head_out.iter_mut().for_each(|o| *o *= inverse);
+        divide(head_out, part.total);
     }
+}
+
+/// `head_out /= total` (as a multiplication by the inverse); zeros for an empty context.
+fn divide(head_out: &mut [f32], total: f32) {
+    let inverse = if total > 0.0 { 1.0 / total } else { 0.0 };
+    head_out.iter_mut().for_each(|o| *o *= inverse);
 }
 
 /// Combines the results of [`attend_group`] over disjoint runs of one context into the
@@ -176,8 +181,7 @@ pub fn merge_parts(sums: &[f32], parts: &[SoftmaxPart], out: &mut [f32]) {
             let at = (run * heads + h) * head_dim;
             crate::vector::axpy(head_out, weight, &sums[at..at + head_dim]);
         }
-        let inverse = if total > 0.0 { 1.0 / total } else { 0.0 };
-        head_out.iter_mut().for_each(|o| *o *= inverse);
+        divide(head_out, total);
     }
 }
 
