@@ -5,7 +5,7 @@
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA, plus one
 //! FMA for the constant term (Q4_0's −8·d·Σx, Q5_0's −16·d·Σx, Q4_1's m·Σx, Q4_K's −dmin·min·Σx;
 //! Q6_K's −32 per weight is taken off each half's integer sum). Groups stream through memory in
-//! order, one sequential stream per thread; each block asks for the bytes a page further on
+//! order, one sequential stream per thread; each block asks for the bytes two pages further on
 //! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
 #![cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 //! register accumulates 16 output rows of one input.
 //!
 //! Up to 8 inputs (decode batches, bound by memory) a thread streams its panels one at a time,
-//! in order, prefetching a page ahead, with each input's sums split over several FMA chains:
+//! in order, prefetching two pages ahead, with each input's sums split over several FMA chains:
 //! one stream per thread reads faster than several (measured on an AMD EPYC VM, F16 matrix ×
 //! vector on 2 threads: ~30 GB/s from one panel at a time, ~20 GB/s from 4 side by side).
 //! Past 8 inputs (prompt chunks, bound by arithmetic, the task's panels in cache) tiles are
@@ -24,7 +24,7 @@ unsafe fn column(panel: *const u16, k: usize) -> *const u16 {
     unsafe { panel.add(k * PANEL) }
 }
 
-/// Asks for the weight line a page ahead of column `k` once per 64 bytes (every second column).
+/// Asks for the weight line two pages ahead of column `k` once per 64 bytes (every second column).
 #[inline(always)]
 fn prefetch_column(at: *const u16, k: usize) {
     if k.is_multiple_of(2) {
