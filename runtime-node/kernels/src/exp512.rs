@@ -1,5 +1,6 @@
-//! `e^x` on 512-bit registers, for softmax ([`crate::attention512`]) and the SiLU of the
-//! feed-forward gate (a scalar `expf` per value cost a few percent of a prompt).
+//! `e^x` on 512-bit registers, for softmax ([`crate::attention512`]), the SiLU of the
+//! feed-forward gate (a scalar `expf` per value cost a few percent of a prompt) and the
+//! sampler's weights over the vocabulary.
 
 use std::arch::x86_64::*;
 
@@ -49,6 +50,31 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
             _mm512_mask_storeu_ps(g.as_mut_ptr(), mask, _mm512_mul_ps(silu, uv));
         }
     }
+}
+
+/// [`crate::vector::softmax_weights`] on 512-bit registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn softmax_weights(x: &[f32], max: f32, scale: f32, out: &mut [f32]) -> f32 {
+    assert_eq!(x.len(), out.len(), "one weight per value");
+    let (max, scale) = (_mm512_set1_ps(max), _mm512_set1_ps(scale));
+    let mut total = _mm512_setzero_ps();
+    for (values, weights) in x.chunks(16).zip(out.chunks_mut(16)) {
+        let mask = lanes(values.len());
+        // SAFETY: the mask covers the chunks' `values.len()` values.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, values.as_ptr());
+            // v − v is 0 for a finite value and NaN for ±∞ or NaN.
+            let finite =
+                _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask, _mm512_sub_ps(v, v), _mm512_setzero_ps());
+            let e = _mm512_maskz_mov_ps(finite, exp(_mm512_mul_ps(_mm512_sub_ps(v, max), scale)));
+            total = _mm512_add_ps(total, e);
+            _mm512_mask_storeu_ps(weights.as_mut_ptr(), mask, e);
+        }
+    }
+    _mm512_reduce_add_ps(total)
 }
 
 #[cfg(test)]

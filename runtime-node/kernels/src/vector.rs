@@ -97,6 +97,29 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `out[i] = e^((x[i] − max) · scale)` for every finite `x[i]` and 0 for the others (a
+/// softmax's unnormalised weights: `max` the largest finite value, `scale` one over the
+/// temperature); returns their sum.
+pub fn softmax_weights(x: &[f32], max: f32, scale: f32, out: &mut Vec<f32>) -> f32 {
+    out.clear();
+    out.resize(x.len(), 0.0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::dot::has_avx512f() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { crate::exp512::softmax_weights(x, max, scale, out) };
+        }
+    }
+    let mut total = 0.0;
+    for (w, v) in out.iter_mut().zip(x) {
+        if v.is_finite() {
+            *w = ((v - max) * scale).exp();
+            total += *w;
+        }
+    }
+    total
+}
+
 /// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs, split across
 /// the worker pool when `x` is long (a prompt chunk's rows).
 pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
@@ -223,5 +246,45 @@ mod tests {
         for (f, p) in fast.iter().zip(&plain) {
             assert_eq!((f.qs, f.d, f.sum, f.low_sum), (p.qs, p.d, p.sum, p.low_sum));
         }
+    }
+
+    #[test]
+    fn softmax_weights_match_f64_and_zero_the_non_finite() {
+        // 37 values: two full registers and a tail; infinities and a NaN among them.
+        let mut x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.73).sin() * 12.0).collect();
+        x[3] = f32::NEG_INFINITY;
+        x[20] = f32::INFINITY;
+        x[36] = f32::NAN;
+        let max = x
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f32::MIN, f32::max);
+        let scale = 1.0 / 0.7;
+        let mut weights = vec![9.0; 3];
+        let total = softmax_weights(&x, max, scale, &mut weights);
+        assert_eq!(weights.len(), x.len());
+        let mut exact_total = 0.0;
+        for (w, v) in weights.iter().zip(&x) {
+            let exact = if v.is_finite() {
+                ((f64::from(*v) - f64::from(max)) * f64::from(scale)).exp()
+            } else {
+                0.0
+            };
+            exact_total += exact;
+            // The f32 argument's rounding (relative 2^-24 of its size) comes out of `exp` as a
+            // relative error of that size, plus the polynomial's own ~1 ulp.
+            let argument = (f64::from(*v) - f64::from(max)) * f64::from(scale);
+            let tolerance = if v.is_finite() {
+                (2.5e-7 + argument.abs() * 1.2e-7) * exact
+            } else {
+                0.0
+            };
+            assert!(
+                (f64::from(*w) - exact).abs() <= tolerance,
+                "{v}: {w} against {exact}"
+            );
+        }
+        assert!((f64::from(total) - exact_total).abs() < 1e-5 * exact_total);
     }
 }
