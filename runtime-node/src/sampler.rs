@@ -278,20 +278,27 @@ pub struct LogprobTable {
 impl LogprobTable {
     /// Computes the table for `logits` (raw model output).
     pub fn new(logits: &[f32], top: usize) -> Self {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-        let log_sum_exp = max + sum.ln();
-        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-        let top = top.min(ids.len());
-        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-        if top > 0 && top < ids.len() {
-            ids.select_nth_unstable_by(top - 1, by_logit);
+        thread_local! {
+            static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        ids.truncate(top);
-        ids.sort_unstable_by(by_logit);
+        let max = largest_finite(logits);
+        let total = WEIGHTS.with_borrow_mut(|weights| softmax_weights(logits, max, 1.0, weights));
+        let log_sum_exp = max + total.ln();
+        // One pass keeping the best `top` so far in order (ties: the lower id first); most
+        // tokens fail the first comparison.
+        let mut best: Vec<u32> = Vec::with_capacity(top + 1);
+        for (i, &logit) in logits.iter().enumerate() {
+            let full = best.len() == top;
+            if top == 0 || logit.is_nan() || (full && logit <= logits[best[top - 1] as usize]) {
+                continue;
+            }
+            let at = best.partition_point(|&b| logits[b as usize] >= logit);
+            best.insert(at, i as u32);
+            best.truncate(top);
+        }
         Self {
             log_sum_exp,
-            top: ids
+            top: best
                 .into_iter()
                 .map(|i| (i, logits[i as usize] - log_sum_exp))
                 .collect(),
@@ -575,6 +582,33 @@ mod tests {
         assert_eq!(table.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
         assert!((table.logprob(&logits, 1) - table.top[0].1).abs() < 1e-7);
         assert!(table.top[0].1 < 0.0);
+    }
+
+    #[test]
+    fn logprob_table_matches_f64_over_a_vocabulary() {
+        let mut logits: Vec<f32> = (0..3_001)
+            .map(|i| ((i * 7_919) % 1_009) as f32 * 0.01 - 5.0)
+            .collect();
+        logits[17] = f32::NEG_INFINITY;
+        logits[2_000] = f32::NAN;
+        let finite: Vec<(usize, f64)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (i, f64::from(l)))
+            .collect();
+        let max = finite.iter().map(|f| f.1).fold(f64::MIN, f64::max);
+        let exact_lse = max + finite.iter().map(|f| (f.1 - max).exp()).sum::<f64>().ln();
+        let mut order = finite.clone();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for top in [0, 1, 7, 20] {
+            let table = LogprobTable::new(&logits, top);
+            assert!((f64::from(table.log_sum_exp) - exact_lse).abs() < 1e-4, "{top}");
+            let ids: Vec<usize> = table.top.iter().map(|t| t.0 as usize).collect();
+            let expected: Vec<usize> = order.iter().take(top).map(|o| o.0).collect();
+            assert_eq!(ids, expected, "the {top} most likely, ties by id");
+        }
+        assert!(LogprobTable::new(&[f32::NAN, f32::NAN], 2).top.is_empty());
     }
 
     #[test]
