@@ -313,10 +313,14 @@ impl LogprobTable {
     }
 }
 
-/// A token drawn with probability proportional to its weight, `mass` being the weights' sum;
-/// the last token of positive weight when rounding leaves the draw past the end.
+/// A token drawn with probability proportional to its weight, `mass` being the weights' sum.
 fn draw(rng: &mut StdRng, weighted: impl Iterator<Item = (u32, f32)>, mass: f32) -> u32 {
-    let mut left = rng.random::<f32>() * mass;
+    walk(rng.random::<f32>() * mass, weighted)
+}
+
+/// The token at which `left` falls inside the running sum of the weights; the last token of
+/// positive weight when rounding leaves `left` past the end.
+fn walk(mut left: f32, weighted: impl Iterator<Item = (u32, f32)>) -> u32 {
     let mut last = 0;
     for (token, weight) in weighted {
         if left < weight {
@@ -338,14 +342,11 @@ fn draw_over(rng: &mut StdRng, weights: &[f32], mass: f32) -> u32 {
     for (c, chunk) in weights.chunks(CHUNK).enumerate() {
         let sum: f32 = chunk.iter().sum();
         if left < sum {
-            // The draw lands in this chunk (or, rounding aside, on its last weighted token).
-            let within = chunk.iter().position(|&w| {
-                let hit = left < w;
-                left -= w;
-                hit
-            });
-            let at = within.or_else(|| chunk.iter().rposition(|&w| w > 0.0));
-            return (c * CHUNK + at.unwrap_or(0)) as u32;
+            let tokens = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| ((c * CHUNK + i) as u32, w));
+            return walk(left, tokens);
         }
         left -= sum;
     }
