@@ -185,13 +185,16 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
                     continue;
                 }
+                // Q4_0 and Q5_0 weights are q − 8 and q − 16: the offset comes off in integers.
+                let dots = match KIND {
+                    Q4_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * x.sum)),
+                    Q5_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(16 * x.sum)),
+                    _ => sums[i],
+                };
                 let scale = _mm256_mul_ps(scales, x_scale);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[i]), scale, acc[i]);
-                match KIND {
-                    Q4_0 => acc[i] = _mm256_fmadd_ps(scales, _mm256_set1_ps(-8.0 * x.scaled_sum), acc[i]),
-                    Q5_0 => acc[i] = _mm256_fmadd_ps(scales, _mm256_set1_ps(-16.0 * x.scaled_sum), acc[i]),
-                    Q4_1 | Q4K => acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]),
-                    _ => {}
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc[i]);
+                if matches!(KIND, Q4_1 | Q4K) {
+                    acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]);
                 }
             }
         }

@@ -161,16 +161,16 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     );
                     continue;
                 }
-                acc[i] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(sums[i]),
-                    _mm512_mul_ps(scales, x_scale),
-                    acc[i],
-                );
-                acc[i] = match KIND {
-                    Q4_0 => _mm512_fmadd_ps(scales, _mm512_set1_ps(-8.0 * x.scaled_sum), acc[i]),
-                    Q5_0 => _mm512_fmadd_ps(scales, _mm512_set1_ps(-16.0 * x.scaled_sum), acc[i]),
-                    _ => _mm512_fmadd_ps(minimums, _mm512_set1_ps(x.scaled_sum), acc[i]),
+                // Q4_0 and Q5_0 weights are q − 8 and q − 16: the offset comes off in integers.
+                let dots = match KIND {
+                    Q4_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(8 * x.sum)),
+                    Q5_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(16 * x.sum)),
+                    _ => sums[i],
                 };
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(scales, x_scale), acc[i]);
+                if !matches!(KIND, Q4_0 | Q5_0) {
+                    acc[i] = _mm512_fmadd_ps(minimums, _mm512_set1_ps(x.scaled_sum), acc[i]);
+                }
             }
         }
         acc
