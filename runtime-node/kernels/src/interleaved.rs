@@ -14,7 +14,8 @@
 //!
 //! Q4 (and the low 4 bits of Q5_0, Q4_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds row j's
 //! weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8: byte
-//! `32·c + 4·j + t` (c < 8) is row j's weight `4c + t`. Q5_0's fifth bits: byte `4·j + t` of
+//! `32·c + 4·j + t` (c < 8) is row j's weight `4c + t` plus 128, unsigned (the operand
+//! `vpdpbusd` takes unsigned: the kernel takes 128 · Σx off the integer sum, once per block). Q5_0's fifth bits: byte `4·j + t` of
 //! `high` holds weight `4c + t`'s at bit c and weight `16 + 4c + t`'s at bit `4 + c`.
 //!
 //! Q4_K and Q6_K keep their superblocks of 256 weights (8 blocks) so that the 6- and 8-bit
@@ -123,7 +124,7 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
     }
     if kind == WeightType::Q8_0 {
         for (k, q) in block.q.iter().enumerate() {
-            group[weights + 32 * (k / 4) + 4 * j + k % 4] = *q;
+            group[weights + 32 * (k / 4) + 4 * j + k % 4] = *q ^ 0x80;
         }
         return;
     }
@@ -174,7 +175,7 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
     for k in 0..BLOCK {
         let (c, t) = (k / 4, k % 4);
         block.q[k] = match kind {
-            WeightType::Q8_0 => group[weights + 32 * c + 4 * j + t],
+            WeightType::Q8_0 => group[weights + 32 * c + 4 * j + t] ^ 0x80,
             _ if c < 4 => group[weights + 32 * c + 4 * j + t] & 0x0F,
             _ => group[weights + 32 * (c - 4) + 4 * j + t] >> 4,
         };

@@ -2,9 +2,10 @@
 //! rows against up to 8 activation rows at a time. Per 4 weights the 8 rows' integer products
 //! go into 8 i32 lanes with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers) or `vpmaddubsw`
 //! and `vpmaddwd` (AVX2) against 4 activation bytes broadcast to every lane; per block the lanes
-//! are converted once and scaled with the 8 rows' scales in one multiply and one FMA, plus one
-//! FMA for the constant term (Q4_0's −8·d·Σx, Q5_0's −16·d·Σx, Q4_1's m·Σx, Q4_K's −dmin·min·Σx;
-//! Q6_K's −32 per weight is taken off each half's integer sum). Groups stream through memory in
+//! are converted once and scaled with the 8 rows' scales in one multiply and one FMA. A weight
+//! offset that is an integer comes off the integer sum first (Q4_0's −8·Σx, Q5_0's −16·Σx, Q8_0's
+//! stored +128 with VNNI, each Q6_K half's −32·Σx); a scaled one costs one more FMA (Q4_1's m·Σx,
+//! Q4_K's −dmin·min·Σx). Groups stream through memory in
 //! order, one sequential stream per thread; each block asks for the bytes two pages further on
 //! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
@@ -109,8 +110,18 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
             let mut upper = [_mm256_setzero_si256(); N];
             if KIND == Q8_0 {
                 for c in 0..8 {
-                    let q = _mm256_loadu_si256(quants.add(32 * c).cast());
-                    // |w| · (x with w's sign) = w · x, with an unsigned left operand.
+                    // Stored as w + 128: unsigned, as `vpdpbusd` takes it.
+                    let biased = _mm256_loadu_si256(quants.add(32 * c).cast());
+                    if VNNI {
+                        for i in 0..N {
+                            let x = broadcast4(inputs[i].get_unchecked(b), c);
+                            sums[i] = _mm256_dpbusd_epi32(sums[i], biased, x);
+                        }
+                        continue;
+                    }
+                    // `vpmaddubsw`'s i16 pairs would saturate on weights up to 255: back to w,
+                    // and |w| · (x with w's sign) = w · x with an unsigned left operand.
+                    let q = _mm256_xor_si256(biased, _mm256_set1_epi8(i8::MIN));
                     let magnitude = _mm256_sign_epi8(q, q);
                     for i in 0..N {
                         let x = _mm256_sign_epi8(broadcast4(inputs[i].get_unchecked(b), c), q);
@@ -185,10 +196,12 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
                     continue;
                 }
-                // Q4_0 and Q5_0 weights are q − 8 and q − 16: the offset comes off in integers.
+                // Q4_0 and Q5_0 weights are q − 8 and q − 16, Q8_0's (with VNNI) stored + 128:
+                // the offset comes off in integers.
                 let dots = match KIND {
                     Q4_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * x.sum)),
                     Q5_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(16 * x.sum)),
+                    Q8_0 if VNNI => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(128 * x.sum)),
                     _ => sums[i],
                 };
                 let scale = _mm256_mul_ps(scales, x_scale);
@@ -221,7 +234,7 @@ unsafe fn groups_for_inputs<const VNNI: bool, const WIDE: bool, const KIND: u8, 
     // memory, and one stream per thread reads faster than two (measured on an AMD EPYC VM,
     // SmolLM2 Q4_0 decode: ~185 tok/s with pairs, ~250 without).
     let mut paired = 0;
-    if WIDE && KIND != Q8_0 && N > 1 {
+    if WIDE && N > 1 {
         while (paired + 2) * GROUP <= rows {
             let (one, two) = (
                 &packed[paired * group_bytes..],
