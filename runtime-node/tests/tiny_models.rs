@@ -1,6 +1,7 @@
-//! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K; Llama and Qwen2 with
-//! q/k/v biases), to check what SmolLM2 does not exercise: the KV cache and batching give the
-//! same logits as recomputation, chunked prefill equals one-shot prefill, and biases are applied.
+//! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q5_1, Q8_0, Q4_K,
+//! Q5_K, Q6_K; Llama and Qwen2 with q/k/v biases), to check what SmolLM2 does not exercise: the
+//! KV cache and batching give the same logits as recomputation, chunked prefill equals one-shot
+//! prefill, and biases are applied.
 
 use std::path::{Path, PathBuf};
 
@@ -380,7 +381,9 @@ fn fused_cpu_step_matches_tensor_ops() {
         ("fused-q8", "llama", GgmlDType::Q8_0, false, 1e-2),
         ("fused-q4", "llama", GgmlDType::Q4_0, false, 1e-2),
         ("fused-q5", "llama", GgmlDType::Q5_0, false, 1e-2),
+        ("fused-q5_1", "llama", GgmlDType::Q5_1, false, 1e-2),
         ("fused-q4k", "llama", GgmlDType::Q4K, false, 1e-2),
+        ("fused-q5k", "llama", GgmlDType::Q5K, false, 1e-2),
         ("fused-q6k", "llama", GgmlDType::Q6K, false, 1e-2),
     ] {
         let path = write_model(name, arch, dtype, biases);

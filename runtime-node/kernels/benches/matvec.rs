@@ -15,8 +15,10 @@ fn main() {
         WeightType::Q4_0,
         WeightType::Q4_1,
         WeightType::Q5_0,
+        WeightType::Q5_1,
         WeightType::Q8_0,
         WeightType::Q4K,
+        WeightType::Q5K,
         WeightType::Q6K,
     ] {
         // SmolLM2's width, or the nearest whole superblocks.

@@ -13,10 +13,14 @@ pub enum WeightType {
     Q4_1,
     /// 5-bit, symmetric around 16.
     Q5_0,
+    /// 5-bit with a minimum.
+    Q5_1,
     /// 8-bit.
     Q8_0,
     /// 4-bit in superblocks of 256: per 32 weights a 6-bit scale and minimum.
     Q4K,
+    /// 5-bit in superblocks of 256: per 32 weights a 6-bit scale and minimum.
+    Q5K,
     /// 6-bit in superblocks of 256: per 16 weights an 8-bit scale.
     Q6K,
 }
@@ -28,8 +32,10 @@ impl WeightType {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
+            Self::Q5K => 176,
             Self::Q6K => 210,
         }
     }
@@ -37,7 +43,7 @@ impl WeightType {
     /// Weights in one GGUF block (a row's length must be a multiple).
     pub const fn block_weights(self) -> usize {
         match self {
-            Self::Q4K | Self::Q6K => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K => 256,
             _ => BLOCK,
         }
     }

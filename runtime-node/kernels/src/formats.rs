@@ -8,14 +8,17 @@
 //! | Q4_0 | 32 | 18 | `d: f16, qs: [u8; 16]` |
 //! | Q4_1 | 32 | 20 | `d: f16, m: f16, qs: [u8; 16]` |
 //! | Q5_0 | 32 | 22 | `d: f16, qh: u32, qs: [u8; 16]` |
+//! | Q5_1 | 32 | 24 | `d: f16, m: f16, qh: u32, qs: [u8; 16]` |
 //! | Q8_0 | 32 | 34 | `d: f16, qs: [i8; 32]` |
 //! | Q4_K | 256 | 144 | `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]` |
+//! | Q5_K | 256 | 176 | `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]` |
 //! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16` |
 //!
-//! Q4_0/Q4_1/Q5_0: byte `i` of `qs` holds weight `i` in its low nibble and weight `i + 16` in its
-//! high nibble; Q5_0's bit `i` of `qh` is weight `i`'s fifth bit. Q4_K: 8 sub-blocks of 32, each
-//! with a 6-bit scale and minimum packed into `scales`; weights `64c + l` and `64c + 32 + l`
-//! share byte `32c + l` (low, high nibble). Q6_K: 16 scales of 16 weights; weight
+//! Q4_0/Q4_1/Q5_0/Q5_1: byte `i` of `qs` holds weight `i` in its low nibble and weight `i + 16`
+//! in its high nibble; Q5's bit `i` of `qh` is weight `i`'s fifth bit. Q4_K/Q5_K: 8 sub-blocks of
+//! 32, each with a 6-bit scale and minimum packed into `scales`; weights `64c + l` and
+//! `64c + 32 + l` share byte `32c + l` (low, high nibble); Q5_K's bit `s` of `qh[l]` is the fifth
+//! bit of sub-block `s`'s weight `l`. Q6_K: 16 scales of 16 weights; weight
 //! `128h + 32k + l` has its low 4 bits in `ql[64h + l + 32(k mod 2)]` (nibble `k / 2`) and its
 //! top 2 bits at bit `2k` of `qh[32h + l]`.
 
@@ -24,19 +27,19 @@ use half::f16;
 use super::blocks::{BLOCK, WeightType};
 
 /// One 32-weight sub-block. Weight `i` is, by type (`h = i / 16`):
-/// Q4_0 `d·(q − 8)`, Q4_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
-/// Q4_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`.
+/// Q4_0 `d·(q − 8)`, Q4_1 and Q5_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
+/// Q4_K and Q5_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubBlock {
     /// The integer weights as stored: 4, 5 or 6 unsigned bits, or Q8_0's i8 bits.
     pub q: [u8; BLOCK],
     /// The (super)block's f16 scale, as stored.
     pub d: [u8; 2],
-    /// The f16 minimum (Q4_1) or scale of the minimums (Q4_K), as stored; else zero.
+    /// The f16 minimum (Q4_1, Q5_1) or scale of the minimums (Q4_K, Q5_K), as stored; else zero.
     pub m: [u8; 2],
-    /// Sub-block scales: Q4_K's 6-bit scale (both entries), Q6_K's per half; else zero.
+    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's per half; else zero.
     pub scale: [i8; 2],
-    /// Q4_K's 6-bit minimum; else zero.
+    /// Q4_K's and Q5_K's 6-bit minimum; else zero.
     pub min: u8,
 }
 
@@ -48,10 +51,10 @@ impl SubBlock {
         let m = f16::from_le_bytes(self.m).to_f32();
         let half = |h: usize| match kind {
             WeightType::Q4_0 => (d, -8.0 * d),
-            WeightType::Q4_1 => (d, m),
+            WeightType::Q4_1 | WeightType::Q5_1 => (d, m),
             WeightType::Q5_0 => (d, -16.0 * d),
             WeightType::Q8_0 => (d, 0.0),
-            WeightType::Q4K => (d * f32::from(self.scale[0]), -m * f32::from(self.min)),
+            WeightType::Q4K | WeightType::Q5K => (d * f32::from(self.scale[0]), -m * f32::from(self.min)),
             WeightType::Q6K => {
                 let scale = d * f32::from(self.scale[h]);
                 (scale, -32.0 * scale)
@@ -79,10 +82,11 @@ impl SubBlock {
     }
 }
 
-/// Byte offsets of a GGUF block's f16 fields: the scale `d`, then Q4_1's `m` or Q4_K's `dmin`.
+/// Byte offsets of a GGUF block's f16 fields: the scale `d`, then Q4_1's and Q5_1's `m` or Q4_K's
+/// and Q5_K's `dmin`.
 pub const fn f16_fields(kind: WeightType) -> &'static [usize] {
     match kind {
-        WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
+        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
         WeightType::Q6K => &[208],
         _ => &[0],
     }
@@ -103,14 +107,14 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         min: 0,
     };
     match kind {
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 => {
+        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1 => {
+            let fifth_bits =
+                |at: usize| u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
             let (qs, high_bits) = match kind {
                 WeightType::Q4_0 => (&block[2..18], 0),
                 WeightType::Q4_1 => (&block[4..20], 0),
-                _ => (
-                    &block[6..22],
-                    u32::from_le_bytes([block[2], block[3], block[4], block[5]]),
-                ),
+                WeightType::Q5_0 => (&block[6..22], fifth_bits(2)),
+                _ => (&block[8..24], fifth_bits(4)),
             };
             for (i, byte) in qs.iter().enumerate() {
                 out.q[i] = byte & 0x0F;
@@ -121,17 +125,23 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
             }
         }
         WeightType::Q8_0 => out.q.copy_from_slice(&block[2..34]),
-        WeightType::Q4K => {
+        WeightType::Q4K | WeightType::Q5K => {
             let (scale, min) = q4k_scale_and_min(&block[4..16], sub);
             out.scale = [scale as i8; 2];
             out.min = min;
-            let qs = &block[16 + 32 * (sub / 2)..][..32];
+            let quants_at = if kind == WeightType::Q5K { 48 } else { 16 };
+            let qs = &block[quants_at + 32 * (sub / 2)..][..32];
             for (q, byte) in out.q.iter_mut().zip(qs) {
                 *q = if sub.is_multiple_of(2) {
                     byte & 0x0F
                 } else {
                     byte >> 4
                 };
+            }
+            if kind == WeightType::Q5K {
+                for (q, high) in out.q.iter_mut().zip(&block[16..48]) {
+                    *q |= ((high >> sub) & 1) << 4;
+                }
             }
         }
         WeightType::Q6K => {
@@ -148,7 +158,7 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
     out
 }
 
-/// Q4_K's 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes: sub-blocks 0–3
+/// Q4_K's (and Q5_K's) 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes: sub-blocks 0–3
 /// in the low 6 bits of bytes `sub` and `sub + 4`; 4–7 in a nibble of byte `sub + 4` plus the
 /// top 2 bits of bytes `sub − 4` and `sub`.
 fn q4k_scale_and_min(packed: &[u8], sub: usize) -> (u8, u8) {

@@ -10,20 +10,22 @@
 //! | Q4_0 | 144 | `d: [f16; 8]`, `q: [u8; 128]` |
 //! | Q4_1 | 160 | `d: [f16; 8]`, `m: [f16; 8]`, `q: [u8; 128]` |
 //! | Q5_0 | 176 | `d: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
+//! | Q5_1 | 192 | `d: [f16; 8]`, `m: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
 //! | Q8_0 | 272 | `d: [f16; 8]`, `q: [i8; 256]` |
 //!
-//! Q4 (and the low 4 bits of Q5_0, Q4_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds row j's
+//! Q4 (and the low 4 bits of Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds row j's
 //! weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8: byte
 //! `32·c + 4·j + t` (c < 8) is row j's weight `4c + t` plus 128, unsigned (the operand
-//! `vpdpbusd` takes unsigned: the kernel takes 128 · Σx off the integer sum, once per block). Q5_0's fifth bits: byte `4·j + t` of
+//! `vpdpbusd` takes unsigned: the kernel takes 128 · Σx off the integer sum, once per block). Q5's fifth bits: byte `4·j + t` of
 //! `high` holds weight `4c + t`'s at bit c and weight `16 + 4c + t`'s at bit `4 + c`.
 //!
-//! Q4_K and Q6_K keep their superblocks of 256 weights (8 blocks) so that the 6- and 8-bit
+//! Q4_K, Q5_K and Q6_K keep their superblocks of 256 weights (8 blocks) so that the 6- and 8-bit
 //! sub-block scales stay integers beside one f16 per row, exact and as small as in the file:
 //!
 //! | type | bytes per group·superblock | layout |
 //! |---|---|---|
 //! | Q4_K | 1184 | `d, dmin: [f16; 8]`, `scale, min: [[u8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
+//! | Q5_K | 1440 | as Q4_K, with 8 × (`q: [u8; 128]`, `high: [u8; 32]`) |
 //! | Q6_K | 1680 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [u8; 128]`, `high: [[u8; 32]; 2]`) |
 //!
 //! Q6_K's top 2 bits: byte `4·j + t` of `high[0]` holds those of weight `4c + t` at bits
@@ -47,6 +49,7 @@ pub const SUPER: usize = 8;
 pub const fn superblock_parts(kind: WeightType) -> Option<(usize, usize)> {
     match kind {
         WeightType::Q4K => Some((32 + 64 + 64, 128)),
+        WeightType::Q5K => Some((32 + 64 + 64, 128 + 32)),
         WeightType::Q6K => Some((16 + 128, 128 + 64)),
         _ => None,
     }
@@ -58,6 +61,7 @@ pub const fn group_block_bytes(kind: WeightType) -> usize {
         (_, Some((header, block))) => (header + SUPER * block) / SUPER,
         (WeightType::Q4_1, _) => 32 + 128,
         (WeightType::Q5_0, _) => 16 + 32 + 128,
+        (WeightType::Q5_1, _) => 32 + 32 + 128,
         (WeightType::Q8_0, _) => 16 + 256,
         _ => 16 + 128,
     }
@@ -67,12 +71,12 @@ pub const fn group_block_bytes(kind: WeightType) -> usize {
 /// `half`); row j's is `j` further on.
 pub(crate) const fn scales_at(kind: WeightType, sub: usize, half: usize) -> usize {
     match kind {
-        WeightType::Q4K => 32 + 8 * sub,
+        WeightType::Q4K | WeightType::Q5K => 32 + 8 * sub,
         _ => 16 + 8 * (2 * sub + half),
     }
 }
 
-/// Offset in a group's Q4_K superblock of row 0's 6-bit minimum for block `sub`.
+/// Offset in a group's Q4_K or Q5_K superblock of row 0's 6-bit minimum for block `sub`.
 pub(crate) const fn minimums_at(sub: usize) -> usize {
     96 + 8 * sub
 }
@@ -83,7 +87,19 @@ pub const fn header_bytes(kind: WeightType) -> usize {
     match kind {
         WeightType::Q4_1 => 32,
         WeightType::Q5_0 => 48,
+        WeightType::Q5_1 => 64,
         _ => 16,
+    }
+}
+
+/// Offset in a group of a Q5 block's plane of fifth bits, from [`locate`]'s start of the
+/// (super)block and of the block's weights.
+#[inline(always)]
+pub(crate) const fn fifth_bits_at(kind: WeightType, start: usize, weights: usize) -> usize {
+    match kind {
+        WeightType::Q5_1 => start + 32,
+        WeightType::Q5K => weights + 128,
+        _ => start + 16,
     }
 }
 
@@ -109,8 +125,8 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
     let (start, sub, weights) = locate(kind, b);
     group[start + 2 * j..][..2].copy_from_slice(&block.d);
     match kind {
-        WeightType::Q4_1 => group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m),
-        WeightType::Q4K => {
+        WeightType::Q4_1 | WeightType::Q5_1 => group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m),
+        WeightType::Q4K | WeightType::Q5K => {
             group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
             group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8;
             group[start + minimums_at(sub) + j] = block.min;
@@ -133,9 +149,9 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
         let (low, high) = (block.q[k], block.q[k + 16]);
         group[weights + 32 * c + 4 * j + t] = (low & 0x0F) | ((high & 0x0F) << 4);
         match kind {
-            WeightType::Q5_0 => {
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K => {
                 let bits = ((low >> 4) << c) | ((high >> 4) << (4 + c));
-                group[start + 16 + 4 * j + t] |= bits;
+                group[fifth_bits_at(kind, start, weights) + 4 * j + t] |= bits;
             }
             WeightType::Q6K => {
                 let at = (4 + 2 * c) % 8;
@@ -158,12 +174,12 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         min: 0,
     };
     match kind {
-        WeightType::Q4_1 | WeightType::Q4K => {
+        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => {
             block.m = [group[start + 16 + 2 * j], group[start + 17 + 2 * j]];
         }
         _ => {}
     }
-    if kind == WeightType::Q4K {
+    if matches!(kind, WeightType::Q4K | WeightType::Q5K) {
         block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
         block.min = group[start + minimums_at(sub) + j];
     }
@@ -181,8 +197,9 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         };
         let (c4, upper) = (c % 4, usize::from(c >= 4));
         match kind {
-            WeightType::Q5_0 => {
-                block.q[k] |= ((group[start + 16 + 4 * j + t] >> (c4 + 4 * upper)) & 1) << 4;
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K => {
+                let plane = group[fifth_bits_at(kind, start, weights) + 4 * j + t];
+                block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << 4;
             }
             WeightType::Q6K => {
                 let plane = group[weights + 128 + 32 * upper + 4 * j + t];

@@ -1,5 +1,5 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
-//! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K
+//! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K
 //! ([`formats`]) or F16 weight matrix, and the vector loops of a fused step (attention,
 //! activation quantization, SiLU). Each activation
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
@@ -258,12 +258,14 @@ mod tests {
         data
     }
 
-    const KINDS: [WeightType; 6] = [
+    const KINDS: [WeightType; 8] = [
         WeightType::Q4_0,
         WeightType::Q4_1,
         WeightType::Q5_0,
+        WeightType::Q5_1,
         WeightType::Q8_0,
         WeightType::Q4K,
+        WeightType::Q5K,
         WeightType::Q6K,
     ];
 

@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{ActivationBlock, WeightType};
-use super::interleaved::{GROUP, group_block_bytes, locate, minimums_at, scales_at};
+use super::interleaved::{GROUP, fifth_bits_at, group_block_bytes, locate, minimums_at, scales_at};
 
 pub(super) const Q4_0: u8 = 0;
 pub(super) const Q4_1: u8 = 1;
@@ -22,6 +22,13 @@ pub(super) const Q8_0: u8 = 2;
 pub(super) const Q5_0: u8 = 3;
 pub(super) const Q4K: u8 = 4;
 pub(super) const Q6K: u8 = 5;
+pub(super) const Q5_1: u8 = 6;
+pub(super) const Q5K: u8 = 7;
+
+/// Whether a `KIND` constant's weights have a fifth bit (in a plane beside the nibbles).
+pub(super) const fn has_fifth_bit(kind: u8) -> bool {
+    matches!(kind, Q5_0 | Q5_1 | Q5K)
+}
 
 /// The weight type a `KIND` constant stands for.
 pub(super) const fn kind_of(kind: u8) -> WeightType {
@@ -31,6 +38,8 @@ pub(super) const fn kind_of(kind: u8) -> WeightType {
         Q8_0 => WeightType::Q8_0,
         Q5_0 => WeightType::Q5_0,
         Q4K => WeightType::Q4K,
+        Q5_1 => WeightType::Q5_1,
+        Q5K => WeightType::Q5K,
         _ => WeightType::Q6K,
     }
 }
@@ -129,9 +138,9 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     }
                 }
             } else {
-                // Q5_0's plane of fifth bits (byte 4j + t: bit c low half, bit 4 + c high half).
-                let (fifth_bits, fifth_low) = if KIND == Q5_0 {
-                    let bits = _mm256_loadu_si256(block.add(16).cast());
+                // Q5's plane of fifth bits (byte 4j + t: bit c low half, bit 4 + c high half).
+                let (fifth_bits, fifth_low) = if has_fifth_bit(KIND) {
+                    let bits = _mm256_loadu_si256(group.add(fifth_bits_at(kind, start, weights)).cast());
                     (bits, _mm256_slli_epi16::<4>(bits))
                 } else {
                     (_mm256_setzero_si256(), _mm256_setzero_si256())
@@ -140,7 +149,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     let q = _mm256_loadu_si256(quants.add(32 * c).cast());
                     let mut low = _mm256_and_si256(q, nibble);
                     let mut high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
-                    if KIND == Q5_0 {
+                    if has_fifth_bit(KIND) {
                         // Bit c (low half) or 4 + c (high half) of each byte to bit 4.
                         let count = _mm_cvtsi32_si128(c as i32);
                         let bit = _mm256_set1_epi8(0x10);
@@ -169,8 +178,8 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
             // per unit of the activations' sum.
             let d = _mm256_cvtph_ps(_mm_loadu_si128(block.cast()));
             let (scales, upper_scales, minimums) = match KIND {
-                Q4_1 => (d, d, _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()))),
-                Q4K => {
+                Q4_1 | Q5_1 => (d, d, _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()))),
+                Q4K | Q5K => {
                     let dmin = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()));
                     let scales = _mm256_mul_ps(d, byte_lanes::<false>(block.add(scales_at(kind, sub, 0))));
                     let minimums = _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(sub))));
@@ -206,7 +215,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                 };
                 let scale = _mm256_mul_ps(scales, x_scale);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc[i]);
-                if matches!(KIND, Q4_1 | Q4K) {
+                if matches!(KIND, Q4_1 | Q5_1 | Q4K | Q5K) {
                     acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]);
                 }
             }
@@ -321,7 +330,9 @@ unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
             WeightType::Q4_1 => groups_with::<VNNI, WIDE, Q4_1>(packed, group_bytes, x, n, out),
             WeightType::Q8_0 => groups_with::<VNNI, WIDE, Q8_0>(packed, group_bytes, x, n, out),
             WeightType::Q5_0 => groups_with::<VNNI, WIDE, Q5_0>(packed, group_bytes, x, n, out),
+            WeightType::Q5_1 => groups_with::<VNNI, WIDE, Q5_1>(packed, group_bytes, x, n, out),
             WeightType::Q4K => groups_with::<VNNI, WIDE, Q4K>(packed, group_bytes, x, n, out),
+            WeightType::Q5K => groups_with::<VNNI, WIDE, Q5K>(packed, group_bytes, x, n, out),
             WeightType::Q6K => groups_with::<VNNI, WIDE, Q6K>(packed, group_bytes, x, n, out),
         }
     }

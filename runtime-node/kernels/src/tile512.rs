@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::blocks::ActivationBlock;
-use super::interleaved::{locate, minimums_at, scales_at};
-use super::tile::{Q4_0, Q4_1, Q4K, Q5_0, Q6K, Q8_0, kind_of};
+use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
+use super::tile::{Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, kind_of};
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
 #[inline(always)]
@@ -99,8 +99,8 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             super::prefetch_group_block(kind, second, b);
             let mut sums = [_mm512_setzero_si512(); N];
             let mut upper = [_mm512_setzero_si512(); N];
-            let (fifth_bits, fifth_low) = if KIND == Q5_0 {
-                let bits = pair_load(one, two, 16);
+            let (fifth_bits, fifth_low) = if has_fifth_bit(KIND) {
+                let bits = pair_load(first, second, fifth_bits_at(kind, start, weights));
                 (bits, _mm512_slli_epi16::<4>(bits))
             } else {
                 (_mm512_setzero_si512(), _mm512_setzero_si512())
@@ -119,7 +119,7 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                 let q = pair_load(one, two, quants + 32 * c);
                 let mut low = _mm512_and_si512(q, nibble);
                 let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
-                if KIND == Q5_0 {
+                if has_fifth_bit(KIND) {
                     let count = _mm_cvtsi32_si128(c as i32);
                     let bit = _mm512_set1_epi8(0x10);
                     low = _mm512_or_si512(low, _mm512_and_si512(_mm512_srl_epi16(fifth_low, count), bit));
@@ -141,8 +141,8 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             }
             let d = halves(one, two, 0);
             let (scales, upper_scales, minimums) = match KIND {
-                Q4_1 => (d, d, halves(one, two, 16)),
-                Q4K => {
+                Q4_1 | Q5_1 => (d, d, halves(one, two, 16)),
+                Q4K | Q5K => {
                     let scales = _mm512_mul_ps(d, byte_halves::<false>(one, two, scales_at(kind, sub, 0)));
                     let minimums = _mm512_mul_ps(
                         halves(one, two, 16),

@@ -70,7 +70,7 @@ pub(super) const DENSE_MIN_ROWS: usize = 32;
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
 #[derive(Debug, Clone)]
 pub(super) enum LinearWeight {
-    /// Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K on CPU.
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K on CPU.
     Blocks(QuantMatrix),
     /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
     F16(F16Matrix),
@@ -257,8 +257,10 @@ fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::Q4_0 => Some(WeightType::Q4_0),
         GgmlDType::Q4_1 => Some(WeightType::Q4_1),
         GgmlDType::Q5_0 => Some(WeightType::Q5_0),
+        GgmlDType::Q5_1 => Some(WeightType::Q5_1),
         GgmlDType::Q8_0 => Some(WeightType::Q8_0),
         GgmlDType::Q4K => Some(WeightType::Q4K),
+        GgmlDType::Q5K => Some(WeightType::Q5K),
         GgmlDType::Q6K => Some(WeightType::Q6K),
         _ => None,
     }
@@ -393,8 +395,10 @@ mod tests {
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
             GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
             GgmlDType::Q8_0,
             GgmlDType::Q4K,
+            GgmlDType::Q5K,
             GgmlDType::Q6K,
         ] {
             let q = QTensor::quantize(&weights, dtype).expect("quantize");
