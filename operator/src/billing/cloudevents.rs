@@ -159,7 +159,7 @@ mod tests {
 
     use super::*;
     use crate::billing::store::EmbeddedStore;
-    use crate::billing::store::tests::record;
+    use crate::billing::store::tests::{fresh_store_path, record};
 
     #[tokio::test]
     async fn outbox_is_delivered_as_structured_cloudevents_and_retried_after_a_refusal() {
@@ -196,8 +196,7 @@ mod tests {
             .with_state(sink.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let path = std::env::temp_dir().join(format!("hearth-outbox-{}.redb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = fresh_store_path("outbox");
         let store: Arc<dyn UsageStore> =
             Arc::new(EmbeddedStore::open_with_export(&path, true).expect("store"));
         let batch = vec![

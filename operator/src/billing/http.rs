@@ -90,14 +90,14 @@ pub fn app(state: BillingState) -> Router {
 mod tests {
     use super::*;
     use crate::billing::store::EmbeddedStore;
+    use crate::billing::store::tests::fresh_store_path;
     use axum::body::Body;
     use hearth_crds::usage::{Sequenced, UsageRecord};
     use tower::ServiceExt;
 
     #[tokio::test]
     async fn invoices_render_as_json_and_csv_and_bad_periods_are_named() {
-        let path = std::env::temp_dir().join(format!("hearth-invoice-http-{}.redb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = fresh_store_path("invoice-http");
         let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let record = UsageRecord {
             request_id: "r1".into(),

@@ -135,7 +135,7 @@ mod tests {
 
     use super::*;
     use crate::billing::store::EmbeddedStore;
-    use crate::billing::store::tests::record;
+    use crate::billing::store::tests::{fresh_store_path, record};
 
     #[derive(Clone, Default)]
     struct FakeMeter {
@@ -196,8 +196,7 @@ mod tests {
             ..FakeMeter::default()
         };
         let url = serve(meter.clone()).await;
-        let path = std::env::temp_dir().join(format!("hearth-pull-{}.redb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = fresh_store_path("pull");
         let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let puller = Puller::new(store.clone());
 

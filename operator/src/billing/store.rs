@@ -234,6 +234,14 @@ impl UsageStore for EmbeddedStore {
 pub(crate) mod tests {
     use super::*;
 
+    /// A path under the temp dir for a test's embedded store, unique to `name` and this process,
+    /// with whatever an earlier run left there removed.
+    pub fn fresh_store_path(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("hearth-{name}-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
     pub fn record(
         id: &str,
         tenant: &str,
@@ -345,8 +353,7 @@ pub(crate) mod tests {
 
     #[test]
     fn embedded_store_passes_the_suite_and_survives_reopen() {
-        let path = std::env::temp_dir().join(format!("hearth-billing-{}.redb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = fresh_store_path("billing");
         store_suite(&EmbeddedStore::open(&path).expect("opens"));
         let reopened = EmbeddedStore::open(&path).expect("reopens");
         assert_eq!(reopened.cursor("meter-1").expect("cursor"), 7);

@@ -227,8 +227,7 @@ mod tests {
     /// does not reload every pass.
     #[tokio::test]
     async fn a_pass_with_the_same_outcome_publishes_nothing_new() {
-        let path = std::env::temp_dir().join(format!("hearth-local-passes-{}.redb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = crate::billing::store::tests::fresh_store_path("local-passes");
         let store = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let aggregator = Aggregator::new(store, MeterSource::Static(Vec::new()), None);
         let tenant = serde_yaml::from_str(
