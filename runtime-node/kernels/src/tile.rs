@@ -357,7 +357,7 @@ pub unsafe fn groups_vnni(kind: WeightType, packed: &[u8], x: &[ActivationBlock]
     unsafe { groups_by_kind::<true, false>(kind, packed, x, n, out) }
 }
 
-/// As [`groups_vnni`], with Q4_0/Q4_1 group pairs on 512-bit registers ([`super::tile512`]).
+/// As [`groups_vnni`], with group pairs on 512-bit registers from two inputs ([`super::tile512`]).
 ///
 /// # Safety
 /// As [`groups_vnni`], and the CPU must support AVX-512F and AVX-512BW.
