@@ -1,6 +1,6 @@
 """runtime-node and llama.cpp side by side on the same GGUF files, threads and machine, in one
-run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 / Q4_K_M made
-from it with llama-quantize) it measures prompt processing, time to first token, batch-1 decode,
+run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 / Q4_K_M /
+Q5_K_M made from it with llama-quantize) it measures prompt processing, time to first token, batch-1 decode,
 aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus this machine's
 memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of weights), and
 writes the table into docs/benchmarks.md between the engine-bench markers.
@@ -70,13 +70,20 @@ def ours(model: Path, args: argparse.Namespace) -> dict:
 
 
 def llama_cpp(model: Path, args: argparse.Namespace) -> dict:
-    output, rss = run([
+    # Prompt processing from an empty context; generation after a prompt's worth of context
+    # (`-d`), as ours decodes after its prompt (llama-bench's plain `-n` starts from nothing, so
+    # its attention would read less than ours).
+    prompt_output, prompt_rss = run([
         str(LLAMA_BIN / "llama-bench"), "-m", str(model), "-t", str(args.threads),
-        "-p", str(args.prompt), "-n", str(args.decode), "-r", "3", "-o", "json",
+        "-p", str(args.prompt), "-n", "0", "-r", "3", "-o", "json",
     ])
-    tests = json.loads(output[output.index("["):])
-    pp = next(t["avg_ts"] for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
-    tg = next(t["avg_ts"] for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
+    decode_output, decode_rss = run([
+        str(LLAMA_BIN / "llama-bench"), "-m", str(model), "-t", str(args.threads),
+        "-p", "0", "-n", str(args.decode), "-d", str(args.prompt), "-r", "3", "-o", "json",
+    ])
+    pp = next(t["avg_ts"] for t in json.loads(prompt_output[prompt_output.index("["):]) if t["n_prompt"] > 0)
+    tg = next(t["avg_ts"] for t in json.loads(decode_output[decode_output.index("["):]) if t["n_gen"] > 0)
+    rss = max(prompt_rss, decode_rss)
     # Concurrent sequences each with its own prompt: aggregate generation speed.
     batched, batched_rss = run([
         str(LLAMA_BIN / "llama-batched-bench"), "-m", str(model), "-t", str(args.threads),
@@ -120,7 +127,9 @@ def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args
         f"{datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads. "
         f"llama.cpp: `llama-bench`/`llama-batched-bench` built from the llama-cpp-python "
         f"{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')} sdist (`bench/build-llama-cpp.sh`). "
-        f"Prompt {args.prompt} tokens, {args.decode} generated, {args.streams} concurrent sequences. "
+        f"Prompt {args.prompt} tokens, {args.decode} generated after it (llama-bench's generation at depth "
+        f"{args.prompt}, `-d {args.prompt}`, so both engines attend to the same context), "
+        f"{args.streams} concurrent sequences. "
         f"Each figure is the median of {args.rounds} rounds (every type, both engines, per round; "
         f"which engine runs first alternates by round). "
         f"Measured memory read bandwidth: median {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size "
@@ -159,8 +168,8 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M,Q5_K_M")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     for tool in ("llama-bench", "llama-batched-bench", "llama-quantize"):
