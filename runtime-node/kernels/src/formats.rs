@@ -158,9 +158,9 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
     out
 }
 
-/// Q4_K's (and Q5_K's) 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes: sub-blocks 0–3
-/// in the low 6 bits of bytes `sub` and `sub + 4`; 4–7 in a nibble of byte `sub + 4` plus the
-/// top 2 bits of bytes `sub − 4` and `sub`.
+/// Q4_K's (and Q5_K's) 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes:
+/// sub-blocks 0–3 in the low 6 bits of bytes `sub` and `sub + 4`; 4–7 in a nibble of byte
+/// `sub + 4` plus the top 2 bits of bytes `sub − 4` and `sub`.
 fn q4k_scale_and_min(packed: &[u8], sub: usize) -> (u8, u8) {
     if sub < 4 {
         (packed[sub] & 63, packed[sub + 4] & 63)

@@ -11,13 +11,14 @@
 //! | Q4_1 | 160 | `d: [f16; 8]`, `m: [f16; 8]`, `q: [u8; 128]` |
 //! | Q5_0 | 176 | `d: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
 //! | Q5_1 | 192 | `d: [f16; 8]`, `m: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
-//! | Q8_0 | 272 | `d: [f16; 8]`, `q: [i8; 256]` |
+//! | Q8_0 | 272 | `d: [f16; 8]`, `q: [u8; 256]` |
 //!
-//! Q4 (and the low 4 bits of Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds row j's
-//! weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8: byte
-//! `32·c + 4·j + t` (c < 8) is row j's weight `4c + t` plus 128, unsigned (the operand
-//! `vpdpbusd` takes unsigned: the kernel takes 128 · Σx off the integer sum, once per block). Q5's fifth bits: byte `4·j + t` of
-//! `high` holds weight `4c + t`'s at bit c and weight `16 + 4c + t`'s at bit `4 + c`.
+//! Q4 (and the low 4 bits of Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds
+//! row j's weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8:
+//! byte `32·c + 4·j + t` (c < 8) is row j's weight `4c + t` plus 128, unsigned (the operand
+//! `vpdpbusd` takes unsigned: the kernel takes 128 · Σx off the integer sum, once per block).
+//! Q5's fifth bits: byte `4·j + t` of `high` holds weight `4c + t`'s at bit c and weight
+//! `16 + 4c + t`'s at bit `4 + c`.
 //!
 //! Q4_K, Q5_K and Q6_K keep their superblocks of 256 weights (8 blocks) so that the 6- and 8-bit
 //! sub-block scales stay integers beside one f16 per row, exact and as small as in the file:

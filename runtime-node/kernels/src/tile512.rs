@@ -1,4 +1,4 @@
-//! Every quantized type on 512-bit registers, on the same interleaved layout as [`super::tile`]: two
+//! Every quantized type on 512-bit registers, on the interleaved layout of [`super::tile`]: two
 //! neighbouring 8-row groups side by side in one register (the first group in lanes 0–7, the
 //! second in lanes 8–15; one insert per 32 weight bytes, shared by every input), so one
 //! `vpdpbusd` against a broadcast activation dword covers 16 rows, and the per-block scaling of
