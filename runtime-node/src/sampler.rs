@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use hearth_kernels::vector::softmax_weights;
+use hearth_kernels::vector::{softmax_total, softmax_weights};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -278,12 +278,8 @@ pub struct LogprobTable {
 impl LogprobTable {
     /// Computes the table for `logits` (raw model output).
     pub fn new(logits: &[f32], top: usize) -> Self {
-        thread_local! {
-            static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let max = largest_finite(logits);
-        let total = WEIGHTS.with_borrow_mut(|weights| softmax_weights(logits, max, 1.0, weights));
-        let log_sum_exp = max + total.ln();
+        let log_sum_exp = max + softmax_total(logits, max, 1.0).ln();
         // One pass keeping the best `top` so far in order (ties: the lower id first); most
         // tokens fail the first comparison.
         let mut best: Vec<u32> = Vec::with_capacity(top + 1);

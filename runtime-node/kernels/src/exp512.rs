@@ -59,11 +59,28 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn softmax_weights(x: &[f32], max: f32, scale: f32, out: &mut [f32]) -> f32 {
     assert_eq!(x.len(), out.len(), "one weight per value");
+    weigh(x, max, scale, Some(out))
+}
+
+/// [`crate::vector::softmax_total`] on 512-bit registers.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn softmax_total(x: &[f32], max: f32, scale: f32) -> f32 {
+    weigh(x, max, scale, None)
+}
+
+/// The softmax weights of `x` and their sum, the weights stored into `out` when given (as long
+/// as `x`).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn weigh(x: &[f32], max: f32, scale: f32, mut out: Option<&mut [f32]>) -> f32 {
     let (max, scale) = (_mm512_set1_ps(max), _mm512_set1_ps(scale));
     let mut total = _mm512_setzero_ps();
-    for (values, weights) in x.chunks(16).zip(out.chunks_mut(16)) {
+    for (chunk, values) in x.chunks(16).enumerate() {
         let mask = lanes(values.len());
-        // SAFETY: the mask covers the chunks' `values.len()` values.
+        // SAFETY: the mask covers the chunk's `values.len()` values, here and in `out`.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, values.as_ptr());
             // v − v is 0 for a finite value and NaN for ±∞ or NaN.
@@ -71,7 +88,9 @@ pub unsafe fn softmax_weights(x: &[f32], max: f32, scale: f32, out: &mut [f32]) 
                 _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(mask, _mm512_sub_ps(v, v), _mm512_setzero_ps());
             let e = _mm512_maskz_mov_ps(finite, exp(_mm512_mul_ps(_mm512_sub_ps(v, max), scale)));
             total = _mm512_add_ps(total, e);
-            _mm512_mask_storeu_ps(weights.as_mut_ptr(), mask, e);
+            if let Some(out) = out.as_deref_mut() {
+                _mm512_mask_storeu_ps(out[16 * chunk..].as_mut_ptr(), mask, e);
+            }
         }
     }
     _mm512_reduce_add_ps(total)

@@ -120,6 +120,22 @@ pub fn softmax_weights(x: &[f32], max: f32, scale: f32, out: &mut Vec<f32>) -> f
     total
 }
 
+/// The sum [`softmax_weights`] returns, without writing the weights (a log-sum-exp needs only
+/// the sum).
+pub fn softmax_total(x: &[f32], max: f32, scale: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::dot::has_avx512f() {
+            // SAFETY: AVX-512F was detected.
+            return unsafe { crate::exp512::softmax_total(x, max, scale) };
+        }
+    }
+    x.iter()
+        .filter(|v| v.is_finite())
+        .map(|v| ((v - max) * scale).exp())
+        .sum()
+}
+
 /// [`crate::blocks::quantize_activations`] with the fastest code this CPU runs, split across
 /// the worker pool when `x` is long (a prompt chunk's rows).
 pub fn quantize(x: &[f32], out: &mut Vec<ActivationBlock>) {
@@ -286,5 +302,7 @@ mod tests {
             );
         }
         assert!((f64::from(total) - exact_total).abs() < 1e-5 * exact_total);
+        let sum_only = softmax_total(&x, max, scale);
+        assert!((f64::from(sum_only) - exact_total).abs() < 1e-5 * exact_total);
     }
 }
