@@ -30,6 +30,22 @@ pub(super) const fn has_fifth_bit(kind: u8) -> bool {
     matches!(kind, Q5_0 | Q5_1 | Q5K)
 }
 
+/// The integer a `KIND`'s stored weights carry beyond the value they scale (Q4_0's 8, Q5_0's 16,
+/// Q8_0's stored +128), taken off the integer sum as `offset · Σx`; 0 for the others.
+pub(super) const fn stored_offset(kind: u8) -> i32 {
+    match kind {
+        Q4_0 => 8,
+        Q5_0 => 16,
+        Q8_0 => 128,
+        _ => 0,
+    }
+}
+
+/// Whether a `KIND` adds a scaled minimum per row and block (one more FMA per input).
+pub(super) const fn has_minimum(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1 | Q4K | Q5K)
+}
+
 /// The weight type a `KIND` constant stands for.
 pub(super) const fn kind_of(kind: u8) -> WeightType {
     match kind {
@@ -205,17 +221,19 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
                     continue;
                 }
-                // Q4_0 and Q5_0 weights are q − 8 and q − 16, Q8_0's (with VNNI) stored + 128:
-                // the offset comes off in integers.
-                let dots = match KIND {
-                    Q4_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(8 * x.sum)),
-                    Q5_0 => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(16 * x.sum)),
-                    Q8_0 if VNNI => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(128 * x.sum)),
-                    _ => sums[i],
+                // Without VNNI, Q8_0's bytes were turned back to signed above.
+                let offset = if KIND == Q8_0 && !VNNI {
+                    0
+                } else {
+                    stored_offset(KIND)
+                };
+                let dots = match offset {
+                    0 => sums[i],
+                    offset => _mm256_sub_epi32(sums[i], _mm256_set1_epi32(offset * x.sum)),
                 };
                 let scale = _mm256_mul_ps(scales, x_scale);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc[i]);
-                if matches!(KIND, Q4_1 | Q5_1 | Q4K | Q5K) {
+                if has_minimum(KIND) {
                     acc[i] = _mm256_fmadd_ps(minimums, _mm256_set1_ps(x.scaled_sum), acc[i]);
                 }
             }

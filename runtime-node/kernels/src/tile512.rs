@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::ActivationBlock;
 use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
-use super::tile::{Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, kind_of};
+use super::tile::{Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_minimum, kind_of, stored_offset};
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
 #[inline(always)]
@@ -114,28 +114,30 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                         sums[i] = _mm512_dpbusd_epi32(sums[i], biased, broadcast4(x, c));
                     }
                 }
-            }
-            for c in 0..if KIND == Q8_0 { 0 } else { 4 } {
-                let q = pair_load(one, two, quants + 32 * c);
-                let mut low = _mm512_and_si512(q, nibble);
-                let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
-                if has_fifth_bit(KIND) {
-                    let count = _mm_cvtsi32_si128(c as i32);
-                    let bit = _mm512_set1_epi8(0x10);
-                    low = _mm512_or_si512(low, _mm512_and_si512(_mm512_srl_epi16(fifth_low, count), bit));
-                    high = _mm512_or_si512(high, _mm512_and_si512(_mm512_srl_epi16(fifth_bits, count), bit));
-                }
-                if KIND == Q6K {
-                    low = _mm512_or_si512(low, q6k_top_bits(pair_load(one, two, quants + 128), c));
-                    high = _mm512_or_si512(high, q6k_top_bits(pair_load(one, two, quants + 160), c));
-                }
-                for i in 0..N {
-                    let x = inputs[i].get_unchecked(b);
-                    sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
+            } else {
+                for c in 0..4 {
+                    let q = pair_load(one, two, quants + 32 * c);
+                    let mut low = _mm512_and_si512(q, nibble);
+                    let mut high = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
+                    if has_fifth_bit(KIND) {
+                        let count = _mm_cvtsi32_si128(c as i32);
+                        let bit = _mm512_set1_epi8(0x10);
+                        low = _mm512_or_si512(low, _mm512_and_si512(_mm512_srl_epi16(fifth_low, count), bit));
+                        high =
+                            _mm512_or_si512(high, _mm512_and_si512(_mm512_srl_epi16(fifth_bits, count), bit));
+                    }
                     if KIND == Q6K {
-                        upper[i] = _mm512_dpbusd_epi32(upper[i], high, broadcast4(x, c + 4));
-                    } else {
-                        sums[i] = _mm512_dpbusd_epi32(sums[i], high, broadcast4(x, c + 4));
+                        low = _mm512_or_si512(low, q6k_top_bits(pair_load(one, two, quants + 128), c));
+                        high = _mm512_or_si512(high, q6k_top_bits(pair_load(one, two, quants + 160), c));
+                    }
+                    for i in 0..N {
+                        let x = inputs[i].get_unchecked(b);
+                        sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
+                        if KIND == Q6K {
+                            upper[i] = _mm512_dpbusd_epi32(upper[i], high, broadcast4(x, c + 4));
+                        } else {
+                            sums[i] = _mm512_dpbusd_epi32(sums[i], high, broadcast4(x, c + 4));
+                        }
                     }
                 }
             }
@@ -172,15 +174,12 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     );
                     continue;
                 }
-                // Q4_0 and Q5_0 weights are q − 8 and q − 16: the offset comes off in integers.
-                let dots = match KIND {
-                    Q4_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(8 * x.sum)),
-                    Q5_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(16 * x.sum)),
-                    Q8_0 => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(128 * x.sum)),
-                    _ => sums[i],
+                let dots = match stored_offset(KIND) {
+                    0 => sums[i],
+                    offset => _mm512_sub_epi32(sums[i], _mm512_set1_epi32(offset * x.sum)),
                 };
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(scales, x_scale), acc[i]);
-                if !matches!(KIND, Q4_0 | Q5_0 | Q8_0) {
+                if has_minimum(KIND) {
                     acc[i] = _mm512_fmadd_ps(minimums, _mm512_set1_ps(x.scaled_sum), acc[i]);
                 }
             }
