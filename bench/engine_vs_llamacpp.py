@@ -1,9 +1,9 @@
 """runtime-node and llama.cpp side by side on the same GGUF files, threads and machine, in one
 run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 / Q4_K_M /
-Q5_K_M made from it with llama-quantize) it measures prompt processing, time to first token, batch-1 decode,
-aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus this machine's
-memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of weights), and
-writes the table into docs/benchmarks.md between the engine-bench markers.
+Q5_K_M made from it with llama-quantize) it measures prompt processing, time to first token,
+batch-1 decode, aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus
+this machine's memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of
+weights), and writes the table into docs/benchmarks.md between the engine-bench markers.
 
 A shared VM's speed drifts by tens of percent within minutes, so every figure is the median of
 `--rounds` rounds, each measuring every type with both engines back to back (bandwidth probe
