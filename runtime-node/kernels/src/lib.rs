@@ -1,6 +1,6 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
 //! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K /
-//! Q6_K ([`formats`]) or F16 weight matrix, and the vector loops of a fused step (attention,
+//! Q6_K ([`formats`]; Q3_K rewritten as Q6_K, [`widen`]) or F16 weight matrix, and the vector loops of a fused step (attention,
 //! activation quantization, SiLU). Each activation
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
 //! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
@@ -26,6 +26,7 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod tile512;
 pub mod vector;
+pub mod widen;
 
 use rayon::prelude::*;
 

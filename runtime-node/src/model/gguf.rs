@@ -43,6 +43,22 @@ pub enum LoadError {
         /// What is wrong.
         problem: String,
     },
+    /// A tensor is stored in a ggml type this engine does not load (the IQ types, for one).
+    #[error(
+        "{path}: tensor `{tensor}` is stored as {type_name} (ggml type {code}), which this engine \
+         does not load; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K \
+         (llama-quantize --allow-requantize converts a file, e.g. to Q4_K_M)"
+    )]
+    UnsupportedType {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The ggml type code.
+        code: u32,
+        /// The type's name in ggml.
+        type_name: &'static str,
+    },
     /// A tensor (or a whole safetensors file) could not be parsed.
     #[error("{path}: malformed {what}")]
     Malformed {
@@ -185,6 +201,16 @@ impl GgufFile {
                 magic,
             },
             HeaderError::Io(source) => io(source),
+            HeaderError::UnsupportedType {
+                tensor,
+                code,
+                type_name,
+            } => LoadError::UnsupportedType {
+                path: path.to_path_buf(),
+                tensor,
+                code,
+                type_name,
+            },
             HeaderError::Malformed { offset, problem } => LoadError::Header {
                 path: path.to_path_buf(),
                 offset,

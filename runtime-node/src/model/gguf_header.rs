@@ -29,6 +29,16 @@ pub enum HeaderError {
     /// Reading failed for a reason other than the end of the file.
     #[error("reading the header")]
     Io(#[source] std::io::Error),
+    /// A tensor is stored in a ggml type that exists but that this engine does not load.
+    #[error("tensor `{tensor}` is stored as {type_name} (ggml type {code}), which this engine does not load")]
+    UnsupportedType {
+        /// The tensor's name.
+        tensor: String,
+        /// The ggml type code.
+        code: u32,
+        /// The type's name in ggml.
+        type_name: &'static str,
+    },
     /// The bytes at `offset` do not make a valid header.
     #[error("at byte {offset}: {problem}")]
     Malformed {
@@ -119,11 +129,21 @@ pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<Content, Hea
         // GGUF lists the fastest-moving dimension first; candle's shapes list it last.
         dims.reverse();
         let code = header.bytes.u32("a tensor type")?;
-        let dtype = ggml_dtype(code).ok_or_else(|| {
-            header
-                .bytes
-                .malformed(format!("tensor `{name}` has unknown ggml type {code}"))
-        })?;
+        let dtype = match (ggml_dtype(code), unloaded_type_name(code)) {
+            (Some(dtype), _) => dtype,
+            (None, Some(type_name)) => {
+                return Err(HeaderError::UnsupportedType {
+                    tensor: name,
+                    code,
+                    type_name,
+                });
+            }
+            (None, None) => {
+                return Err(header
+                    .bytes
+                    .malformed(format!("tensor `{name}` has unknown ggml type {code}")));
+            }
+        };
         let offset = header.bytes.u64("a tensor offset")?;
         tensors.push((name_at, name, dims, dtype, offset));
     }
@@ -239,6 +259,30 @@ fn ggml_dtype(code: u32) -> Option<GgmlDType> {
         14 => GgmlDType::Q6K,
         15 => GgmlDType::Q8K,
         30 => GgmlDType::BF16,
+        _ => return None,
+    })
+}
+
+/// The name of a ggml type that GGUF files may hold but candle (so this engine) does not.
+fn unloaded_type_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
         _ => return None,
     })
 }
@@ -534,6 +578,21 @@ mod tests {
             problem(&bytes)
         };
         assert!(with(tensor_entry("t", &[4], 99, 0)).contains("unknown ggml type 99"));
+        let mut iq4 = header(1, &[]);
+        iq4.extend(tensor_entry("blk.0.attn_q.weight", &[32], 20, 0));
+        iq4.resize(iq4.len() + 64, 0);
+        let err = read(&iq4).expect_err("IQ4_NL");
+        assert!(
+            matches!(
+                err,
+                HeaderError::UnsupportedType {
+                    code: 20,
+                    type_name: "IQ4_NL",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(with(tensor_entry("t", &[1, 1, 1, 1, 1], 0, 0)).contains("5 dimensions"));
         let p = with(tensor_entry("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0));
         assert!(p.contains("too many elements"), "{p}");
