@@ -23,6 +23,11 @@
 //! bench's Q5_K_M (Q5_1/Q5_K/Q6_K/Q8_0 tensors; 2026-12-04): top-1 131/132, the one step a
 //! near-tie we break for the runner-up (llama.cpp's margin 0.035, exact float64's 0.086); max
 //! |Δlogit| 1.57 / rms 0.36; ours 0.91 from exact against llama.cpp's 1.24; dequantized 3e-5.
+//! On SmolLM2 quantized from F16 by llama-quantize to IQ4_NL (207 IQ4_NL tensors) and IQ4_XS (180
+//! IQ4_NL, 27 IQ4_XS; 2026-12-04): top-1 131/132 each, the miss a near-tie in "a, b, c, ..."
+//! (llama.cpp's margins 0.043 and 0.041); max |Δlogit| 1.04 / rms 0.24 and 1.29 / 0.28; ours
+//! 0.78 and 0.85 from exact against llama.cpp's 1.23 and 0.99; dequantized 3e-5 and 5e-5 (the
+//! exact reference dequantizes with gguf-py, an implementation of the IQ types apart from ours).
 //!
 //! Why the quantized tolerance is ~1 logit: llama.cpp quantizes activations to 8 bits (Q8_1) for
 //! Q4_1 dot products; so does runtime-node for decode, while prompt chunks of 32+ tokens run as a

@@ -20,6 +20,8 @@ fn main() {
         WeightType::Q4K,
         WeightType::Q5K,
         WeightType::Q6K,
+        WeightType::IQ4NL,
+        WeightType::IQ4XS,
     ] {
         // SmolLM2's width, or the nearest whole superblocks.
         let cols = if kind.block_weights() == BLOCK { 576 } else { 512 };

@@ -23,6 +23,10 @@ pub enum WeightType {
     Q5K,
     /// 6-bit in superblocks of 256: per 16 weights an 8-bit scale.
     Q6K,
+    /// 4-bit indices into 16 fixed non-uniform levels ([`crate::formats::IQ4_LEVELS`]).
+    IQ4NL,
+    /// IQ4_NL's levels in superblocks of 256: per 32 weights a signed 6-bit scale.
+    IQ4XS,
 }
 
 impl WeightType {
@@ -37,13 +41,15 @@ impl WeightType {
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
+            Self::IQ4NL => 18,
+            Self::IQ4XS => 136,
         }
     }
 
     /// Weights in one GGUF block (a row's length must be a multiple).
     pub const fn block_weights(self) -> usize {
         match self {
-            Self::Q4K | Self::Q5K | Self::Q6K => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
             _ => BLOCK,
         }
     }

@@ -13,6 +13,8 @@
 //! | Q4_K | 256 | 144 | `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]` |
 //! | Q5_K | 256 | 176 | `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]` |
 //! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16` |
+//! | IQ4_NL | 32 | 18 | `d: f16, qs: [u8; 16]` |
+//! | IQ4_XS | 256 | 136 | `d: f16, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128]` |
 //!
 //! Q4_0/Q4_1/Q5_0/Q5_1: byte `i` of `qs` holds weight `i` in its low nibble and weight `i + 16`
 //! in its high nibble; Q5's bit `i` of `qh` is weight `i`'s fifth bit. Q4_K/Q5_K: 8 sub-blocks of
@@ -20,24 +22,35 @@
 //! `64c + 32 + l` share byte `32c + l` (low, high nibble); Q5_K's bit `s` of `qh[l]` is the fifth
 //! bit of sub-block `s`'s weight `l`. Q6_K: 16 scales of 16 weights; weight
 //! `128h + 32k + l` has its low 4 bits in `ql[64h + l + 32(k mod 2)]` (nibble `k / 2`) and its
-//! top 2 bits at bit `2k` of `qh[32h + l]`.
+//! top 2 bits at bit `2k` of `qh[32h + l]`. IQ4_NL and IQ4_XS: each nibble (arranged as Q4_0's,
+//! per 32-weight block of 16 bytes) indexes [`IQ4_LEVELS`]; IQ4_XS's block `s` has the scale
+//! `ls − 32` with `ls` = nibble `s mod 2` of `scales_l[s / 2]` plus bits `2s..2s + 2` of
+//! `scales_h` as its top 2 bits.
 
 use half::f16;
 
 use super::blocks::{BLOCK, WeightType};
 
+/// IQ4_NL's and IQ4_XS's 16 weight levels (GGUF's `kvalues_iq4nl`), by 4-bit index.
+pub const IQ4_LEVELS: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
 /// One 32-weight sub-block. Weight `i` is, by type (`h = i / 16`):
 /// Q4_0 `d·(q − 8)`, Q4_1 and Q5_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
-/// Q4_K and Q5_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`.
+/// Q4_K and Q5_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`, IQ4_NL `d·L[q]` and IQ4_XS
+/// `d·scale[0]·L[q]` with the levels `L` ([`IQ4_LEVELS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubBlock {
-    /// The integer weights as stored: 4, 5 or 6 unsigned bits, or Q8_0's i8 bits.
+    /// The integer weights as stored: 4, 5 or 6 unsigned bits, Q8_0's i8 bits, or the IQ4
+    /// types' level indices.
     pub q: [u8; BLOCK],
     /// The (super)block's f16 scale, as stored.
     pub d: [u8; 2],
     /// The f16 minimum (Q4_1, Q5_1) or scale of the minimums (Q4_K, Q5_K), as stored; else zero.
     pub m: [u8; 2],
-    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's per half; else zero.
+    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's per half, IQ4_XS's
+    /// signed scale (both entries); else zero.
     pub scale: [i8; 2],
     /// Q4_K's and Q5_K's 6-bit minimum; else zero.
     pub min: u8,
@@ -45,7 +58,7 @@ pub struct SubBlock {
 
 impl SubBlock {
     /// Per half (weights 0–15, 16–31): `(scale, offset)` with weight `i = scale·q_i + offset`,
-    /// and the integer `q_i` the kernels multiply (Q8_0's as signed).
+    /// and the integer `q_i` the kernels multiply ([`Self::integers`]).
     pub fn scale_and_offset(&self, kind: WeightType) -> [(f32, f32); 2] {
         let d = f16::from_le_bytes(self.d).to_f32();
         let m = f16::from_le_bytes(self.m).to_f32();
@@ -53,7 +66,8 @@ impl SubBlock {
             WeightType::Q4_0 => (d, -8.0 * d),
             WeightType::Q4_1 | WeightType::Q5_1 => (d, m),
             WeightType::Q5_0 => (d, -16.0 * d),
-            WeightType::Q8_0 => (d, 0.0),
+            WeightType::Q8_0 | WeightType::IQ4NL => (d, 0.0),
+            WeightType::IQ4XS => (d * f32::from(self.scale[0]), 0.0),
             WeightType::Q4K | WeightType::Q5K => (d * f32::from(self.scale[0]), -m * f32::from(self.min)),
             WeightType::Q6K => {
                 let scale = d * f32::from(self.scale[h]);
@@ -63,10 +77,12 @@ impl SubBlock {
         [half(0), half(1)]
     }
 
-    /// The integer weights as the kernels multiply them (Q8_0's bytes are signed).
+    /// The integer weights as the kernels multiply them (Q8_0's bytes are signed; the IQ4 types'
+    /// indices stand for their levels).
     pub fn integers(&self, kind: WeightType) -> [i32; BLOCK] {
         self.q.map(|q| match kind {
             WeightType::Q8_0 => i32::from(q as i8),
+            WeightType::IQ4NL | WeightType::IQ4XS => i32::from(IQ4_LEVELS[usize::from(q & 0x0F)]),
             _ => i32::from(q),
         })
     }
@@ -92,6 +108,20 @@ pub const fn f16_fields(kind: WeightType) -> &'static [usize] {
     }
 }
 
+/// Every weight of whole GGUF blocks of `kind`, in order, as f32 (the definition); `None` when
+/// `blocks` is not a whole number of blocks.
+pub fn dequantize(kind: WeightType, blocks: &[u8]) -> Option<Vec<f32>> {
+    if !blocks.len().is_multiple_of(kind.block_bytes()) {
+        return None;
+    }
+    let sub_blocks = blocks.len() / kind.block_bytes() * kind.block_weights() / BLOCK;
+    Some(
+        (0..sub_blocks)
+            .flat_map(|b| decode(kind, blocks, b).values(kind))
+            .collect(),
+    )
+}
+
 /// Sub-block `b` (of 32 weights) of a row of GGUF blocks.
 pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
     let per_block = kind.block_weights() / BLOCK;
@@ -107,11 +137,11 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         min: 0,
     };
     match kind {
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1 => {
+        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4NL => {
             let fifth_bits =
                 |at: usize| u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
             let (qs, high_bits) = match kind {
-                WeightType::Q4_0 => (&block[2..18], 0),
+                WeightType::Q4_0 | WeightType::IQ4NL => (&block[2..18], 0),
                 WeightType::Q4_1 => (&block[4..20], 0),
                 WeightType::Q5_0 => (&block[6..22], fifth_bits(2)),
                 _ => (&block[8..24], fifth_bits(4)),
@@ -142,6 +172,15 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
                 for (q, high) in out.q.iter_mut().zip(&block[16..48]) {
                     *q |= ((high >> sub) & 1) << 4;
                 }
+            }
+        }
+        WeightType::IQ4XS => {
+            let low = (block[4 + sub / 2] >> (4 * (sub % 2))) & 0x0F;
+            let high = (u16::from_le_bytes([block[2], block[3]]) >> (2 * sub)) & 3;
+            out.scale = [(low | (high as u8) << 4) as i8 - 32; 2];
+            for (i, byte) in block[8 + 16 * sub..][..16].iter().enumerate() {
+                out.q[i] = byte & 0x0F;
+                out.q[i + 16] = byte >> 4;
             }
         }
         WeightType::Q6K => {

@@ -12,6 +12,7 @@
 //! | Q5_0 | 176 | `d: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
 //! | Q5_1 | 192 | `d: [f16; 8]`, `m: [f16; 8]`, `high: [u8; 32]`, `q: [u8; 128]` |
 //! | Q8_0 | 272 | `d: [f16; 8]`, `q: [u8; 256]` |
+//! | IQ4_NL | 144 | as Q4_0, the nibbles level indices |
 //!
 //! Q4 (and the low 4 bits of Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): byte `32·c + 4·j + t` (c < 4) holds
 //! row j's weight `4c + t` in its low nibble and weight `4(c + 4) + t` in its high nibble. Q8:
@@ -28,6 +29,7 @@
 //! | Q4_K | 1184 | `d, dmin: [f16; 8]`, `scale, min: [[u8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
 //! | Q5_K | 1440 | as Q4_K, with 8 × (`q: [u8; 128]`, `high: [u8; 32]`) |
 //! | Q6_K | 1680 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [u8; 128]`, `high: [[u8; 32]; 2]`) |
+//! | IQ4_XS | 1104 | `d: [f16; 8]`, `scale: [[i8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
 //!
 //! Q6_K's top 2 bits: byte `4·j + t` of `high[0]` holds those of weight `4c + t` at bits
 //! `(4 + 2c) mod 8` (so chunk c needs at most one shift to reach bits 4–5), `high[1]` those of
@@ -52,6 +54,7 @@ pub const fn superblock_parts(kind: WeightType) -> Option<(usize, usize)> {
         WeightType::Q4K => Some((32 + 64 + 64, 128)),
         WeightType::Q5K => Some((32 + 64 + 64, 128 + 32)),
         WeightType::Q6K => Some((16 + 128, 128 + 64)),
+        WeightType::IQ4XS => Some((16 + 64, 128)),
         _ => None,
     }
 }
@@ -73,6 +76,7 @@ pub const fn group_block_bytes(kind: WeightType) -> usize {
 pub(crate) const fn scales_at(kind: WeightType, sub: usize, half: usize) -> usize {
     match kind {
         WeightType::Q4K | WeightType::Q5K => 32 + 8 * sub,
+        WeightType::IQ4XS => 16 + 8 * sub,
         _ => 16 + 8 * (2 * sub + half),
     }
 }
@@ -137,6 +141,7 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
                 group[start + scales_at(kind, sub, h) + j] = *scale as u8;
             }
         }
+        WeightType::IQ4XS => group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8,
         _ => {}
     }
     if kind == WeightType::Q8_0 {
@@ -188,6 +193,9 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         for h in 0..2 {
             block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
         }
+    }
+    if kind == WeightType::IQ4XS {
+        block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
     }
     for k in 0..BLOCK {
         let (c, t) = (k / 4, k % 4);

@@ -1,6 +1,7 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
 //! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K /
-//! Q6_K ([`formats`]; Q3_K rewritten as Q6_K, [`widen`]) or F16 weight matrix, and the vector loops of a fused step (attention,
+//! Q6_K / IQ4_NL / IQ4_XS ([`formats`]; Q3_K rewritten as Q6_K, [`widen`]) or F16 weight matrix,
+//! and the vector loops of a fused step (attention,
 //! activation quantization, SiLU). Each activation
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
 //! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
@@ -259,7 +260,7 @@ mod tests {
         data
     }
 
-    const KINDS: [WeightType; 8] = [
+    const KINDS: [WeightType; 10] = [
         WeightType::Q4_0,
         WeightType::Q4_1,
         WeightType::Q5_0,
@@ -268,6 +269,8 @@ mod tests {
         WeightType::Q4K,
         WeightType::Q5K,
         WeightType::Q6K,
+        WeightType::IQ4NL,
+        WeightType::IQ4XS,
     ];
 
     /// `blocks` rounded up to whole GGUF blocks of `kind` (superblocks of 8 for Q4_K/Q6_K).

@@ -5,7 +5,10 @@
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA. A weight
 //! offset that is an integer comes off the integer sum first (Q4_0's −8·Σx, Q5_0's −16·Σx, Q8_0's
 //! stored +128 with VNNI, each Q6_K half's −32·Σx); a scaled one costs one more FMA (Q4_1's m·Σx,
-//! Q4_K's −dmin·min·Σx). Groups stream through memory in
+//! Q4_K's −dmin·min·Σx). IQ4_NL's and IQ4_XS's nibbles are level indices: one `vpshufb` per 32
+//! bytes turns them into their levels (+128 with VNNI, so that they stay unsigned and the
+//! offset comes off as Q8_0's; signed with AVX2, which then takes Q8_0's sign trick). Groups
+//! stream through memory in
 //! order, one sequential stream per thread; each block asks for the bytes two pages further on
 //! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
@@ -24,6 +27,19 @@ pub(super) const Q4K: u8 = 4;
 pub(super) const Q6K: u8 = 5;
 pub(super) const Q5_1: u8 = 6;
 pub(super) const Q5K: u8 = 7;
+pub(super) const IQ4NL: u8 = 8;
+pub(super) const IQ4XS: u8 = 9;
+
+/// Whether a `KIND` constant's nibbles index [`crate::formats::IQ4_LEVELS`].
+pub(super) const fn has_levels(kind: u8) -> bool {
+    matches!(kind, IQ4NL | IQ4XS)
+}
+
+/// [`crate::formats::IQ4_LEVELS`] in each 16-byte lane, +128 (unsigned) when `BIASED`.
+#[inline(always)]
+pub(super) fn level_table<const BIASED: bool>() -> [u8; 16] {
+    crate::formats::IQ4_LEVELS.map(|level| if BIASED { (level as u8) ^ 0x80 } else { level as u8 })
+}
 
 /// Whether a `KIND` constant's weights have a fifth bit (in a plane beside the nibbles).
 pub(super) const fn has_fifth_bit(kind: u8) -> bool {
@@ -31,12 +47,13 @@ pub(super) const fn has_fifth_bit(kind: u8) -> bool {
 }
 
 /// The integer a `KIND`'s stored weights carry beyond the value they scale (Q4_0's 8, Q5_0's 16,
-/// Q8_0's stored +128), taken off the integer sum as `offset · Σx`; 0 for the others.
+/// Q8_0's stored +128 and the IQ4 types' biased levels), taken off the integer sum as
+/// `offset · Σx`; 0 for the others.
 pub(super) const fn stored_offset(kind: u8) -> i32 {
     match kind {
         Q4_0 => 8,
         Q5_0 => 16,
-        Q8_0 => 128,
+        Q8_0 | IQ4NL | IQ4XS => 128,
         _ => 0,
     }
 }
@@ -56,6 +73,8 @@ pub(super) const fn kind_of(kind: u8) -> WeightType {
         Q4K => WeightType::Q4K,
         Q5_1 => WeightType::Q5_1,
         Q5K => WeightType::Q5K,
+        IQ4NL => WeightType::IQ4NL,
+        IQ4XS => WeightType::IQ4XS,
         _ => WeightType::Q6K,
     }
 }
@@ -126,6 +145,14 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
     unsafe {
         let mut acc = [_mm256_setzero_ps(); N];
         let nibble = _mm256_set1_epi8(0x0F);
+        let levels = {
+            let table = if VNNI {
+                level_table::<true>()
+            } else {
+                level_table::<false>()
+            };
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()))
+        };
         for b in 0..blocks {
             let (start, sub, weights) = locate(kind, b);
             let (block, quants) = (group.add(start), group.add(weights));
@@ -179,6 +206,24 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                         high =
                             _mm256_or_si256(high, q6k_top_bits(_mm256_loadu_si256(planes.add(32).cast()), c));
                     }
+                    if has_levels(KIND) {
+                        low = _mm256_shuffle_epi8(levels, low);
+                        high = _mm256_shuffle_epi8(levels, high);
+                        if !VNNI {
+                            // Signed levels up to 127: Q8_0's sign trick keeps `vpmaddubsw` exact.
+                            let (low_size, high_size) =
+                                (_mm256_sign_epi8(low, low), _mm256_sign_epi8(high, high));
+                            for i in 0..N {
+                                let x = inputs[i].get_unchecked(b);
+                                let (x_low, x_high) = (broadcast4(x, c), broadcast4(x, c + 4));
+                                sums[i] =
+                                    add_products::<VNNI>(sums[i], low_size, _mm256_sign_epi8(x_low, low));
+                                sums[i] =
+                                    add_products::<VNNI>(sums[i], high_size, _mm256_sign_epi8(x_high, high));
+                            }
+                            continue;
+                        }
+                    }
                     for i in 0..N {
                         let x = inputs[i].get_unchecked(b);
                         sums[i] = add_products::<VNNI>(sums[i], low, broadcast4(x, c));
@@ -206,6 +251,10 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 1)))),
                     _mm256_setzero_ps(),
                 ),
+                IQ4XS => {
+                    let scales = _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 0))));
+                    (scales, scales, _mm256_setzero_ps())
+                }
                 _ => (d, d, _mm256_setzero_ps()),
             };
             for i in 0..N {
@@ -221,8 +270,9 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
                     continue;
                 }
-                // Without VNNI, Q8_0's bytes were turned back to signed above.
-                let offset = if KIND == Q8_0 && !VNNI {
+                // Without VNNI, Q8_0's bytes were turned back to signed above, and the IQ4
+                // types' levels looked up signed.
+                let offset = if (KIND == Q8_0 || has_levels(KIND)) && !VNNI {
                     0
                 } else {
                     stored_offset(KIND)
@@ -352,6 +402,8 @@ unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
             WeightType::Q4K => groups_with::<VNNI, WIDE, Q4K>(packed, group_bytes, x, n, out),
             WeightType::Q5K => groups_with::<VNNI, WIDE, Q5K>(packed, group_bytes, x, n, out),
             WeightType::Q6K => groups_with::<VNNI, WIDE, Q6K>(packed, group_bytes, x, n, out),
+            WeightType::IQ4NL => groups_with::<VNNI, WIDE, IQ4NL>(packed, group_bytes, x, n, out),
+            WeightType::IQ4XS => groups_with::<VNNI, WIDE, IQ4XS>(packed, group_bytes, x, n, out),
         }
     }
 }

@@ -14,7 +14,10 @@ use std::arch::x86_64::*;
 
 use super::blocks::ActivationBlock;
 use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
-use super::tile::{Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_minimum, kind_of, stored_offset};
+use super::tile::{
+    IQ4XS, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_levels, has_minimum, kind_of, level_table,
+    stored_offset,
+};
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
 #[inline(always)]
@@ -90,6 +93,8 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
     // SAFETY (whole function): as the caller promises.
     unsafe {
         let nibble = _mm512_set1_epi8(0x0F);
+        // The IQ4 types' levels +128, unsigned as `vpdpbusd` takes them (see `tile`).
+        let levels = _mm512_broadcast_i32x4(_mm_loadu_si128(level_table::<true>().as_ptr().cast()));
         let mut acc = [_mm512_setzero_ps(); N];
         for b in 0..blocks {
             let (start, sub, weights) = locate(kind, b);
@@ -130,6 +135,10 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                         low = _mm512_or_si512(low, q6k_top_bits(pair_load(one, two, quants + 128), c));
                         high = _mm512_or_si512(high, q6k_top_bits(pair_load(one, two, quants + 160), c));
                     }
+                    if has_levels(KIND) {
+                        low = _mm512_shuffle_epi8(levels, low);
+                        high = _mm512_shuffle_epi8(levels, high);
+                    }
                     for i in 0..N {
                         let x = inputs[i].get_unchecked(b);
                         sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
@@ -157,6 +166,10 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 1))),
                     _mm512_setzero_ps(),
                 ),
+                IQ4XS => {
+                    let scales = _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 0)));
+                    (scales, scales, _mm512_setzero_ps())
+                }
                 _ => (d, d, _mm512_setzero_ps()),
             };
             for i in 0..N {

@@ -3,15 +3,19 @@
 //! file and the key, so a bad model fails with a sentence, not a panic.
 //! Causes hang off `source()`: print errors with their chain (`{:#}` in anyhow).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::gguf_header::{HeaderError, read_header};
+use super::gguf_rewrite::Rewrite;
+use hearth_kernels::blocks::WeightType;
 
 use candle_core::Device;
 use candle_core::quantized::QTensor;
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 
 /// Everything that can go wrong while loading a model.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,8 @@ pub enum LoadError {
     /// A tensor is stored in a ggml type this engine does not load (the IQ types, for one).
     #[error(
         "{path}: tensor `{tensor}` is stored as {type_name} (ggml type {code}), which this engine \
-         does not load; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K \
+         does not load; supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K, IQ4_NL \
+         and IQ4_XS \
          (llama-quantize --allow-requantize converts a file, e.g. to Q4_K_M)"
     )]
     UnsupportedType {
@@ -161,6 +166,8 @@ impl<R: Read + Seek + Send> TensorReader for R {}
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
+    // Tensors whose stored blocks are rewritten into the type `content` lists them as.
+    rewritten: HashMap<String, Rewrite>,
     reader: Box<dyn TensorReader>,
 }
 
@@ -195,7 +202,7 @@ impl GgufFile {
         };
         let file_len = reader.seek(SeekFrom::End(0)).map_err(io)?;
         reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let content = read_header(&mut reader, file_len).map_err(|e| match e {
+        let header = read_header(&mut reader, file_len).map_err(|e| match e {
             HeaderError::NotGguf(magic) => LoadError::NotGguf {
                 path: path.to_path_buf(),
                 magic,
@@ -219,7 +226,8 @@ impl GgufFile {
         })?;
         Ok(Self {
             path: path.to_path_buf(),
-            content,
+            content: header.content,
+            rewritten: header.rewritten,
             reader: Box::new(reader),
         })
     }
@@ -338,6 +346,25 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// For a tensor stored in a type candle does not hold ([`Rewrite`]), that type and its
+    /// bytes as stored (what our CPU kernels take), checking its shape; `None` for the others.
+    pub fn stored_blocks(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<Option<(WeightType, Vec<u8>)>, LoadError> {
+        let Some(&rewrite) = self.rewritten.get(name) else {
+            return Ok(None);
+        };
+        let info = checked_info(&self.content, &self.path, name, Some(expected))?;
+        let stored =
+            read_stored(&mut self.reader, &self.content, info, rewrite).map_err(|source| LoadError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(Some((rewrite.native(), stored)))
+    }
+
     /// Reads tensor `name` onto `device`, checking its shape when `expected` is given.
     pub fn tensor(
         &mut self,
@@ -345,30 +372,74 @@ impl GgufFile {
         expected: Option<&[usize]>,
         device: &Device,
     ) -> Result<QTensor, LoadError> {
-        let Some(info) = self.content.tensor_infos.get(name) else {
-            return Err(LoadError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            });
+        let info = checked_info(&self.content, &self.path, name, expected)?;
+        let read = match self.rewritten.get(name) {
+            Some(&rewrite) => read_rewritten(&mut self.reader, &self.content, info, rewrite, device),
+            None => self.content.tensor(&mut self.reader, name, device),
         };
-        if let Some(expected) = expected
-            && info.shape.dims() != expected
-        {
-            return Err(LoadError::TensorShape {
-                path: self.path.clone(),
-                name: name.to_string(),
-                actual: info.shape.dims().to_vec(),
-                expected: expected.to_vec(),
-            });
-        }
-        self.content
-            .tensor(&mut self.reader, name, device)
-            .map_err(|source| LoadError::Malformed {
-                path: self.path.clone(),
-                what: format!("tensor `{name}`"),
-                source: Box::new(source),
-            })
+        read.map_err(|source| LoadError::Malformed {
+            path: self.path.clone(),
+            what: format!("tensor `{name}`"),
+            source: Box::new(source),
+        })
     }
+}
+
+/// Tensor `name`'s entry, checking its shape when `expected` is given.
+fn checked_info<'a>(
+    content: &'a Content,
+    path: &Path,
+    name: &str,
+    expected: Option<&[usize]>,
+) -> Result<&'a TensorInfo, LoadError> {
+    let Some(info) = content.tensor_infos.get(name) else {
+        return Err(LoadError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        });
+    };
+    if let Some(expected) = expected
+        && info.shape.dims() != expected
+    {
+        return Err(LoadError::TensorShape {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            actual: info.shape.dims().to_vec(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(info)
+}
+
+/// The stored bytes of a tensor in a type candle does not hold (the header checked that they
+/// lie within the file).
+fn read_stored(
+    reader: &mut dyn TensorReader,
+    content: &Content,
+    info: &TensorInfo,
+    rewrite: Rewrite,
+) -> std::io::Result<Vec<u8>> {
+    let (block, block_bytes) = rewrite.stored_block();
+    let mut stored = vec![0u8; info.shape.elem_count() / block * block_bytes];
+    reader.seek(SeekFrom::Start(content.tensor_data_offset + info.offset))?;
+    reader.read_exact(&mut stored)?;
+    Ok(stored)
+}
+
+/// Reads a tensor stored in a type candle does not hold and rewrites its blocks into the type
+/// `info` lists.
+fn read_rewritten(
+    reader: &mut dyn TensorReader,
+    content: &Content,
+    info: &TensorInfo,
+    rewrite: Rewrite,
+    device: &Device,
+) -> candle_core::Result<QTensor> {
+    let stored = read_stored(reader, content, info, rewrite)?;
+    let blocks = rewrite
+        .apply(&stored)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{rewrite:?}: not whole blocks")))?;
+    qtensor_from_ggml(info.ggml_dtype, &blocks, info.shape.dims().to_vec(), device)
 }
 
 fn value_to_u64(value: &Value) -> Option<u64> {
@@ -390,6 +461,29 @@ fn value_to_i64(value: &Value) -> Option<i64> {
         Value::I64(v) => Some(*v),
         _ => None,
     }
+}
+
+/// A GGUF file holding one `rows × cols` tensor `name` of ggml type `code` with these bytes
+/// (for tests of types no writer we have produces).
+#[cfg(test)]
+pub(crate) fn one_tensor_gguf(name: &str, rows: usize, cols: usize, code: u32, data: &[u8]) -> Vec<u8> {
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    // One tensor, no metadata.
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(&2u32.to_le_bytes());
+    // GGUF lists the row length first.
+    for dim in [cols as u64, rows as u64] {
+        bytes.extend_from_slice(&dim.to_le_bytes());
+    }
+    bytes.extend_from_slice(&code.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.resize(bytes.len().next_multiple_of(32), 0);
+    bytes.extend_from_slice(data);
+    bytes
 }
 
 #[cfg(test)]
@@ -423,6 +517,40 @@ mod tests {
         let err = GgufFile::open(&path).expect_err("truncated");
         assert!(matches!(err, LoadError::Header { .. }), "{err}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A 2 × 32 IQ4_NL tensor written by hand reads back as Q8_0 holding GGUF's IQ4_NL values.
+    #[test]
+    fn iq4_nl_tensors_read_as_q8_0_with_the_same_values() {
+        let scales = [0.5f32, -0.25];
+        let mut blocks = Vec::new();
+        for (row, scale) in scales.iter().enumerate() {
+            blocks.extend_from_slice(&half::f16::from_f32(*scale).to_le_bytes());
+            // Byte i: index (i + row) mod 16 low, 15 − i high, so every level appears.
+            blocks.extend((0..16u8).map(|i| ((i + row as u8) % 16) | ((15 - i) << 4)));
+        }
+        let path = temp_file("iq4nl", &one_tensor_gguf("w", 2, 32, 20, &blocks));
+        let mut file = GgufFile::open(&path).expect("IQ4_NL header");
+        let tensor = file.tensor("w", Some(&[2, 32]), &Device::Cpu).expect("tensor");
+        assert_eq!(tensor.dtype(), candle_core::quantized::GgmlDType::Q8_0);
+        let values = tensor
+            .dequantize(&Device::Cpu)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values");
+        // kvalues_iq4nl from GGUF's definition.
+        let levels = [
+            -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+        ];
+        for (row, scale) in scales.iter().enumerate() {
+            for i in 0..16 {
+                let low = levels[(i + row) % 16] as f32 * scale;
+                let high = levels[15 - i] as f32 * scale;
+                assert_eq!(values[32 * row + i], low, "row {row} weight {i}");
+                assert_eq!(values[32 * row + 16 + i], high, "row {row} weight {}", 16 + i);
+            }
+        }
         let _ = std::fs::remove_file(path);
     }
 }

@@ -1,7 +1,9 @@
 //! The GGUF header (magic, metadata, tensor table) read with every count, length and offset
 //! checked against the bytes the file actually has, so a truncated file or a header that lies
 //! is an error naming the byte and the problem: never a panic, never an allocation larger
-//! than the file. The result is candle's `Content`, whose tensor reader then serves weights.
+//! than the file. The result is candle's `Content`, whose tensor reader then serves weights,
+//! plus the tensors stored in a type candle does not hold that the reader rewrites
+//! ([`Rewrite`]): `Content` lists them as the type they are read as.
 //!
 //! Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>.
 
@@ -10,6 +12,8 @@ use std::io::Read;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value, VersionedMagic};
+
+use super::gguf_rewrite::Rewrite;
 
 /// Most dimensions a tensor may have (`GGML_MAX_DIMS`).
 const MAX_TENSOR_DIMS: u32 = 4;
@@ -49,8 +53,17 @@ pub enum HeaderError {
     },
 }
 
+/// A parsed header: candle's view of the file, and the tensors to rewrite when read (by name).
+#[derive(Debug)]
+pub struct GgufHeader {
+    /// Metadata and tensor table; rewritten tensors appear as their target type.
+    pub content: Content,
+    /// Tensors whose stored type candle does not hold.
+    pub rewritten: HashMap<String, Rewrite>,
+}
+
 /// Reads the header of a GGUF file of `file_len` bytes from `reader`, positioned at its start.
-pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<Content, HeaderError> {
+pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<GgufHeader, HeaderError> {
     let mut bytes = Bounded {
         reader,
         offset: 0,
@@ -129,23 +142,28 @@ pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<Content, Hea
         // GGUF lists the fastest-moving dimension first; candle's shapes list it last.
         dims.reverse();
         let code = header.bytes.u32("a tensor type")?;
-        let dtype = match (ggml_dtype(code), unloaded_type_name(code)) {
-            (Some(dtype), _) => dtype,
-            (None, Some(type_name)) => {
+        let stored = match (
+            ggml_dtype(code),
+            Rewrite::for_code(code),
+            unloaded_type_name(code),
+        ) {
+            (Some(dtype), _, _) => Ok(dtype),
+            (None, Some(rewrite), _) => Err(rewrite),
+            (None, None, Some(type_name)) => {
                 return Err(HeaderError::UnsupportedType {
                     tensor: name,
                     code,
                     type_name,
                 });
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(header
                     .bytes
                     .malformed(format!("tensor `{name}` has unknown ggml type {code}")));
             }
         };
         let offset = header.bytes.u64("a tensor offset")?;
-        tensors.push((name_at, name, dims, dtype, offset));
+        tensors.push((name_at, name, dims, stored, offset));
     }
 
     let alignment = alignment(&metadata).map_err(|problem| HeaderError::Malformed { offset: 0, problem })?;
@@ -158,12 +176,24 @@ pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<Content, Hea
     })?;
 
     let mut tensor_infos = HashMap::with_capacity(tensors.len());
-    for (name_at, name, dims, dtype, offset) in tensors {
+    let mut rewritten = HashMap::new();
+    for (name_at, name, dims, stored, offset) in tensors {
         let malformed = |problem: String| HeaderError::Malformed {
             offset: name_at,
             problem: format!("tensor `{name}` {problem}"),
         };
-        let size = tensor_bytes(&dims, dtype).map_err(malformed)?;
+        let (dtype, block, label) = match stored {
+            Ok(dtype) => (
+                dtype,
+                (dtype.block_size(), dtype.type_size()),
+                format!("{dtype:?}"),
+            ),
+            Err(rewrite) => {
+                rewritten.insert(name.clone(), rewrite);
+                (rewrite.target(), rewrite.stored_block(), format!("{rewrite:?}"))
+            }
+        };
+        let size = tensor_bytes(&dims, block, &label).map_err(malformed)?;
         if offset % alignment != 0 {
             return Err(malformed(format!(
                 "starts at data offset {offset}, not a multiple of the alignment {alignment}"
@@ -189,16 +219,18 @@ pub fn read_header(reader: &mut impl Read, file_len: u64) -> Result<Content, Hea
             });
         }
     }
-    Ok(Content {
+    let content = Content {
         magic,
         metadata,
         tensor_infos,
         tensor_data_offset,
-    })
+    };
+    Ok(GgufHeader { content, rewritten })
 }
 
-/// Bytes a tensor of `dims` takes on disk in `dtype`, or why the shape cannot be stored.
-fn tensor_bytes(dims: &[usize], dtype: GgmlDType) -> Result<u64, String> {
+/// Bytes a tensor of `dims` takes on disk in blocks of `(weights, bytes)` of the type called
+/// `dtype`, or why the shape cannot be stored.
+fn tensor_bytes(dims: &[usize], (block, block_bytes): (usize, usize), dtype: &str) -> Result<u64, String> {
     let elems = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -207,14 +239,13 @@ fn tensor_bytes(dims: &[usize], dtype: GgmlDType) -> Result<u64, String> {
     if elems == 0 {
         return Err(format!("has shape {dims:?}, no elements"));
     }
-    let block = dtype.block_size();
     if elems % block != 0 {
         return Err(format!(
-            "has {elems} elements, not a multiple of the {dtype:?} block size {block}"
+            "has {elems} elements, not a multiple of the {dtype} block size {block}"
         ));
     }
     (elems / block)
-        .checked_mul(dtype.type_size())
+        .checked_mul(block_bytes)
         .map(|b| b as u64)
         .ok_or_else(|| format!("has shape {dims:?}, too large to store"))
 }
@@ -270,10 +301,8 @@ fn unloaded_type_name(code: u32) -> Option<&'static str> {
         17 => "IQ2_XS",
         18 => "IQ3_XXS",
         19 => "IQ1_S",
-        20 => "IQ4_NL",
         21 => "IQ3_S",
         22 => "IQ2_S",
-        23 => "IQ4_XS",
         24 => "I8",
         25 => "I16",
         26 => "I32",
@@ -448,7 +477,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn read(bytes: &[u8]) -> Result<Content, HeaderError> {
-        read_header(&mut &bytes[..], bytes.len() as u64)
+        read_header(&mut &bytes[..], bytes.len() as u64).map(|h| h.content)
     }
 
     fn problem(bytes: &[u8]) -> String {
@@ -564,6 +593,24 @@ mod tests {
         assert!(p.contains("array of"), "{p}");
     }
 
+    /// An IQ4_NL tensor is listed as the Q8_0 it is read as, sized by its own 18-byte blocks.
+    #[test]
+    fn iq4_nl_tensors_are_listed_as_their_rewrite() {
+        let with_data = |data: usize| {
+            let mut bytes = header(1, &[]);
+            bytes.extend(tensor_entry("w", &[64, 1], 20, 0));
+            let data_start = bytes.len().next_multiple_of(32);
+            bytes.resize(data_start + data, 0);
+            bytes
+        };
+        let bytes = with_data(36);
+        let parsed = read_header(&mut &bytes[..], bytes.len() as u64).expect("two IQ4_NL blocks");
+        assert_eq!(parsed.content.tensor_infos["w"].ggml_dtype, GgmlDType::Q8_0);
+        assert_eq!(parsed.rewritten.get("w"), Some(&Rewrite::Iq4NlAsQ8_0));
+        let short = problem(&with_data(35));
+        assert!(short.contains("needs 36 bytes"), "{short}");
+    }
+
     #[test]
     fn wrong_types_and_shapes_are_errors() {
         assert!(problem(&header(0, &[("k", 13, vec![0])])).contains("unknown metadata type 13"));
@@ -579,15 +626,15 @@ mod tests {
         };
         assert!(with(tensor_entry("t", &[4], 99, 0)).contains("unknown ggml type 99"));
         let mut iq4 = header(1, &[]);
-        iq4.extend(tensor_entry("blk.0.attn_q.weight", &[32], 20, 0));
-        iq4.resize(iq4.len() + 64, 0);
-        let err = read(&iq4).expect_err("IQ4_NL");
+        iq4.extend(tensor_entry("blk.0.attn_q.weight", &[256], 21, 0));
+        iq4.resize(iq4.len() + 256, 0);
+        let err = read(&iq4).expect_err("IQ3_S");
         assert!(
             matches!(
                 err,
                 HeaderError::UnsupportedType {
-                    code: 20,
-                    type_name: "IQ4_NL",
+                    code: 21,
+                    type_name: "IQ3_S",
                     ..
                 }
             ),

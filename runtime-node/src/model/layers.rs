@@ -71,7 +71,8 @@ pub(super) const DENSE_MIN_ROWS: usize = 32;
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
 #[derive(Debug, Clone)]
 pub(super) enum LinearWeight {
-    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K on CPU (Q3_K as Q6_K).
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS on CPU (Q3_K as
+    /// Q6_K).
     Blocks(QuantMatrix),
     /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
     F16(F16Matrix),
@@ -328,13 +329,18 @@ impl WeightReader<'_> {
         bias: bool,
         split: Split,
     ) -> std::result::Result<Linear, LoadError> {
-        let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
-        let q = match split {
-            Split::Output => shard_rows(q, self.shard),
-            Split::Input => shard_columns(q, self.shard),
-        }
-        .map_err(|source| self.build_err(source))?;
-        let weight = self.matmul(q)?;
+        let weight = match self.stored_on_our_kernels(&format!("{name}.weight"), out, inp)? {
+            Some(matrix) => LinearWeight::Blocks(matrix),
+            None => {
+                let q = self.qtensor(&format!("{name}.weight"), &[out, inp])?;
+                let q = match split {
+                    Split::Output => shard_rows(q, self.shard),
+                    Split::Input => shard_columns(q, self.shard),
+                }
+                .map_err(|source| self.build_err(source))?;
+                self.matmul(q)?
+            }
+        };
         let bias_name = format!("{name}.bias");
         let bias = if bias && self.source.has(&bias_name) {
             // Only column-parallel layers have biases here (Qwen2's q/k/v).
@@ -354,6 +360,26 @@ impl WeightReader<'_> {
             bias,
             host_bias,
         })
+    }
+
+    /// A matrix stored in a type candle does not hold (IQ4_NL, IQ4_XS) as our kernels' matrix,
+    /// straight from the file's blocks, where they run it: on CPU, the weights as stored, one
+    /// rank. `None` elsewhere (the reader then gives candle the type's exact rewrite).
+    fn stored_on_our_kernels(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> std::result::Result<Option<QuantMatrix>, LoadError> {
+        if !self.device.is_cpu() || self.dequantize || self.requantize.is_some() || self.shard.world != 1 {
+            return Ok(None);
+        }
+        let Some((kind, data)) = self.source.load_stored_blocks(name, &[rows, cols])? else {
+            return Ok(None);
+        };
+        QuantMatrix::new(kind, rows, cols, data)
+            .map(Some)
+            .map_err(|e| self.build_err(candle_core::Error::Msg(e.to_string())))
     }
 
     pub(super) fn matmul(&self, q: QTensor) -> std::result::Result<LinearWeight, LoadError> {
@@ -453,6 +479,86 @@ mod tests {
                     "{dtype:?} [{i}]: {got} vs {want} (bound {bound})"
                 );
             }
+        }
+    }
+
+    /// IQ4_NL and IQ4_XS blocks from llama.cpp's quantizer against gguf-py's dequantization
+    /// (`tests/data/iq4_gguf_py.json`): our kernels' matrices built from the blocks as stored,
+    /// and the rewrite candle reads (IQ4_NL as Q8_0, IQ4_XS as f32), both equal to it.
+    #[test]
+    fn iq4_types_equal_gguf_py_dequantization() {
+        use super::super::gguf_rewrite::Rewrite;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iq4_gguf_py.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        let cases = fixture["cases"].as_array().expect("cases");
+        assert_eq!(cases.len(), 2);
+        for case in cases {
+            let hex = case["blocks_hex"].as_str().expect("hex");
+            let blocks: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex byte"))
+                .collect();
+            let expected: Vec<f32> = case["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| v.as_f64().expect("number") as f32)
+                .collect();
+            let rewrite = match case["type"].as_str() {
+                Some("IQ4_NL") => Rewrite::Iq4NlAsQ8_0,
+                _ => Rewrite::Iq4XsAsF32,
+            };
+            let kind = rewrite.native();
+            let matrix = QuantMatrix::new(kind, 1, expected.len(), blocks.clone()).expect("one row");
+            assert_eq!(matrix.dequantize(), expected, "{kind:?} on our kernels");
+            let rewritten = rewrite.apply(&blocks).expect("whole blocks");
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                rewrite.target(),
+                &rewritten,
+                vec![1, expected.len()],
+                &Device::Cpu,
+            )
+            .expect("candle tensor");
+            let read = q
+                .dequantize(&Device::Cpu)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values");
+            assert_eq!(read, expected, "{kind:?} as candle reads it");
+            // Through the loader: our kernels' matrix from the file's blocks on CPU, candle's
+            // dense f32 when dequantizing.
+            let code = if kind == WeightType::IQ4NL { 20 } else { 23 };
+            let file = std::env::temp_dir().join(format!("hearth-layers-{}-{code}.gguf", std::process::id()));
+            std::fs::write(
+                &file,
+                super::super::gguf::one_tensor_gguf("w.weight", 1, expected.len(), code, &blocks),
+            )
+            .expect("write");
+            let mut gguf = super::super::gguf::GgufFile::open(&file).expect("open");
+            for dequantize in [false, true] {
+                let mut reader = WeightReader {
+                    source: &mut gguf,
+                    device: &Device::Cpu,
+                    dequantize,
+                    requantize: None,
+                    shard: Shard::SINGLE,
+                };
+                let linear = reader
+                    .linear("w", 1, expected.len(), false, Split::Output)
+                    .expect("linear");
+                let values = match (&linear.weight, dequantize) {
+                    (LinearWeight::Blocks(m), false) if m.kind() == kind => m.dequantize(),
+                    (LinearWeight::Candle(QMatMul::Tensor(t)), true) => {
+                        t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values")
+                    }
+                    (LinearWeight::Blocks(m), _) => {
+                        panic!("{kind:?} dequantize={dequantize}: loaded as {:?}", m.kind())
+                    }
+                    (_, _) => panic!("{kind:?} dequantize={dequantize}: loaded as another candle matmul"),
+                };
+                assert_eq!(values, expected, "{kind:?} loaded, dequantize={dequantize}");
+            }
+            let _ = std::fs::remove_file(file);
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod gguf;
 pub mod gguf_header;
+pub mod gguf_rewrite;
 mod host_step;
 pub mod kv_cache;
 mod layers;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use candle_core::quantized::QTensor;
+use hearth_kernels::blocks::WeightType;
 
 use super::gguf::{GgufFile, LoadError};
 
@@ -16,6 +17,15 @@ pub trait TensorSource {
     fn has(&self, name: &str) -> bool;
     /// Reads tensor `name`, checking its shape against `shape`.
     fn load(&mut self, name: &str, shape: &[usize], device: &Device) -> Result<QTensor, LoadError>;
+    /// For a tensor stored in a block type only our CPU kernels take, that type and its bytes as
+    /// stored (checking `shape`); `None` for the others, which [`Self::load`] reads.
+    fn load_stored_blocks(
+        &mut self,
+        _name: &str,
+        _shape: &[usize],
+    ) -> Result<Option<(WeightType, Vec<u8>)>, LoadError> {
+        Ok(None)
+    }
 }
 
 impl TensorSource for GgufFile {
@@ -29,5 +39,13 @@ impl TensorSource for GgufFile {
 
     fn load(&mut self, name: &str, shape: &[usize], device: &Device) -> Result<QTensor, LoadError> {
         self.tensor(name, Some(shape), device)
+    }
+
+    fn load_stored_blocks(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<(WeightType, Vec<u8>)>, LoadError> {
+        self.stored_blocks(name, shape)
     }
 }
