@@ -1,5 +1,5 @@
-//! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q5_1, Q8_0, Q3_K,
-//! Q4_K, Q5_K, Q6_K; Llama and Qwen2 with q/k/v biases), to check what SmolLM2 does not exercise: the
+//! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q5_1, Q8_0, Q2_K,
+//! Q3_K, Q4_K, Q5_K, Q6_K; Llama and Qwen2 with q/k/v biases), to check what SmolLM2 does not exercise: the
 //! KV cache and batching give the same logits as recomputation, chunked prefill equals one-shot
 //! prefill, and biases are applied.
 
@@ -386,6 +386,7 @@ fn fused_cpu_step_matches_tensor_ops() {
         ("fused-q5k", "llama", GgmlDType::Q5K, false, 1e-2),
         ("fused-q6k", "llama", GgmlDType::Q6K, false, 1e-2),
         ("fused-q3k", "llama", GgmlDType::Q3K, false, 1e-2),
+        ("fused-q2k", "llama", GgmlDType::Q2K, false, 1e-2),
     ] {
         let path = write_model(name, arch, dtype, biases);
         check_fused_step_matches_tensor_ops(&path, tolerance);

@@ -27,6 +27,8 @@ pub enum WeightType {
     IQ4NL,
     /// IQ4_NL's levels in superblocks of 256: per 32 weights a signed 6-bit scale.
     IQ4XS,
+    /// 2-bit in superblocks of 256: per 16 weights a 4-bit scale and a 4-bit minimum.
+    Q2K,
 }
 
 impl WeightType {
@@ -43,13 +45,14 @@ impl WeightType {
             Self::Q6K => 210,
             Self::IQ4NL => 18,
             Self::IQ4XS => 136,
+            Self::Q2K => 84,
         }
     }
 
     /// Weights in one GGUF block (a row's length must be a multiple).
     pub const fn block_weights(self) -> usize {
         match self {
-            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS | Self::Q2K => 256,
             _ => BLOCK,
         }
     }

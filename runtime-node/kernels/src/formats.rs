@@ -12,6 +12,7 @@
 //! | Q8_0 | 32 | 34 | `d: f16, qs: [i8; 32]` |
 //! | Q4_K | 256 | 144 | `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]` |
 //! | Q5_K | 256 | 176 | `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]` |
+//! | Q2_K | 256 | 84 | `scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16` |
 //! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16` |
 //! | IQ4_NL | 32 | 18 | `d: f16, qs: [u8; 16]` |
 //! | IQ4_XS | 256 | 136 | `d: f16, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128]` |
@@ -22,7 +23,9 @@
 //! `64c + 32 + l` share byte `32c + l` (low, high nibble); Q5_K's bit `s` of `qh[l]` is the fifth
 //! bit of sub-block `s`'s weight `l`. Q6_K: 16 scales of 16 weights; weight
 //! `128h + 32k + l` has its low 4 bits in `ql[64h + l + 32(k mod 2)]` (nibble `k / 2`) and its
-//! top 2 bits at bit `2k` of `qh[32h + l]`. IQ4_NL and IQ4_XS: each nibble (arranged as Q4_0's,
+//! top 2 bits at bit `2k` of `qh[32h + l]`. Q2_K: 16 sub-blocks of 16 weights, each with a
+//! 4-bit scale (low nibble of `scales[s]`) and minimum (high nibble); weight `128h + 32k + l` is
+//! the 2 bits at bit `2k` of `qs[32h + l]`. IQ4_NL and IQ4_XS: each nibble (arranged as Q4_0's,
 //! per 32-weight block of 16 bytes) indexes [`IQ4_LEVELS`]; IQ4_XS's block `s` has the scale
 //! `ls − 32` with `ls` = nibble `s mod 2` of `scales_l[s / 2]` plus bits `2s..2s + 2` of
 //! `scales_h` as its top 2 bits.
@@ -38,7 +41,8 @@ pub const IQ4_LEVELS: [i8; 16] = [
 
 /// One 32-weight sub-block. Weight `i` is, by type (`h = i / 16`):
 /// Q4_0 `d·(q − 8)`, Q4_1 and Q5_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
-/// Q4_K and Q5_K `d·scale[0]·q − m·min`, Q6_K `d·scale[h]·(q − 32)`, IQ4_NL `d·L[q]` and IQ4_XS
+/// Q4_K and Q5_K `d·scale[0]·q − m·min[0]`, Q2_K `d·scale[h]·q − m·min[h]`, Q6_K
+/// `d·scale[h]·(q − 32)`, IQ4_NL `d·L[q]` and IQ4_XS
 /// `d·scale[0]·L[q]` with the levels `L` ([`IQ4_LEVELS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubBlock {
@@ -47,13 +51,14 @@ pub struct SubBlock {
     pub q: [u8; BLOCK],
     /// The (super)block's f16 scale, as stored.
     pub d: [u8; 2],
-    /// The f16 minimum (Q4_1, Q5_1) or scale of the minimums (Q4_K, Q5_K), as stored; else zero.
+    /// The f16 minimum (Q4_1, Q5_1) or scale of the minimums (Q4_K, Q5_K, Q2_K), as stored; else
+    /// zero.
     pub m: [u8; 2],
-    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's per half, IQ4_XS's
-    /// signed scale (both entries); else zero.
+    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's and Q2_K's per
+    /// half, IQ4_XS's signed scale (both entries); else zero.
     pub scale: [i8; 2],
-    /// Q4_K's and Q5_K's 6-bit minimum; else zero.
-    pub min: u8,
+    /// Q4_K's and Q5_K's 6-bit minimum (both entries), Q2_K's per half; else zero.
+    pub min: [u8; 2],
 }
 
 impl SubBlock {
@@ -68,7 +73,9 @@ impl SubBlock {
             WeightType::Q5_0 => (d, -16.0 * d),
             WeightType::Q8_0 | WeightType::IQ4NL => (d, 0.0),
             WeightType::IQ4XS => (d * f32::from(self.scale[0]), 0.0),
-            WeightType::Q4K | WeightType::Q5K => (d * f32::from(self.scale[0]), -m * f32::from(self.min)),
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q2K => {
+                (d * f32::from(self.scale[h]), -m * f32::from(self.min[h]))
+            }
             WeightType::Q6K => {
                 let scale = d * f32::from(self.scale[h]);
                 (scale, -32.0 * scale)
@@ -103,6 +110,7 @@ impl SubBlock {
 pub const fn f16_fields(kind: WeightType) -> &'static [usize] {
     match kind {
         WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
+        WeightType::Q2K => &[80, 82],
         WeightType::Q6K => &[208],
         _ => &[0],
     }
@@ -134,7 +142,7 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         d: f16_at(fields[0]),
         m: fields.get(1).map_or([0; 2], |&at| f16_at(at)),
         scale: [0; 2],
-        min: 0,
+        min: [0; 2],
     };
     match kind {
         WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q5_1 | WeightType::IQ4NL => {
@@ -158,7 +166,7 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         WeightType::Q4K | WeightType::Q5K => {
             let (scale, min) = q4k_scale_and_min(&block[4..16], sub);
             out.scale = [scale as i8; 2];
-            out.min = min;
+            out.min = [min; 2];
             let quants_at = if kind == WeightType::Q5K { 48 } else { 16 };
             let qs = &block[quants_at + 32 * (sub / 2)..][..32];
             for (q, byte) in out.q.iter_mut().zip(qs) {
@@ -172,6 +180,17 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
                 for (q, high) in out.q.iter_mut().zip(&block[16..48]) {
                     *q |= ((high >> sub) & 1) << 4;
                 }
+            }
+        }
+        WeightType::Q2K => {
+            for h in 0..2 {
+                let packed = block[2 * sub + h];
+                out.scale[h] = (packed & 0x0F) as i8;
+                out.min[h] = packed >> 4;
+            }
+            let (half, k) = (sub / 4, sub % 4);
+            for (q, byte) in out.q.iter_mut().zip(&block[16 + 32 * half..][..32]) {
+                *q = (byte >> (2 * k)) & 3;
             }
         }
         WeightType::IQ4XS => {

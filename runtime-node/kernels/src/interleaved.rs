@@ -30,6 +30,10 @@
 //! | Q5_K | 1440 | as Q4_K, with 8 × (`q: [u8; 128]`, `high: [u8; 32]`) |
 //! | Q6_K | 1680 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [u8; 128]`, `high: [[u8; 32]; 2]`) |
 //! | IQ4_XS | 1104 | `d: [f16; 8]`, `scale: [[i8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
+//! | Q2_K | 800 | `d, dmin: [f16; 8]`, `scale, min: [[u8; 8]; 16]` (half block, row), 8 × `q: [[u8; 32]; 2]` |
+//!
+//! Q2_K's 2-bit weights: byte `4·j + t` of `q[h]` holds row j's weight `16h + 4c + t` at bits
+//! `2c` (c < 4), so one shift and one mask give a chunk of 4 weights of each row.
 //!
 //! Q6_K's top 2 bits: byte `4·j + t` of `high[0]` holds those of weight `4c + t` at bits
 //! `(4 + 2c) mod 8` (so chunk c needs at most one shift to reach bits 4–5), `high[1]` those of
@@ -55,6 +59,7 @@ pub const fn superblock_parts(kind: WeightType) -> Option<(usize, usize)> {
         WeightType::Q5K => Some((32 + 64 + 64, 128 + 32)),
         WeightType::Q6K => Some((16 + 128, 128 + 64)),
         WeightType::IQ4XS => Some((16 + 64, 128)),
+        WeightType::Q2K => Some((32 + 128 + 128, 64)),
         _ => None,
     }
 }
@@ -77,13 +82,18 @@ pub(crate) const fn scales_at(kind: WeightType, sub: usize, half: usize) -> usiz
     match kind {
         WeightType::Q4K | WeightType::Q5K => 32 + 8 * sub,
         WeightType::IQ4XS => 16 + 8 * sub,
+        WeightType::Q2K => 32 + 8 * (2 * sub + half),
         _ => 16 + 8 * (2 * sub + half),
     }
 }
 
-/// Offset in a group's Q4_K or Q5_K superblock of row 0's 6-bit minimum for block `sub`.
-pub(crate) const fn minimums_at(sub: usize) -> usize {
-    96 + 8 * sub
+/// Offset in a group's Q4_K or Q5_K superblock of row 0's 6-bit minimum for block `sub` (Q2_K:
+/// its 4-bit minimum for half `half`); row j's is `j` further on.
+pub(crate) const fn minimums_at(kind: WeightType, sub: usize, half: usize) -> usize {
+    match kind {
+        WeightType::Q2K => 160 + 8 * (2 * sub + half),
+        _ => 96 + 8 * sub,
+    }
 }
 
 /// Bytes of a 32-weight type's block header (the scales, and Q4_1's minimums or Q5_0's fifth
@@ -134,7 +144,14 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
         WeightType::Q4K | WeightType::Q5K => {
             group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
             group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8;
-            group[start + minimums_at(sub) + j] = block.min;
+            group[start + minimums_at(kind, sub, 0) + j] = block.min[0];
+        }
+        WeightType::Q2K => {
+            group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
+            for h in 0..2 {
+                group[start + scales_at(kind, sub, h) + j] = block.scale[h] as u8;
+                group[start + minimums_at(kind, sub, h) + j] = block.min[h];
+            }
         }
         WeightType::Q6K => {
             for (h, scale) in block.scale.iter().enumerate() {
@@ -147,6 +164,13 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
     if kind == WeightType::Q8_0 {
         for (k, q) in block.q.iter().enumerate() {
             group[weights + 32 * (k / 4) + 4 * j + k % 4] = *q ^ 0x80;
+        }
+        return;
+    }
+    if kind == WeightType::Q2K {
+        for (k, q) in block.q.iter().enumerate() {
+            let (half, c, t) = (k / 16, k % 16 / 4, k % 4);
+            group[weights + 32 * half + 4 * j + t] |= q << (2 * c);
         }
         return;
     }
@@ -177,17 +201,23 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         d: [group[start + 2 * j], group[start + 2 * j + 1]],
         m: [0; 2],
         scale: [0; 2],
-        min: 0,
+        min: [0; 2],
     };
     match kind {
-        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => {
+        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K | WeightType::Q2K => {
             block.m = [group[start + 16 + 2 * j], group[start + 17 + 2 * j]];
         }
         _ => {}
     }
     if matches!(kind, WeightType::Q4K | WeightType::Q5K) {
         block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
-        block.min = group[start + minimums_at(sub) + j];
+        block.min = [group[start + minimums_at(kind, sub, 0) + j]; 2];
+    }
+    if kind == WeightType::Q2K {
+        for h in 0..2 {
+            block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
+            block.min[h] = group[start + minimums_at(kind, sub, h) + j];
+        }
     }
     if kind == WeightType::Q6K {
         for h in 0..2 {
@@ -201,6 +231,7 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         let (c, t) = (k / 4, k % 4);
         block.q[k] = match kind {
             WeightType::Q8_0 => group[weights + 32 * c + 4 * j + t] ^ 0x80,
+            WeightType::Q2K => (group[weights + 32 * (k / 16) + 4 * j + t] >> (2 * (c % 4))) & 3,
             _ if c < 4 => group[weights + 32 * c + 4 * j + t] & 0x0F,
             _ => group[weights + 32 * (c - 4) + 4 * j + t] >> 4,
         };

@@ -5,7 +5,7 @@
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA. A weight
 //! offset that is an integer comes off the integer sum first (Q4_0's −8·Σx, Q5_0's −16·Σx, Q8_0's
 //! stored +128 with VNNI, each Q6_K half's −32·Σx); a scaled one costs one more FMA (Q4_1's m·Σx,
-//! Q4_K's −dmin·min·Σx). IQ4_NL's and IQ4_XS's nibbles are level indices: one `vpshufb` per 32
+//! Q4_K's −dmin·min·Σx, each Q2_K half's −dmin·min·Σx of the half). IQ4_NL's and IQ4_XS's nibbles are level indices: one `vpshufb` per 32
 //! bytes turns them into their levels (+128 with VNNI, so that they stay unsigned and the
 //! offset comes off as Q8_0's; signed with AVX2, which then takes Q8_0's sign trick). Groups
 //! stream through memory in
@@ -29,6 +29,7 @@ pub(super) const Q5_1: u8 = 6;
 pub(super) const Q5K: u8 = 7;
 pub(super) const IQ4NL: u8 = 8;
 pub(super) const IQ4XS: u8 = 9;
+pub(super) const Q2K: u8 = 10;
 
 /// Whether a `KIND` constant's nibbles index [`crate::formats::IQ4_LEVELS`].
 pub(super) const fn has_levels(kind: u8) -> bool {
@@ -75,6 +76,7 @@ pub(super) const fn kind_of(kind: u8) -> WeightType {
         Q5K => WeightType::Q5K,
         IQ4NL => WeightType::IQ4NL,
         IQ4XS => WeightType::IQ4XS,
+        Q2K => WeightType::Q2K,
         _ => WeightType::Q6K,
     }
 }
@@ -160,7 +162,24 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
             // Q6_K sums its two 16-weight halves apart (each has its own scale).
             let mut sums = [_mm256_setzero_si256(); N];
             let mut upper = [_mm256_setzero_si256(); N];
-            if KIND == Q8_0 {
+            if KIND == Q2K {
+                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte.
+                let (first, second) = (
+                    _mm256_loadu_si256(quants.cast()),
+                    _mm256_loadu_si256(quants.add(32).cast()),
+                );
+                let two_bits = _mm256_set1_epi8(3);
+                for c in 0..4 {
+                    let count = _mm_cvtsi32_si128(2 * c as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(first, count), two_bits);
+                    let high = _mm256_and_si256(_mm256_srl_epi16(second, count), two_bits);
+                    for i in 0..N {
+                        let x = inputs[i].get_unchecked(b);
+                        sums[i] = add_products::<VNNI>(sums[i], low, broadcast4(x, c));
+                        upper[i] = add_products::<VNNI>(upper[i], high, broadcast4(x, c + 4));
+                    }
+                }
+            } else if KIND == Q8_0 {
                 for c in 0..8 {
                     // Stored as w + 128: unsigned, as `vpdpbusd` takes it.
                     let biased = _mm256_loadu_si256(quants.add(32 * c).cast());
@@ -243,7 +262,8 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                 Q4K | Q5K => {
                     let dmin = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()));
                     let scales = _mm256_mul_ps(d, byte_lanes::<false>(block.add(scales_at(kind, sub, 0))));
-                    let minimums = _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(sub))));
+                    let minimums =
+                        _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(kind, sub, 0))));
                     (scales, scales, _mm256_sub_ps(_mm256_setzero_ps(), minimums))
                 }
                 Q6K => (
@@ -255,11 +275,42 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     let scales = _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 0))));
                     (scales, scales, _mm256_setzero_ps())
                 }
+                Q2K => (
+                    _mm256_mul_ps(d, byte_lanes::<false>(block.add(scales_at(kind, sub, 0)))),
+                    _mm256_mul_ps(d, byte_lanes::<false>(block.add(scales_at(kind, sub, 1)))),
+                    _mm256_setzero_ps(),
+                ),
                 _ => (d, d, _mm256_setzero_ps()),
+            };
+            // Q2_K's minimums of each half, negated and scaled by dmin.
+            let half_minimums = if KIND == Q2K {
+                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16).cast()));
+                let minimum =
+                    |h| _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(kind, sub, h))));
+                [minimum(0), minimum(1)].map(|m| _mm256_sub_ps(_mm256_setzero_ps(), m))
+            } else {
+                [_mm256_setzero_ps(); 2]
             };
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
                 let x_scale = _mm256_set1_ps(x.d);
+                if KIND == Q2K {
+                    let low_sum = x.d * x.low_sum as f32;
+                    let high_sum = x.d * (x.sum - x.low_sum) as f32;
+                    acc[i] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(sums[i]),
+                        _mm256_mul_ps(scales, x_scale),
+                        acc[i],
+                    );
+                    acc[i] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(upper[i]),
+                        _mm256_mul_ps(upper_scales, x_scale),
+                        acc[i],
+                    );
+                    acc[i] = _mm256_fmadd_ps(half_minimums[0], _mm256_set1_ps(low_sum), acc[i]);
+                    acc[i] = _mm256_fmadd_ps(half_minimums[1], _mm256_set1_ps(high_sum), acc[i]);
+                    continue;
+                }
                 if KIND == Q6K {
                     // Weights are q − 32: take 32 · Σx of each half off in integers.
                     let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(32 * x.low_sum));
@@ -404,6 +455,7 @@ unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
             WeightType::Q6K => groups_with::<VNNI, WIDE, Q6K>(packed, group_bytes, x, n, out),
             WeightType::IQ4NL => groups_with::<VNNI, WIDE, IQ4NL>(packed, group_bytes, x, n, out),
             WeightType::IQ4XS => groups_with::<VNNI, WIDE, IQ4XS>(packed, group_bytes, x, n, out),
+            WeightType::Q2K => groups_with::<VNNI, WIDE, Q2K>(packed, group_bytes, x, n, out),
         }
     }
 }

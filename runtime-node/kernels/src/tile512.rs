@@ -15,8 +15,8 @@ use std::arch::x86_64::*;
 use super::blocks::ActivationBlock;
 use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
 use super::tile::{
-    IQ4XS, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_levels, has_minimum, kind_of, level_table,
-    stored_offset,
+    IQ4XS, Q2K, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_levels, has_minimum, kind_of,
+    level_table, stored_offset,
 };
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
@@ -110,7 +110,21 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             } else {
                 (_mm512_setzero_si512(), _mm512_setzero_si512())
             };
-            if KIND == Q8_0 {
+            if KIND == Q2K {
+                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte.
+                let (first, second) = (pair_load(one, two, quants), pair_load(one, two, quants + 32));
+                let two_bits = _mm512_set1_epi8(3);
+                for c in 0..4 {
+                    let count = _mm_cvtsi32_si128(2 * c as i32);
+                    let low = _mm512_and_si512(_mm512_srl_epi16(first, count), two_bits);
+                    let high = _mm512_and_si512(_mm512_srl_epi16(second, count), two_bits);
+                    for i in 0..N {
+                        let x = inputs[i].get_unchecked(b);
+                        sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
+                        upper[i] = _mm512_dpbusd_epi32(upper[i], high, broadcast4(x, c + 4));
+                    }
+                }
+            } else if KIND == Q8_0 {
                 // Stored as w + 128: unsigned, as `vpdpbusd` takes it.
                 for c in 0..8 {
                     let biased = pair_load(one, two, quants + 32 * c);
@@ -157,7 +171,7 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     let scales = _mm512_mul_ps(d, byte_halves::<false>(one, two, scales_at(kind, sub, 0)));
                     let minimums = _mm512_mul_ps(
                         halves(one, two, 16),
-                        byte_halves::<false>(one, two, minimums_at(sub)),
+                        byte_halves::<false>(one, two, minimums_at(kind, sub, 0)),
                     );
                     (scales, scales, _mm512_sub_ps(_mm512_setzero_ps(), minimums))
                 }
@@ -170,11 +184,42 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     let scales = _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 0)));
                     (scales, scales, _mm512_setzero_ps())
                 }
+                Q2K => (
+                    _mm512_mul_ps(d, byte_halves::<false>(one, two, scales_at(kind, sub, 0))),
+                    _mm512_mul_ps(d, byte_halves::<false>(one, two, scales_at(kind, sub, 1))),
+                    _mm512_setzero_ps(),
+                ),
                 _ => (d, d, _mm512_setzero_ps()),
+            };
+            // Q2_K's minimums of each half, negated and scaled by dmin.
+            let half_minimums = if KIND == Q2K {
+                let dmin = halves(one, two, 16);
+                let minimum =
+                    |h| _mm512_mul_ps(dmin, byte_halves::<false>(one, two, minimums_at(kind, sub, h)));
+                [minimum(0), minimum(1)].map(|m| _mm512_sub_ps(_mm512_setzero_ps(), m))
+            } else {
+                [_mm512_setzero_ps(); 2]
             };
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
                 let x_scale = _mm512_set1_ps(x.d);
+                if KIND == Q2K {
+                    let low_sum = x.d * x.low_sum as f32;
+                    let high_sum = x.d * (x.sum - x.low_sum) as f32;
+                    acc[i] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(sums[i]),
+                        _mm512_mul_ps(scales, x_scale),
+                        acc[i],
+                    );
+                    acc[i] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(upper[i]),
+                        _mm512_mul_ps(upper_scales, x_scale),
+                        acc[i],
+                    );
+                    acc[i] = _mm512_fmadd_ps(half_minimums[0], _mm512_set1_ps(low_sum), acc[i]);
+                    acc[i] = _mm512_fmadd_ps(half_minimums[1], _mm512_set1_ps(high_sum), acc[i]);
+                    continue;
+                }
                 if KIND == Q6K {
                     // Weights are q − 32: take 32 · Σx of each half off in integers.
                     let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(32 * x.low_sum));

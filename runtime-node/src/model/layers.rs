@@ -71,8 +71,8 @@ pub(super) const DENSE_MIN_ROWS: usize = 32;
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
 #[derive(Debug, Clone)]
 pub(super) enum LinearWeight {
-    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS on CPU (Q3_K as
-    /// Q6_K).
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS on CPU (Q3_K
+    /// as Q6_K).
     Blocks(QuantMatrix),
     /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
     F16(F16Matrix),
@@ -264,6 +264,7 @@ fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::Q4K => Some(WeightType::Q4K),
         GgmlDType::Q5K => Some(WeightType::Q5K),
         GgmlDType::Q6K => Some(WeightType::Q6K),
+        GgmlDType::Q2K => Some(WeightType::Q2K),
         _ => None,
     }
 }
@@ -454,6 +455,7 @@ mod tests {
             GgmlDType::Q5K,
             GgmlDType::Q6K,
             GgmlDType::Q3K,
+            GgmlDType::Q2K,
         ] {
             let q = QTensor::quantize(&weights, dtype).expect("quantize");
             let data = q.data().expect("bytes").into_owned();
