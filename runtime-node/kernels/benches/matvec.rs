@@ -23,6 +23,7 @@ fn main() {
         WeightType::IQ4NL,
         WeightType::IQ4XS,
         WeightType::Q2K,
+        WeightType::Q3K,
     ] {
         // SmolLM2's width, or the nearest whole superblocks.
         let cols = if kind.block_weights() == BLOCK { 576 } else { 512 };

@@ -29,6 +29,8 @@ pub enum WeightType {
     IQ4XS,
     /// 2-bit in superblocks of 256: per 16 weights a 4-bit scale and a 4-bit minimum.
     Q2K,
+    /// 3-bit in superblocks of 256: per 16 weights a signed 6-bit scale.
+    Q3K,
 }
 
 impl WeightType {
@@ -46,13 +48,14 @@ impl WeightType {
             Self::IQ4NL => 18,
             Self::IQ4XS => 136,
             Self::Q2K => 84,
+            Self::Q3K => 110,
         }
     }
 
     /// Weights in one GGUF block (a row's length must be a multiple).
     pub const fn block_weights(self) -> usize {
         match self {
-            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS | Self::Q2K => 256,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::IQ4XS | Self::Q2K | Self::Q3K => 256,
             _ => BLOCK,
         }
     }

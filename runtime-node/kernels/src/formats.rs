@@ -13,6 +13,7 @@
 //! | Q4_K | 256 | 144 | `d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]` |
 //! | Q5_K | 256 | 176 | `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]` |
 //! | Q2_K | 256 | 84 | `scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16` |
+//! | Q3_K | 256 | 110 | `hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: f16` |
 //! | Q6_K | 256 | 210 | `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16` |
 //! | IQ4_NL | 32 | 18 | `d: f16, qs: [u8; 16]` |
 //! | IQ4_XS | 256 | 136 | `d: f16, scales_h: u16, scales_l: [u8; 4], qs: [u8; 128]` |
@@ -25,7 +26,11 @@
 //! `128h + 32k + l` has its low 4 bits in `ql[64h + l + 32(k mod 2)]` (nibble `k / 2`) and its
 //! top 2 bits at bit `2k` of `qh[32h + l]`. Q2_K: 16 sub-blocks of 16 weights, each with a
 //! 4-bit scale (low nibble of `scales[s]`) and minimum (high nibble); weight `128h + 32k + l` is
-//! the 2 bits at bit `2k` of `qs[32h + l]`. IQ4_NL and IQ4_XS: each nibble (arranged as Q4_0's,
+//! the 2 bits at bit `2k` of `qs[32h + l]`. Q3_K: 16 sub-blocks of 16 weights, each with a 6-bit
+//! scale `s` (the low 4 bits in a nibble of `scales[s mod 8]`, low for s < 8; the top 2 at bit
+//! `2·(s / 4)` of `scales[8 + s mod 4]`), weighing `s − 32`; weight `128h + 32k + l` is `q − 4`
+//! with `q`'s low 2 bits at bit `2k` of `qs[32h + l]` and its third at bit `4h + k` of
+//! `hmask[l]`. IQ4_NL and IQ4_XS: each nibble (arranged as Q4_0's,
 //! per 32-weight block of 16 bytes) indexes [`IQ4_LEVELS`]; IQ4_XS's block `s` has the scale
 //! `ls − 32` with `ls` = nibble `s mod 2` of `scales_l[s / 2]` plus bits `2s..2s + 2` of
 //! `scales_h` as its top 2 bits.
@@ -41,8 +46,8 @@ pub const IQ4_LEVELS: [i8; 16] = [
 
 /// One 32-weight sub-block. Weight `i` is, by type (`h = i / 16`):
 /// Q4_0 `d·(q − 8)`, Q4_1 and Q5_1 `d·q + m`, Q5_0 `d·(q − 16)`, Q8_0 `d·(q as i8)`,
-/// Q4_K and Q5_K `d·scale[0]·q − m·min[0]`, Q2_K `d·scale[h]·q − m·min[h]`, Q6_K
-/// `d·scale[h]·(q − 32)`, IQ4_NL `d·L[q]` and IQ4_XS
+/// Q4_K and Q5_K `d·scale[0]·q − m·min[0]`, Q2_K `d·scale[h]·q − m·min[h]`, Q3_K
+/// `d·scale[h]·(q − 4)`, Q6_K `d·scale[h]·(q − 32)`, IQ4_NL `d·L[q]` and IQ4_XS
 /// `d·scale[0]·L[q]` with the levels `L` ([`IQ4_LEVELS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubBlock {
@@ -54,8 +59,8 @@ pub struct SubBlock {
     /// The f16 minimum (Q4_1, Q5_1) or scale of the minimums (Q4_K, Q5_K, Q2_K), as stored; else
     /// zero.
     pub m: [u8; 2],
-    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's and Q2_K's per
-    /// half, IQ4_XS's signed scale (both entries); else zero.
+    /// Sub-block scales: Q4_K's and Q5_K's 6-bit scale (both entries), Q6_K's, Q3_K's and Q2_K's
+    /// per half, IQ4_XS's signed scale (both entries); else zero.
     pub scale: [i8; 2],
     /// Q4_K's and Q5_K's 6-bit minimum (both entries), Q2_K's per half; else zero.
     pub min: [u8; 2],
@@ -79,6 +84,10 @@ impl SubBlock {
             WeightType::Q6K => {
                 let scale = d * f32::from(self.scale[h]);
                 (scale, -32.0 * scale)
+            }
+            WeightType::Q3K => {
+                let scale = d * f32::from(self.scale[h]);
+                (scale, -4.0 * scale)
             }
         };
         [half(0), half(1)]
@@ -112,6 +121,7 @@ pub const fn f16_fields(kind: WeightType) -> &'static [usize] {
         WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
         WeightType::Q2K => &[80, 82],
         WeightType::Q6K => &[208],
+        WeightType::Q3K => &[108],
         _ => &[0],
     }
 }
@@ -191,6 +201,24 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
             let (half, k) = (sub / 4, sub % 4);
             for (q, byte) in out.q.iter_mut().zip(&block[16 + 32 * half..][..32]) {
                 *q = (byte >> (2 * k)) & 3;
+            }
+        }
+        WeightType::Q3K => {
+            let (packed, low_bits, high_bits) = (&block[96..108], &block[32..96], &block[..32]);
+            for h in 0..2 {
+                let s = 2 * sub + h;
+                let nibble = if s < 8 {
+                    packed[s % 8] & 0x0F
+                } else {
+                    packed[s % 8] >> 4
+                };
+                let top = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+                out.scale[h] = (nibble | top << 4) as i8 - 32;
+            }
+            let (half, k) = (sub / 4, sub % 4);
+            for (l, q) in out.q.iter_mut().enumerate() {
+                let two = (low_bits[32 * half + l] >> (2 * k)) & 3;
+                *q = two | ((high_bits[l] >> (4 * half + k)) & 1) << 2;
             }
         }
         WeightType::IQ4XS => {

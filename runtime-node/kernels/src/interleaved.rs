@@ -31,9 +31,11 @@
 //! | Q6_K | 1680 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [u8; 128]`, `high: [[u8; 32]; 2]`) |
 //! | IQ4_XS | 1104 | `d: [f16; 8]`, `scale: [[i8; 8]; 8]` (block, row), 8 × `q: [u8; 128]` |
 //! | Q2_K | 800 | `d, dmin: [f16; 8]`, `scale, min: [[u8; 8]; 16]` (half block, row), 8 × `q: [[u8; 32]; 2]` |
+//! | Q3_K | 912 | `d: [f16; 8]`, `scale: [[i8; 8]; 16]` (half block, row), 8 × (`q: [[u8; 32]; 2]`, `high: [u8; 32]`) |
 //!
-//! Q2_K's 2-bit weights: byte `4·j + t` of `q[h]` holds row j's weight `16h + 4c + t` at bits
-//! `2c` (c < 4), so one shift and one mask give a chunk of 4 weights of each row.
+//! Q2_K's and Q3_K's 2-bit weights (Q3_K's low 2 bits): byte `4·j + t` of `q[h]` holds row j's
+//! weight `16h + 4c + t` at bits `2c` (c < 4), so one shift and one mask give a chunk of 4
+//! weights of each row. Q3_K's third bits: as the Q5 types' fifth bits.
 //!
 //! Q6_K's top 2 bits: byte `4·j + t` of `high[0]` holds those of weight `4c + t` at bits
 //! `(4 + 2c) mod 8` (so chunk c needs at most one shift to reach bits 4–5), `high[1]` those of
@@ -60,6 +62,7 @@ pub const fn superblock_parts(kind: WeightType) -> Option<(usize, usize)> {
         WeightType::Q6K => Some((16 + 128, 128 + 64)),
         WeightType::IQ4XS => Some((16 + 64, 128)),
         WeightType::Q2K => Some((32 + 128 + 128, 64)),
+        WeightType::Q3K => Some((16 + 128, 64 + 32)),
         _ => None,
     }
 }
@@ -114,6 +117,7 @@ pub(crate) const fn fifth_bits_at(kind: WeightType, start: usize, weights: usize
     match kind {
         WeightType::Q5_1 => start + 32,
         WeightType::Q5K => weights + 128,
+        WeightType::Q3K => weights + 64,
         _ => start + 16,
     }
 }
@@ -153,7 +157,7 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
                 group[start + minimums_at(kind, sub, h) + j] = block.min[h];
             }
         }
-        WeightType::Q6K => {
+        WeightType::Q6K | WeightType::Q3K => {
             for (h, scale) in block.scale.iter().enumerate() {
                 group[start + scales_at(kind, sub, h) + j] = *scale as u8;
             }
@@ -167,10 +171,13 @@ fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBloc
         }
         return;
     }
-    if kind == WeightType::Q2K {
+    if matches!(kind, WeightType::Q2K | WeightType::Q3K) {
         for (k, q) in block.q.iter().enumerate() {
             let (half, c, t) = (k / 16, k % 16 / 4, k % 4);
-            group[weights + 32 * half + 4 * j + t] |= q << (2 * c);
+            group[weights + 32 * half + 4 * j + t] |= (q & 3) << (2 * c);
+            if kind == WeightType::Q3K {
+                group[fifth_bits_at(kind, start, weights) + 4 * j + t] |= (q >> 2) << (c + 4 * half);
+            }
         }
         return;
     }
@@ -219,7 +226,7 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
             block.min[h] = group[start + minimums_at(kind, sub, h) + j];
         }
     }
-    if kind == WeightType::Q6K {
+    if matches!(kind, WeightType::Q6K | WeightType::Q3K) {
         for h in 0..2 {
             block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
         }
@@ -231,7 +238,9 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         let (c, t) = (k / 4, k % 4);
         block.q[k] = match kind {
             WeightType::Q8_0 => group[weights + 32 * c + 4 * j + t] ^ 0x80,
-            WeightType::Q2K => (group[weights + 32 * (k / 16) + 4 * j + t] >> (2 * (c % 4))) & 3,
+            WeightType::Q2K | WeightType::Q3K => {
+                (group[weights + 32 * (k / 16) + 4 * j + t] >> (2 * (c % 4))) & 3
+            }
             _ if c < 4 => group[weights + 32 * c + 4 * j + t] & 0x0F,
             _ => group[weights + 32 * (c - 4) + 4 * j + t] >> 4,
         };
@@ -240,6 +249,10 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
             WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K => {
                 let plane = group[fifth_bits_at(kind, start, weights) + 4 * j + t];
                 block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << 4;
+            }
+            WeightType::Q3K => {
+                let plane = group[fifth_bits_at(kind, start, weights) + 4 * j + t];
+                block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << 2;
             }
             WeightType::Q6K => {
                 let plane = group[weights + 128 + 32 * upper + 4 * j + t];

@@ -1,7 +1,7 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
 //! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K /
-//! Q6_K / Q2_K / IQ4_NL / IQ4_XS ([`formats`]; Q3_K rewritten as Q6_K, [`widen`]) or F16 weight matrix,
-//! and the vector loops of a fused step (attention,
+//! Q6_K / Q2_K / Q3_K / IQ4_NL / IQ4_XS ([`formats`]; [`widen`] rewrites IQ4_NL for candle) or F16
+//! weight matrix, and the vector loops of a fused step (attention,
 //! activation quantization, SiLU). Each activation
 //! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
 //! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
@@ -260,7 +260,7 @@ mod tests {
         data
     }
 
-    const KINDS: [WeightType; 11] = [
+    const KINDS: [WeightType; 12] = [
         WeightType::Q4_0,
         WeightType::Q4_1,
         WeightType::Q5_0,
@@ -272,6 +272,7 @@ mod tests {
         WeightType::IQ4NL,
         WeightType::IQ4XS,
         WeightType::Q2K,
+        WeightType::Q3K,
     ];
 
     /// `blocks` rounded up to whole GGUF blocks of `kind` (superblocks of 8 for Q4_K/Q6_K).

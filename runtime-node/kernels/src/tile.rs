@@ -30,6 +30,17 @@ pub(super) const Q5K: u8 = 7;
 pub(super) const IQ4NL: u8 = 8;
 pub(super) const IQ4XS: u8 = 9;
 pub(super) const Q2K: u8 = 10;
+pub(super) const Q3K: u8 = 11;
+
+/// Whether a `KIND` constant's weights lie in 2-bit planes (Q2_K; Q3_K's low bits).
+pub(super) const fn has_two_bit_planes(kind: u8) -> bool {
+    matches!(kind, Q2K | Q3K)
+}
+
+/// The integer each half of a 16-weight-scaled `KIND` (Q6_K, Q3_K) carries beyond its value.
+pub(super) const fn half_offset(kind: u8) -> i32 {
+    if kind == Q6K { 32 } else { 4 }
+}
 
 /// Whether a `KIND` constant's nibbles index [`crate::formats::IQ4_LEVELS`].
 pub(super) const fn has_levels(kind: u8) -> bool {
@@ -77,6 +88,7 @@ pub(super) const fn kind_of(kind: u8) -> WeightType {
         IQ4NL => WeightType::IQ4NL,
         IQ4XS => WeightType::IQ4XS,
         Q2K => WeightType::Q2K,
+        Q3K => WeightType::Q3K,
         _ => WeightType::Q6K,
     }
 }
@@ -162,17 +174,35 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
             // Q6_K sums its two 16-weight halves apart (each has its own scale).
             let mut sums = [_mm256_setzero_si256(); N];
             let mut upper = [_mm256_setzero_si256(); N];
-            if KIND == Q2K {
-                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte.
+            if has_two_bit_planes(KIND) {
+                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte;
+                // Q3_K's third bits at bit c (half 0) and 4 + c (half 1) of a third plane.
                 let (first, second) = (
                     _mm256_loadu_si256(quants.cast()),
                     _mm256_loadu_si256(quants.add(32).cast()),
                 );
-                let two_bits = _mm256_set1_epi8(3);
+                let (third_low, third_high) = if KIND == Q3K {
+                    let bits = _mm256_loadu_si256(quants.add(64).cast());
+                    (_mm256_slli_epi16::<2>(bits), _mm256_srli_epi16::<2>(bits))
+                } else {
+                    (_mm256_setzero_si256(), _mm256_setzero_si256())
+                };
+                let (two_bits, third_bit) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
                 for c in 0..4 {
                     let count = _mm_cvtsi32_si128(2 * c as i32);
-                    let low = _mm256_and_si256(_mm256_srl_epi16(first, count), two_bits);
-                    let high = _mm256_and_si256(_mm256_srl_epi16(second, count), two_bits);
+                    let mut low = _mm256_and_si256(_mm256_srl_epi16(first, count), two_bits);
+                    let mut high = _mm256_and_si256(_mm256_srl_epi16(second, count), two_bits);
+                    if KIND == Q3K {
+                        let count = _mm_cvtsi32_si128(c as i32);
+                        low = _mm256_or_si256(
+                            low,
+                            _mm256_and_si256(_mm256_srl_epi16(third_low, count), third_bit),
+                        );
+                        high = _mm256_or_si256(
+                            high,
+                            _mm256_and_si256(_mm256_srl_epi16(third_high, count), third_bit),
+                        );
+                    }
                     for i in 0..N {
                         let x = inputs[i].get_unchecked(b);
                         sums[i] = add_products::<VNNI>(sums[i], low, broadcast4(x, c));
@@ -266,7 +296,7 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                         _mm256_mul_ps(dmin, byte_lanes::<false>(block.add(minimums_at(kind, sub, 0))));
                     (scales, scales, _mm256_sub_ps(_mm256_setzero_ps(), minimums))
                 }
-                Q6K => (
+                Q6K | Q3K => (
                     _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 0)))),
                     _mm256_mul_ps(d, byte_lanes::<true>(block.add(scales_at(kind, sub, 1)))),
                     _mm256_setzero_ps(),
@@ -311,10 +341,12 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
                     acc[i] = _mm256_fmadd_ps(half_minimums[1], _mm256_set1_ps(high_sum), acc[i]);
                     continue;
                 }
-                if KIND == Q6K {
-                    // Weights are q − 32: take 32 · Σx of each half off in integers.
-                    let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(32 * x.low_sum));
-                    let high = _mm256_sub_epi32(upper[i], _mm256_set1_epi32(32 * (x.sum - x.low_sum)));
+                if KIND == Q6K || KIND == Q3K {
+                    // Weights are q − 32 (Q3_K: q − 4): take that times Σx of each half off in
+                    // integers.
+                    let offset = half_offset(KIND);
+                    let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(offset * x.low_sum));
+                    let high = _mm256_sub_epi32(upper[i], _mm256_set1_epi32(offset * (x.sum - x.low_sum)));
                     let low_scale = _mm256_mul_ps(scales, x_scale);
                     let high_scale = _mm256_mul_ps(upper_scales, x_scale);
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(low), low_scale, acc[i]);
@@ -456,6 +488,7 @@ unsafe fn groups_by_kind<const VNNI: bool, const WIDE: bool>(
             WeightType::IQ4NL => groups_with::<VNNI, WIDE, IQ4NL>(packed, group_bytes, x, n, out),
             WeightType::IQ4XS => groups_with::<VNNI, WIDE, IQ4XS>(packed, group_bytes, x, n, out),
             WeightType::Q2K => groups_with::<VNNI, WIDE, Q2K>(packed, group_bytes, x, n, out),
+            WeightType::Q3K => groups_with::<VNNI, WIDE, Q3K>(packed, group_bytes, x, n, out),
         }
     }
 }

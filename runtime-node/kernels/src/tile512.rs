@@ -15,8 +15,8 @@ use std::arch::x86_64::*;
 use super::blocks::ActivationBlock;
 use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
 use super::tile::{
-    IQ4XS, Q2K, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, has_fifth_bit, has_levels, has_minimum, kind_of,
-    level_table, stored_offset,
+    IQ4XS, Q2K, Q3K, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, half_offset, has_fifth_bit, has_levels, has_minimum,
+    has_two_bit_planes, kind_of, level_table, stored_offset,
 };
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
@@ -110,14 +110,32 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             } else {
                 (_mm512_setzero_si512(), _mm512_setzero_si512())
             };
-            if KIND == Q2K {
-                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte.
+            if has_two_bit_planes(KIND) {
+                // Two planes of 2-bit weights (halves 0 and 1): chunk c at bits 2c of each byte;
+                // Q3_K's third bits at bit c (half 0) and 4 + c (half 1) of a third plane.
                 let (first, second) = (pair_load(one, two, quants), pair_load(one, two, quants + 32));
-                let two_bits = _mm512_set1_epi8(3);
+                let (third_low, third_high) = if KIND == Q3K {
+                    let bits = pair_load(one, two, quants + 64);
+                    (_mm512_slli_epi16::<2>(bits), _mm512_srli_epi16::<2>(bits))
+                } else {
+                    (_mm512_setzero_si512(), _mm512_setzero_si512())
+                };
+                let (two_bits, third_bit) = (_mm512_set1_epi8(3), _mm512_set1_epi8(4));
                 for c in 0..4 {
                     let count = _mm_cvtsi32_si128(2 * c as i32);
-                    let low = _mm512_and_si512(_mm512_srl_epi16(first, count), two_bits);
-                    let high = _mm512_and_si512(_mm512_srl_epi16(second, count), two_bits);
+                    let mut low = _mm512_and_si512(_mm512_srl_epi16(first, count), two_bits);
+                    let mut high = _mm512_and_si512(_mm512_srl_epi16(second, count), two_bits);
+                    if KIND == Q3K {
+                        let count = _mm_cvtsi32_si128(c as i32);
+                        low = _mm512_or_si512(
+                            low,
+                            _mm512_and_si512(_mm512_srl_epi16(third_low, count), third_bit),
+                        );
+                        high = _mm512_or_si512(
+                            high,
+                            _mm512_and_si512(_mm512_srl_epi16(third_high, count), third_bit),
+                        );
+                    }
                     for i in 0..N {
                         let x = inputs[i].get_unchecked(b);
                         sums[i] = _mm512_dpbusd_epi32(sums[i], low, broadcast4(x, c));
@@ -175,7 +193,7 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     );
                     (scales, scales, _mm512_sub_ps(_mm512_setzero_ps(), minimums))
                 }
-                Q6K => (
+                Q6K | Q3K => (
                     _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 0))),
                     _mm512_mul_ps(d, byte_halves::<true>(one, two, scales_at(kind, sub, 1))),
                     _mm512_setzero_ps(),
@@ -220,10 +238,11 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
                     acc[i] = _mm512_fmadd_ps(half_minimums[1], _mm512_set1_ps(high_sum), acc[i]);
                     continue;
                 }
-                if KIND == Q6K {
-                    // Weights are q − 32: take 32 · Σx of each half off in integers.
-                    let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(32 * x.low_sum));
-                    let high = _mm512_sub_epi32(upper[i], _mm512_set1_epi32(32 * (x.sum - x.low_sum)));
+                if KIND == Q6K || KIND == Q3K {
+                    // Weights are q − 32 (Q3_K: q − 4): take that times Σx of each half off.
+                    let offset = half_offset(KIND);
+                    let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(offset * x.low_sum));
+                    let high = _mm512_sub_epi32(upper[i], _mm512_set1_epi32(offset * (x.sum - x.low_sum)));
                     acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), _mm512_mul_ps(scales, x_scale), acc[i]);
                     acc[i] = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(high),

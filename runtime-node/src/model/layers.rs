@@ -12,7 +12,6 @@ use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::blocks::{ActivationBlock, WeightType};
 use hearth_kernels::half_matrix::F16Matrix;
-use hearth_kernels::widen::q3k_as_q6k;
 
 /// RMS normalisation with a learned scale.
 #[derive(Debug, Clone)]
@@ -71,8 +70,8 @@ pub(super) const DENSE_MIN_ROWS: usize = 32;
 /// (the `hearth-kernels` crate), else candle's quantized (or dense) matmul.
 #[derive(Debug, Clone)]
 pub(super) enum LinearWeight {
-    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS on CPU (Q3_K
-    /// as Q6_K).
+    /// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS on
+    /// CPU.
     Blocks(QuantMatrix),
     /// F16 on CPU, kept at 2 bytes per weight (candle would expand it to f32 at load).
     F16(F16Matrix),
@@ -265,33 +264,9 @@ fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::Q5K => Some(WeightType::Q5K),
         GgmlDType::Q6K => Some(WeightType::Q6K),
         GgmlDType::Q2K => Some(WeightType::Q2K),
+        GgmlDType::Q3K => Some(WeightType::Q3K),
         _ => None,
     }
-}
-
-/// Whether our kernels take `dtype`: the types they implement, and Q3_K rewritten exactly as
-/// Q6_K at load ([`hearth_kernels::widen`]).
-fn on_our_kernels(dtype: GgmlDType) -> bool {
-    kernel_type(dtype).is_some() || dtype == GgmlDType::Q3K
-}
-
-/// Raw GGUF blocks of a type [`on_our_kernels`] takes as one of our kernels' matrices.
-fn kernel_matrix(
-    dtype: GgmlDType,
-    rows: usize,
-    cols: usize,
-    data: Vec<u8>,
-) -> std::result::Result<QuantMatrix, String> {
-    let (kind, data) = match (kernel_type(dtype), dtype) {
-        (Some(kind), _) => (kind, data),
-        (None, GgmlDType::Q3K) => {
-            let widened =
-                q3k_as_q6k(&data).ok_or_else(|| format!("{rows}×{cols} Q3_K data is not whole blocks"))?;
-            (WeightType::Q6K, widened)
-        }
-        (None, other) => return Err(format!("our kernels do not take {other:?}")),
-    };
-    QuantMatrix::new(kind, rows, cols, data).map_err(|e| e.to_string())
 }
 
 /// Whether `dtype` is a block-quantized type (not a float type).
@@ -408,12 +383,12 @@ impl WeightReader<'_> {
             })?;
             return Ok(LinearWeight::F16(matrix));
         }
-        if let (true, true, &[rows, cols]) =
-            (on_our_kernels(q.dtype()), self.device.is_cpu(), q.shape().dims())
+        if let (Some(kind), true, &[rows, cols]) =
+            (kernel_type(q.dtype()), self.device.is_cpu(), q.shape().dims())
         {
             let data = q.data().map_err(|source| self.build_err(source))?.into_owned();
-            let matrix = kernel_matrix(q.dtype(), rows, cols, data)
-                .map_err(|e| self.build_err(candle_core::Error::Msg(e)))?;
+            let matrix = QuantMatrix::new(kind, rows, cols, data)
+                .map_err(|e| self.build_err(candle_core::Error::Msg(e.to_string())))?;
             return Ok(LinearWeight::Blocks(matrix));
         }
         QMatMul::from_qtensor(q)
@@ -459,8 +434,8 @@ mod tests {
         ] {
             let q = QTensor::quantize(&weights, dtype).expect("quantize");
             let data = q.data().expect("bytes").into_owned();
-            assert!(on_our_kernels(dtype), "{dtype:?}");
-            let matrix = kernel_matrix(dtype, rows, cols, data).expect("shape");
+            let kind = kernel_type(dtype).expect("a kernel type");
+            let matrix = QuantMatrix::new(kind, rows, cols, data).expect("shape");
             let reference = q.dequantize(&Device::Cpu).expect("dequantize");
             let dequantized = reference
                 .flatten_all()
