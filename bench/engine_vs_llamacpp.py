@@ -1,6 +1,6 @@
 """runtime-node and llama.cpp side by side on the same GGUF files, threads and machine, in one
 run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 / Q4_K_M /
-Q5_K_M made from it with llama-quantize) it measures prompt processing, time to first token,
+Q5_K_M / Q2_K / IQ4_XS made from it with llama-quantize) it measures prompt processing, time to first token,
 batch-1 decode, aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus
 this machine's memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of
 weights), and writes the table into docs/benchmarks.md between the engine-bench markers.
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M,Q5_K_M")
+    parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M,Q5_K_M,Q2_K,IQ4_XS")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
