@@ -37,9 +37,19 @@ pub(super) const fn has_two_bit_planes(kind: u8) -> bool {
     matches!(kind, Q2K | Q3K)
 }
 
-/// The integer each half of a 16-weight-scaled `KIND` (Q6_K, Q3_K) carries beyond its value.
+/// Whether a `KIND` constant has a scale per 16 weights (summed in two halves per block).
+pub(super) const fn has_half_scales(kind: u8) -> bool {
+    matches!(kind, Q6K | Q3K | Q2K)
+}
+
+/// The integer each half of a [`has_half_scales`] `KIND` carries beyond its value (Q6_K's 32,
+/// Q3_K's 4; Q2_K's offset is a scaled minimum instead).
 pub(super) const fn half_offset(kind: u8) -> i32 {
-    if kind == Q6K { 32 } else { 4 }
+    match kind {
+        Q6K => 32,
+        Q3K => 4,
+        _ => 0,
+    }
 }
 
 /// Whether a `KIND` constant's nibbles index [`crate::formats::IQ4_LEVELS`].
@@ -324,33 +334,23 @@ unsafe fn group_dots<const VNNI: bool, const KIND: u8, const N: usize>(
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
                 let x_scale = _mm256_set1_ps(x.d);
-                if KIND == Q2K {
-                    let low_sum = x.d * x.low_sum as f32;
-                    let high_sum = x.d * (x.sum - x.low_sum) as f32;
-                    acc[i] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(sums[i]),
-                        _mm256_mul_ps(scales, x_scale),
-                        acc[i],
-                    );
-                    acc[i] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(upper[i]),
-                        _mm256_mul_ps(upper_scales, x_scale),
-                        acc[i],
-                    );
-                    acc[i] = _mm256_fmadd_ps(half_minimums[0], _mm256_set1_ps(low_sum), acc[i]);
-                    acc[i] = _mm256_fmadd_ps(half_minimums[1], _mm256_set1_ps(high_sum), acc[i]);
-                    continue;
-                }
-                if KIND == Q6K || KIND == Q3K {
-                    // Weights are q − 32 (Q3_K: q − 4): take that times Σx of each half off in
-                    // integers.
+                if has_half_scales(KIND) {
+                    // Each 16-weight half has its own scale. Weights are q − 32 (Q6_K), q − 4
+                    // (Q3_K): that times each half's Σx comes off in integers; Q2_K instead
+                    // subtracts each half's scaled minimum times the half's Σx.
+                    let (low_sum, high_sum) = (x.low_sum, x.sum - x.low_sum);
                     let offset = half_offset(KIND);
-                    let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(offset * x.low_sum));
-                    let high = _mm256_sub_epi32(upper[i], _mm256_set1_epi32(offset * (x.sum - x.low_sum)));
+                    let low = _mm256_sub_epi32(sums[i], _mm256_set1_epi32(offset * low_sum));
+                    let high = _mm256_sub_epi32(upper[i], _mm256_set1_epi32(offset * high_sum));
                     let low_scale = _mm256_mul_ps(scales, x_scale);
                     let high_scale = _mm256_mul_ps(upper_scales, x_scale);
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(low), low_scale, acc[i]);
                     acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(high), high_scale, acc[i]);
+                    if KIND == Q2K {
+                        let [low_min, high_min] = half_minimums;
+                        acc[i] = _mm256_fmadd_ps(low_min, _mm256_set1_ps(x.d * low_sum as f32), acc[i]);
+                        acc[i] = _mm256_fmadd_ps(high_min, _mm256_set1_ps(x.d * high_sum as f32), acc[i]);
+                    }
                     continue;
                 }
                 // Without VNNI, Q8_0's bytes were turned back to signed above, and the IQ4

@@ -15,8 +15,8 @@ use std::arch::x86_64::*;
 use super::blocks::ActivationBlock;
 use super::interleaved::{fifth_bits_at, locate, minimums_at, scales_at};
 use super::tile::{
-    IQ4XS, Q2K, Q3K, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, half_offset, has_fifth_bit, has_levels, has_minimum,
-    has_two_bit_planes, kind_of, level_table, stored_offset,
+    IQ4XS, Q2K, Q3K, Q4_1, Q4K, Q5_1, Q5K, Q6K, Q8_0, half_offset, has_fifth_bit, has_half_scales,
+    has_levels, has_minimum, has_two_bit_planes, kind_of, level_table, stored_offset,
 };
 
 /// Activation bytes `4c..4c + 4` of `x` in every i32 lane.
@@ -221,34 +221,21 @@ pub(super) unsafe fn pair_dots<const KIND: u8, const N: usize>(
             for i in 0..N {
                 let x = inputs[i].get_unchecked(b);
                 let x_scale = _mm512_set1_ps(x.d);
-                if KIND == Q2K {
-                    let low_sum = x.d * x.low_sum as f32;
-                    let high_sum = x.d * (x.sum - x.low_sum) as f32;
-                    acc[i] = _mm512_fmadd_ps(
-                        _mm512_cvtepi32_ps(sums[i]),
-                        _mm512_mul_ps(scales, x_scale),
-                        acc[i],
-                    );
-                    acc[i] = _mm512_fmadd_ps(
-                        _mm512_cvtepi32_ps(upper[i]),
-                        _mm512_mul_ps(upper_scales, x_scale),
-                        acc[i],
-                    );
-                    acc[i] = _mm512_fmadd_ps(half_minimums[0], _mm512_set1_ps(low_sum), acc[i]);
-                    acc[i] = _mm512_fmadd_ps(half_minimums[1], _mm512_set1_ps(high_sum), acc[i]);
-                    continue;
-                }
-                if KIND == Q6K || KIND == Q3K {
-                    // Weights are q − 32 (Q3_K: q − 4): take that times Σx of each half off.
+                if has_half_scales(KIND) {
+                    // As in `tile`: each half's offset or scaled minimum times the half's Σx.
+                    let (low_sum, high_sum) = (x.low_sum, x.sum - x.low_sum);
                     let offset = half_offset(KIND);
-                    let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(offset * x.low_sum));
-                    let high = _mm512_sub_epi32(upper[i], _mm512_set1_epi32(offset * (x.sum - x.low_sum)));
-                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), _mm512_mul_ps(scales, x_scale), acc[i]);
-                    acc[i] = _mm512_fmadd_ps(
-                        _mm512_cvtepi32_ps(high),
-                        _mm512_mul_ps(upper_scales, x_scale),
-                        acc[i],
-                    );
+                    let low = _mm512_sub_epi32(sums[i], _mm512_set1_epi32(offset * low_sum));
+                    let high = _mm512_sub_epi32(upper[i], _mm512_set1_epi32(offset * high_sum));
+                    let low_scale = _mm512_mul_ps(scales, x_scale);
+                    let high_scale = _mm512_mul_ps(upper_scales, x_scale);
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(low), low_scale, acc[i]);
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(high), high_scale, acc[i]);
+                    if KIND == Q2K {
+                        let [low_min, high_min] = half_minimums;
+                        acc[i] = _mm512_fmadd_ps(low_min, _mm512_set1_ps(x.d * low_sum as f32), acc[i]);
+                        acc[i] = _mm512_fmadd_ps(high_min, _mm512_set1_ps(x.d * high_sum as f32), acc[i]);
+                    }
                     continue;
                 }
                 let dots = match stored_offset(KIND) {
