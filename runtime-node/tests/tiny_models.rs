@@ -1,7 +1,7 @@
 //! Tiny random-weight models written as real GGUF files (F32, F16, Q4_0, Q5_0, Q5_1, Q8_0, Q2_K,
-//! Q3_K, Q4_K, Q5_K, Q6_K; Llama and Qwen2 with q/k/v biases), to check what SmolLM2 does not exercise: the
-//! KV cache and batching give the same logits as recomputation, chunked prefill equals one-shot
-//! prefill, and biases are applied.
+//! Q3_K, Q4_K, Q5_K, Q6_K; Llama and Qwen2 with q/k/v biases), to check what SmolLM2 does not
+//! exercise: the KV cache and batching give the same logits as recomputation, chunked prefill
+//! equals one-shot prefill, and biases are applied.
 
 use std::path::{Path, PathBuf};
 

@@ -5,11 +5,11 @@
 //! are converted once and scaled with the 8 rows' scales in one multiply and one FMA. A weight
 //! offset that is an integer comes off the integer sum first (Q4_0's −8·Σx, Q5_0's −16·Σx, Q8_0's
 //! stored +128 with VNNI, each Q6_K half's −32·Σx); a scaled one costs one more FMA (Q4_1's m·Σx,
-//! Q4_K's −dmin·min·Σx, each Q2_K half's −dmin·min·Σx of the half). IQ4_NL's and IQ4_XS's nibbles are level indices: one `vpshufb` per 32
-//! bytes turns them into their levels (+128 with VNNI, so that they stay unsigned and the
-//! offset comes off as Q8_0's; signed with AVX2, which then takes Q8_0's sign trick). Groups
-//! stream through memory in
-//! order, one sequential stream per thread; each block asks for the bytes two pages further on
+//! Q4_K's −dmin·min·Σx, each Q2_K half's −dmin·min·Σx of the half). IQ4_NL's and IQ4_XS's
+//! nibbles are level indices: one `vpshufb` per 32 bytes turns them into their levels (+128
+//! with VNNI, so that they stay unsigned and the offset comes off as Q8_0's; signed with AVX2,
+//! which then takes Q8_0's sign trick). Groups stream through memory in order, one sequential
+//! stream per thread; each block asks for the bytes two pages further on
 //! ([`super::PREFETCH_AHEAD`]), where the hardware prefetcher does not reach.
 
 #![cfg(target_arch = "x86_64")]

@@ -77,7 +77,7 @@ unsafe fn q6k_top_bits(plane: __m512i, c: usize) -> __m512i {
 
 /// Groups `first` and `second` (`blocks` blocks each) against `N` activation rows; lane j < 8
 /// of result i is the first group's row j with input i, lane 8 + j the second's row j. `KIND`
-/// is one of [`super::tile`]'s 4-to-6-bit type constants (the layout of each: [`super::interleaved`]).
+/// is one of [`super::tile`]'s type constants (the layout of each: [`super::interleaved`]).
 ///
 /// # Safety
 /// Both groups hold `blocks` whole blocks, every input at least `blocks` blocks; the CPU has
