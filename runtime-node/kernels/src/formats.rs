@@ -198,10 +198,7 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
                 out.scale[h] = (packed & 0x0F) as i8;
                 out.min[h] = packed >> 4;
             }
-            let (half, k) = (sub / 4, sub % 4);
-            for (q, byte) in out.q.iter_mut().zip(&block[16 + 32 * half..][..32]) {
-                *q = (byte >> (2 * k)) & 3;
-            }
+            out.q = two_bit_weights(&block[16..80], sub);
         }
         WeightType::Q3K => {
             let (packed, low_bits, high_bits) = (&block[96..108], &block[32..96], &block[..32]);
@@ -216,9 +213,9 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
                 out.scale[h] = (nibble | top << 4) as i8 - 32;
             }
             let (half, k) = (sub / 4, sub % 4);
-            for (l, q) in out.q.iter_mut().enumerate() {
-                let two = (low_bits[32 * half + l] >> (2 * k)) & 3;
-                *q = two | ((high_bits[l] >> (4 * half + k)) & 1) << 2;
+            out.q = two_bit_weights(low_bits, sub);
+            for (q, high) in out.q.iter_mut().zip(high_bits) {
+                *q |= ((high >> (4 * half + k)) & 1) << 2;
             }
         }
         WeightType::IQ4XS => {
@@ -242,6 +239,13 @@ pub fn decode(kind: WeightType, row: &[u8], b: usize) -> SubBlock {
         }
     }
     out
+}
+
+/// Sub-block `sub`'s 2-bit weights from Q2_K's `qs` (Q3_K's low bits): weight `128h + 32k + l`
+/// at bit `2k` of `qs[32h + l]`.
+fn two_bit_weights(qs: &[u8], sub: usize) -> [u8; BLOCK] {
+    let (half, k) = (sub / 4, sub % 4);
+    std::array::from_fn(|l| (qs[32 * half + l] >> (2 * k)) & 3)
 }
 
 /// Q4_K's (and Q5_K's) 6-bit scale and minimum of sub-block `sub` from the 12 packed bytes:

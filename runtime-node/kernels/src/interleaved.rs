@@ -44,7 +44,7 @@
 use rayon::prelude::*;
 
 use super::blocks::{ActivationBlock, BLOCK, WeightType};
-use super::formats::{SubBlock, decode};
+use super::formats::{SubBlock, decode, f16_fields};
 
 /// Rows per group.
 pub const GROUP: usize = 8;
@@ -99,6 +99,17 @@ pub(crate) const fn minimums_at(kind: WeightType, sub: usize, half: usize) -> us
     }
 }
 
+/// Whether a type stores a second f16 per row and (super)block (Q4_1's and Q5_1's minimum, the
+/// K types' scale of the minimums), beside `d` at offset 16.
+const fn has_second_f16(kind: WeightType) -> bool {
+    f16_fields(kind).len() == 2
+}
+
+/// Whether a superblock type stores byte minimums beside its byte scales ([`minimums_at`]).
+const fn has_byte_minimums(kind: WeightType) -> bool {
+    matches!(kind, WeightType::Q4K | WeightType::Q5K | WeightType::Q2K)
+}
+
 /// Bytes of a 32-weight type's block header (the scales, and Q4_1's minimums or Q5_0's fifth
 /// bits) before its quantized weights.
 pub const fn header_bytes(kind: WeightType) -> usize {
@@ -143,27 +154,18 @@ pub(crate) const fn locate(kind: WeightType, b: usize) -> (usize, usize, usize) 
 fn write(kind: WeightType, group: &mut [u8], b: usize, j: usize, block: &SubBlock) {
     let (start, sub, weights) = locate(kind, b);
     group[start + 2 * j..][..2].copy_from_slice(&block.d);
-    match kind {
-        WeightType::Q4_1 | WeightType::Q5_1 => group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m),
-        WeightType::Q4K | WeightType::Q5K => {
-            group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
-            group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8;
-            group[start + minimums_at(kind, sub, 0) + j] = block.min[0];
-        }
-        WeightType::Q2K => {
-            group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
-            for h in 0..2 {
-                group[start + scales_at(kind, sub, h) + j] = block.scale[h] as u8;
+    if has_second_f16(kind) {
+        group[start + 16 + 2 * j..][..2].copy_from_slice(&block.m);
+    }
+    // Superblock types keep a byte scale (and minimum) per half block; where one covers the
+    // whole block both halves name the same byte and hold the same value.
+    if superblock_parts(kind).is_some() {
+        for h in 0..2 {
+            group[start + scales_at(kind, sub, h) + j] = block.scale[h] as u8;
+            if has_byte_minimums(kind) {
                 group[start + minimums_at(kind, sub, h) + j] = block.min[h];
             }
         }
-        WeightType::Q6K | WeightType::Q3K => {
-            for (h, scale) in block.scale.iter().enumerate() {
-                group[start + scales_at(kind, sub, h) + j] = *scale as u8;
-            }
-        }
-        WeightType::IQ4XS => group[start + scales_at(kind, sub, 0) + j] = block.scale[0] as u8,
-        _ => {}
     }
     if kind == WeightType::Q8_0 {
         for (k, q) in block.q.iter().enumerate() {
@@ -210,29 +212,16 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         scale: [0; 2],
         min: [0; 2],
     };
-    match kind {
-        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K | WeightType::Q2K => {
-            block.m = [group[start + 16 + 2 * j], group[start + 17 + 2 * j]];
-        }
-        _ => {}
+    if has_second_f16(kind) {
+        block.m = [group[start + 16 + 2 * j], group[start + 17 + 2 * j]];
     }
-    if matches!(kind, WeightType::Q4K | WeightType::Q5K) {
-        block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
-        block.min = [group[start + minimums_at(kind, sub, 0) + j]; 2];
-    }
-    if kind == WeightType::Q2K {
+    if superblock_parts(kind).is_some() {
         for h in 0..2 {
             block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
-            block.min[h] = group[start + minimums_at(kind, sub, h) + j];
+            if has_byte_minimums(kind) {
+                block.min[h] = group[start + minimums_at(kind, sub, h) + j];
+            }
         }
-    }
-    if matches!(kind, WeightType::Q6K | WeightType::Q3K) {
-        for h in 0..2 {
-            block.scale[h] = group[start + scales_at(kind, sub, h) + j] as i8;
-        }
-    }
-    if kind == WeightType::IQ4XS {
-        block.scale = [group[start + scales_at(kind, sub, 0) + j] as i8; 2];
     }
     for k in 0..BLOCK {
         let (c, t) = (k / 4, k % 4);
@@ -246,13 +235,11 @@ pub fn unpack(kind: WeightType, group: &[u8], b: usize, j: usize) -> SubBlock {
         };
         let (c4, upper) = (c % 4, usize::from(c >= 4));
         match kind {
-            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K => {
+            WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K | WeightType::Q3K => {
+                // The Q5 types' fifth bit, Q3_K's third.
+                let bit = if kind == WeightType::Q3K { 2 } else { 4 };
                 let plane = group[fifth_bits_at(kind, start, weights) + 4 * j + t];
-                block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << 4;
-            }
-            WeightType::Q3K => {
-                let plane = group[fifth_bits_at(kind, start, weights) + 4 * j + t];
-                block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << 2;
+                block.q[k] |= ((plane >> (c4 + 4 * upper)) & 1) << bit;
             }
             WeightType::Q6K => {
                 let plane = group[weights + 128 + 32 * upper + 4 * j + t];

@@ -7,27 +7,22 @@
 //! CPU kernels take IQ4_NL as stored).
 
 use super::blocks::WeightType;
-use super::formats::IQ4_LEVELS;
-
-/// Bytes of one IQ4_NL block.
-pub const IQ4NL_BLOCK_BYTES: usize = 18;
+use super::formats::decode;
 
 /// IQ4_NL blocks rewritten as Q8_0 blocks (see the module documentation); `None` when
 /// `blocks` is not a whole number of IQ4_NL blocks.
 pub fn iq4nl_as_q8_0(blocks: &[u8]) -> Option<Vec<u8>> {
-    if !blocks.len().is_multiple_of(IQ4NL_BLOCK_BYTES) {
+    let (nl_bytes, q8_bytes) = (WeightType::IQ4NL.block_bytes(), WeightType::Q8_0.block_bytes());
+    if !blocks.len().is_multiple_of(nl_bytes) {
         return None;
     }
-    let q8_bytes = WeightType::Q8_0.block_bytes();
-    let mut out = vec![0u8; blocks.len() / IQ4NL_BLOCK_BYTES * q8_bytes];
-    for (nl, q8) in blocks
-        .chunks_exact(IQ4NL_BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(q8_bytes))
-    {
-        q8[..2].copy_from_slice(&nl[..2]);
-        for (i, byte) in nl[2..].iter().enumerate() {
-            q8[2 + i] = IQ4_LEVELS[usize::from(byte & 0x0F)] as u8;
-            q8[2 + 16 + i] = IQ4_LEVELS[usize::from(byte >> 4)] as u8;
+    let mut out = vec![0u8; blocks.len() / nl_bytes * q8_bytes];
+    for (b, q8) in out.chunks_exact_mut(q8_bytes).enumerate() {
+        let block = decode(WeightType::IQ4NL, blocks, b);
+        q8[..2].copy_from_slice(&block.d);
+        // The levels, which `integers` reads from the indices, are Q8_0's integers.
+        for (q, level) in q8[2..].iter_mut().zip(block.integers(WeightType::IQ4NL)) {
+            *q = level as i8 as u8;
         }
     }
     Some(out)
@@ -52,19 +47,21 @@ mod tests {
     #[test]
     fn widened_iq4nl_blocks_hold_every_level_and_scale() {
         let mut state = 0x2545_F491_4F6C_DD1D;
-        let mut blocks = random_bytes(4 * IQ4NL_BLOCK_BYTES, &mut state);
-        for (b, block) in blocks.chunks_exact_mut(IQ4NL_BLOCK_BYTES).enumerate() {
+        // GGUF's IQ4_NL block: an f16 scale and 16 bytes of indices.
+        let block_bytes = 18;
+        let mut blocks = random_bytes(4 * block_bytes, &mut state);
+        for (b, block) in blocks.chunks_exact_mut(block_bytes).enumerate() {
             block[..2].copy_from_slice(&half::f16::from_f32(0.003 * (b + 1) as f32).to_le_bytes());
         }
         let widened = iq4nl_as_q8_0(&blocks).expect("whole blocks");
         assert_eq!(widened.len(), 4 * 34);
         // Every level appears, so a wrong table entry cannot hide.
         let indices: std::collections::HashSet<u8> = blocks
-            .chunks_exact(IQ4NL_BLOCK_BYTES)
+            .chunks_exact(block_bytes)
             .flat_map(|b| b[2..].iter().flat_map(|q| [q & 15, q >> 4]))
             .collect();
         assert_eq!(indices.len(), 16);
-        for (b, nl) in blocks.chunks_exact(IQ4NL_BLOCK_BYTES).enumerate() {
+        for (b, nl) in blocks.chunks_exact(block_bytes).enumerate() {
             let d = half::f16::from_le_bytes([nl[0], nl[1]]).to_f32();
             let values = decode(WeightType::Q8_0, &widened[34 * b..34 * (b + 1)], 0).values(WeightType::Q8_0);
             for (w, got) in values.iter().enumerate() {
