@@ -463,29 +463,6 @@ fn value_to_i64(value: &Value) -> Option<i64> {
     }
 }
 
-/// A GGUF file holding one `rows × cols` tensor `name` of ggml type `code` with these bytes
-/// (for tests of types no writer we have produces).
-#[cfg(test)]
-pub(crate) fn one_tensor_gguf(name: &str, rows: usize, cols: usize, code: u32, data: &[u8]) -> Vec<u8> {
-    let mut bytes = b"GGUF".to_vec();
-    bytes.extend_from_slice(&3u32.to_le_bytes());
-    // One tensor, no metadata.
-    bytes.extend_from_slice(&1u64.to_le_bytes());
-    bytes.extend_from_slice(&0u64.to_le_bytes());
-    bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(name.as_bytes());
-    bytes.extend_from_slice(&2u32.to_le_bytes());
-    // GGUF lists the row length first.
-    for dim in [cols as u64, rows as u64] {
-        bytes.extend_from_slice(&dim.to_le_bytes());
-    }
-    bytes.extend_from_slice(&code.to_le_bytes());
-    bytes.extend_from_slice(&0u64.to_le_bytes());
-    bytes.resize(bytes.len().next_multiple_of(32), 0);
-    bytes.extend_from_slice(data);
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,7 +507,10 @@ mod tests {
             // Byte i: index (i + row) mod 16 low, 15 − i high, so every level appears.
             blocks.extend((0..16u8).map(|i| ((i + row as u8) % 16) | ((15 - i) << 4)));
         }
-        let path = temp_file("iq4nl", &one_tensor_gguf("w", 2, 32, 20, &blocks));
+        let path = temp_file(
+            "iq4nl",
+            &super::super::gguf_header::test_bytes::one_tensor_gguf("w", 2, 32, 20, &blocks),
+        );
         let mut file = GgufFile::open(&path).expect("IQ4_NL header");
         let tensor = file.tensor("w", Some(&[2, 32]), &Device::Cpu).expect("tensor");
         assert_eq!(tensor.dtype(), candle_core::quantized::GgmlDType::Q8_0);

@@ -470,31 +470,18 @@ impl<R: Read> Header<'_, R> {
     }
 }
 
+/// GGUF bytes written by hand, for tests of headers and of types no writer we have produces.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::quantized::{QTensor, gguf_file};
-    use candle_core::{Device, Tensor};
-
-    fn read(bytes: &[u8]) -> Result<Content, HeaderError> {
-        read_header(&mut &bytes[..], bytes.len() as u64).map(|h| h.content)
-    }
-
-    fn problem(bytes: &[u8]) -> String {
-        match read(bytes) {
-            Err(HeaderError::Malformed { problem, .. }) => problem,
-            other => panic!("expected a malformed header, got {other:?}"),
-        }
-    }
-
-    fn string(s: &str) -> Vec<u8> {
+pub(crate) mod test_bytes {
+    /// A GGUF string: its length, then its bytes.
+    pub(crate) fn string(s: &str) -> Vec<u8> {
         let mut out = (s.len() as u64).to_le_bytes().to_vec();
         out.extend_from_slice(s.as_bytes());
         out
     }
 
     /// A v3 header with `tensors` entries and these metadata entries, already encoded.
-    fn header(tensors: u64, kvs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn header(tensors: u64, kvs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend_from_slice(&3u32.to_le_bytes());
         out.extend_from_slice(&tensors.to_le_bytes());
@@ -508,7 +495,7 @@ mod tests {
     }
 
     /// One tensor entry: name, dims (GGUF order), ggml type code, data offset.
-    fn tensor_entry(name: &str, dims: &[u64], code: u32, offset: u64) -> Vec<u8> {
+    pub(crate) fn tensor_entry(name: &str, dims: &[u64], code: u32, offset: u64) -> Vec<u8> {
         let mut out = string(name);
         out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for d in dims {
@@ -517,6 +504,35 @@ mod tests {
         out.extend_from_slice(&code.to_le_bytes());
         out.extend_from_slice(&offset.to_le_bytes());
         out
+    }
+
+    /// A whole file: one `rows × cols` tensor `name` of ggml type `code` holding `data`.
+    pub(crate) fn one_tensor_gguf(name: &str, rows: usize, cols: usize, code: u32, data: &[u8]) -> Vec<u8> {
+        let mut bytes = header(1, &[]);
+        // GGUF lists the row length first.
+        bytes.extend(tensor_entry(name, &[cols as u64, rows as u64], code, 0));
+        bytes.resize(bytes.len().next_multiple_of(32), 0);
+        bytes.extend_from_slice(data);
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_bytes::{header, tensor_entry};
+    use super::*;
+    use candle_core::quantized::{QTensor, gguf_file};
+    use candle_core::{Device, Tensor};
+
+    fn read(bytes: &[u8]) -> Result<Content, HeaderError> {
+        read_header(&mut &bytes[..], bytes.len() as u64).map(|h| h.content)
+    }
+
+    fn problem(bytes: &[u8]) -> String {
+        match read(bytes) {
+            Err(HeaderError::Malformed { problem, .. }) => problem,
+            other => panic!("expected a malformed header, got {other:?}"),
+        }
     }
 
     #[test]

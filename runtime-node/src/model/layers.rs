@@ -508,7 +508,13 @@ mod tests {
             let file = std::env::temp_dir().join(format!("hearth-layers-{}-{code}.gguf", std::process::id()));
             std::fs::write(
                 &file,
-                super::super::gguf::one_tensor_gguf("w.weight", 1, expected.len(), code, &blocks),
+                super::super::gguf_header::test_bytes::one_tensor_gguf(
+                    "w.weight",
+                    1,
+                    expected.len(),
+                    code,
+                    &blocks,
+                ),
             )
             .expect("write");
             let mut gguf = super::super::gguf::GgufFile::open(&file).expect("open");
