@@ -2,7 +2,7 @@
 //! layers over quantized matrices, and the loader that takes (for tensor parallel: slices)
 //! matrices from a [`TensorSource`] in the requested [`WeightFormat`].
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::gguf::LoadError;
@@ -269,6 +269,15 @@ fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
     }
 }
 
+/// `q`, quantized on the CPU, on `device` through `QStorage::from_data` (zero-padded rows).
+fn onto_device(q: QTensor, device: &Device) -> Result<QTensor> {
+    if device.is_cpu() {
+        return Ok(q);
+    }
+    let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+    QTensor::new(storage, q.shape().clone())
+}
+
 /// Whether `dtype` is a block-quantized type (not a float type).
 fn is_block_quantized(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
@@ -367,9 +376,12 @@ impl WeightReader<'_> {
         }
         let q = match self.requantize {
             Some(target) if q.dtype() != target && is_block_quantized(q.dtype()) => {
+                // Rounded on the CPU and uploaded as a file's blocks are: candle's CUDA quantize
+                // leaves the row padding its kernels read uninitialised (NaN logits on an H200).
                 let requantized = q
-                    .dequantize(self.device)
-                    .and_then(|t| QTensor::quantize(&t, target));
+                    .dequantize(&Device::Cpu)
+                    .and_then(|t| QTensor::quantize(&t, target))
+                    .and_then(|cpu| onto_device(cpu, self.device));
                 requantized.map_err(|source| self.build_err(source))?
             }
             _ => q,
