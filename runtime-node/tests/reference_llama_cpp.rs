@@ -42,11 +42,19 @@
 //! 0.66. The prompts keep a top-1 margin of at least 0.98 at every step, so top-1 agreement is
 //! still a strict check.
 //! With dequantized weights runtime-node matches the exact reference to 4e-5.
+//!
+//! `HEARTH_TEST_DEVICE=cuda:N` runs all of it on a GPU instead (CUDA builds, on a GPU machine).
+//! There candle's default quantized kernels round activations to 8 bits (Q8_1) for prompts too,
+//! as llama.cpp's CUDA backend does, so the GPU has bounds of its own (measured on an H200,
+//! 2026-12-04): against llama.cpp top-1 132/132, max |Δlogit| 2.51, rms 0.41; from exact 1.48
+//! against llama.cpp's 0.77. With candle's exact kernels (`set_force_dmmv`) the quantized model
+//! on the GPU is 2e-5 from exact, like dequantized weights: the GPU's model math is right.
 
 mod common;
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
+use runtime_node::cli::DeviceSpec;
 use runtime_node::loader::{LoadOptions, LoadedModel, load_gguf};
 use runtime_node::model::llama::argmax_rows;
 use runtime_node::model::{BlockTable, KvDtype, StepInput, WeightFormat};
@@ -62,6 +70,11 @@ const REQUANTIZED_TOLERANCE: f32 = 2.25;
 const REQUANTIZED_RMS_TOLERANCE: f32 = 0.5;
 /// Largest |our logit - exact logit| with dequantized f32 weights (f32 vs f64 rounding only).
 const EXACT_TOLERANCE: f32 = 1e-3;
+/// The GPU's bounds against llama.cpp (see the module doc: Q8_1 activations for prompts too).
+const CUDA_LLAMA_CPP_TOLERANCE: f32 = 2.75;
+const CUDA_LLAMA_CPP_RMS_TOLERANCE: f32 = 0.45;
+/// How much farther from exact than llama.cpp's CPU path the GPU's default kernels may be.
+const CUDA_EXACT_DISTANCE_FACTOR: f32 = 2.0;
 
 #[derive(Deserialize)]
 struct LlamaCppFixture {
@@ -141,7 +154,18 @@ fn load_with_kv_cache(weights: WeightFormat, kv_cache: Option<KvDtype>) -> Optio
         tensor_parallel: 1,
         kv_cache,
     };
-    Some(load_gguf(&path, &options, &Device::Cpu).expect("model loads"))
+    Some(load_gguf(&path, &options, &test_device()).expect("model loads"))
+}
+
+/// `$HEARTH_TEST_DEVICE` (`cpu`, or `cuda:N` in CUDA builds), else the CPU.
+fn test_device() -> Device {
+    let Ok(name) = std::env::var("HEARTH_TEST_DEVICE") else {
+        return Device::Cpu;
+    };
+    let spec: DeviceSpec = name
+        .parse()
+        .unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e}"));
+    runtime_node::serve::device(spec).unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e:#}"))
 }
 
 /// Feeds `prompt` then each of `forced` one token at a time; calls `check(step, logits)` after
@@ -235,12 +259,12 @@ fn matches_llama_cpp_tokens_and_logits() {
         let ids = loaded.tokenizer.encode(&case.text, true).expect("encodes");
         assert_eq!(ids, case.ids, "tokenization of {:?}", case.text);
     }
-    compare_with_llama_cpp(
-        &loaded,
-        "Q4_1 as stored",
-        LLAMA_CPP_TOLERANCE,
-        LLAMA_CPP_RMS_TOLERANCE,
-    );
+    let (max_tolerance, rms_tolerance) = if loaded.model.device().is_cuda() {
+        (CUDA_LLAMA_CPP_TOLERANCE, CUDA_LLAMA_CPP_RMS_TOLERANCE)
+    } else {
+        (LLAMA_CPP_TOLERANCE, LLAMA_CPP_RMS_TOLERANCE)
+    };
+    compare_with_llama_cpp(&loaded, "Q4_1 as stored", max_tolerance, rms_tolerance);
 }
 
 #[test]
@@ -316,5 +340,23 @@ fn quantized_logits_are_as_close_to_exact_as_llama_cpps() {
     let theirs = llama_cpps_distance_from_exact(&read_fixture("smollm2_llama_cpp_logits.json"), &exact);
     let ours = our_distance_from_exact(&loaded, &exact);
     eprintln!("max |Δlogit| from exact float64 numpy: ours {ours:.4}, llama.cpp {theirs:.4}");
-    assert!(ours <= theirs, "ours {ours} vs llama.cpp {theirs}");
+    if !loaded.model.device().is_cuda() {
+        assert!(ours <= theirs, "ours {ours} vs llama.cpp {theirs}");
+        return;
+    }
+    assert!(
+        ours <= CUDA_EXACT_DISTANCE_FACTOR * theirs,
+        "GPU, default kernels: ours {ours} vs llama.cpp {theirs}"
+    );
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::quantized::cuda::set_force_dmmv(true);
+        let exact_kernels = our_distance_from_exact(&loaded, &exact);
+        candle_core::quantized::cuda::set_force_dmmv(false);
+        eprintln!("GPU with candle's exact kernels: {exact_kernels:.5} from exact");
+        assert!(
+            exact_kernels <= EXACT_TOLERANCE,
+            "GPU, exact kernels: {exact_kernels}"
+        );
+    }
 }
