@@ -432,7 +432,13 @@ impl KvPool {
     /// `table`'s keys and values in `layer`, gathered to `(kv_heads, blocks * block_size,
     /// head_dim)` each; rows at or after the sequence's length are stale and must be masked.
     pub fn gather(&self, layer: usize, table: &BlockTable) -> Result<(Tensor, Tensor)> {
-        let rows = table.blocks.len() * self.block_size;
+        self.gather_blocks(layer, &table.blocks)
+    }
+
+    /// The keys and values of `blocks` in `layer`, in that order (a block may repeat), gathered
+    /// to `(kv_heads, blocks.len() * block_size, head_dim)` each.
+    pub fn gather_blocks(&self, layer: usize, blocks: &[u32]) -> Result<(Tensor, Tensor)> {
+        let rows = blocks.len() * self.block_size;
         match &self.store {
             Store::Host(layers) => {
                 let Some(store) = layers.get(layer) else {
@@ -443,7 +449,7 @@ impl KvPool {
                 let gather = |keys: bool| {
                     let mut out = Vec::with_capacity(self.kv_heads * rows * hd);
                     for head in 0..self.kv_heads {
-                        for &block in &table.blocks {
+                        for &block in blocks {
                             let start = (head * pool_rows + block as usize * bs) * hd;
                             store.widen_into(keys, start, bs * hd, &mut out);
                         }
@@ -456,7 +462,7 @@ impl KvPool {
                 let Some((k_store, v_store)) = layers.get(layer) else {
                     candle_core::bail!("KV pool has no layer {layer}");
                 };
-                let ids = Tensor::new(table.blocks.as_slice(), k_store.device())?;
+                let ids = Tensor::new(blocks, k_store.device())?;
                 let shape4 = (self.kv_heads, self.num_blocks, self.block_size, self.head_dim);
                 let gather = |store: &Tensor| {
                     store.reshape(shape4)?.index_select(&ids, 1)?.reshape((

@@ -387,6 +387,9 @@ impl Llama {
         let q = self.rope.apply(&q, cos, sin)?;
         let k = self.rope.apply(&k, cos, sin)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        if batch.len() > 1 && batch.iter().all(|entry| entry.tokens.len() == 1) {
+            return self.decode_attention(layer, (&q, &k, &v), scale, batch, pool);
+        }
 
         let mut outputs = Vec::with_capacity(batch.len());
         let mut offset = 0;
@@ -429,6 +432,60 @@ impl Llama {
                 .ok_or_else(|| candle_core::Error::Msg("empty batch".into()));
         }
         Tensor::cat(&outputs, 0)
+    }
+}
+
+impl Llama {
+    /// Attention for sequences that each decode one token: their blocks gathered side by side
+    /// (padded to the longest with a masked repeat of their first block) and attended in one
+    /// batched matmul, instead of a chain of small ops per sequence (a kernel launch each on a
+    /// GPU). `q` is `(batch, heads, head_dim)`, `k` and `v` `(batch, kv_heads, head_dim)`.
+    fn decode_attention(
+        &self,
+        layer: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        scale: f64,
+        batch: &[StepInput<'_>],
+        pool: &mut KvPool,
+    ) -> Result<Tensor> {
+        let ((heads, kv_heads), hd) = (self.local_heads(), self.cfg.head_dim);
+        let sequences = batch.len();
+        for (i, entry) in batch.iter().enumerate() {
+            let k_new = k.narrow(0, i, 1)?.transpose(0, 1)?;
+            let v_new = v.narrow(0, i, 1)?.transpose(0, 1)?;
+            pool.write(layer, entry.table, &k_new, &v_new)?;
+        }
+        let widest = batch.iter().map(|e| e.table.blocks().len()).max().unwrap_or(0);
+        let rows = widest * pool.block_size();
+        let mut blocks = Vec::with_capacity(sequences * widest);
+        let mut mask = Vec::with_capacity(sequences * rows);
+        for entry in batch {
+            let own = entry.table.blocks();
+            let Some(&first) = own.first() else {
+                candle_core::bail!("a decoding sequence has no KV block");
+            };
+            blocks.extend(
+                own.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(first, widest - own.len())),
+            );
+            // The new token sits at position `len`: rows 0..=len are its context.
+            let visible = entry.table.len() + 1;
+            mask.extend((0..rows).map(|j| if j < visible { 0.0 } else { f32::NEG_INFINITY }));
+        }
+        let (keys, values) = pool.gather_blocks(layer, &blocks)?;
+        let per_sequence = |t: Tensor| {
+            t.reshape((kv_heads, sequences, rows, hd))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let (keys, values) = (per_sequence(keys)?, per_sequence(values)?);
+        let mask = Tensor::from_vec(mask, (sequences, 1, 1, rows), &self.device)?;
+        let queries = q.reshape((sequences, kv_heads, heads / kv_heads, hd))?;
+        let scores = (queries.matmul(&keys.t()?)? * scale)?.broadcast_add(&mask)?;
+        candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&values)?
+            .reshape((sequences, heads * hd))
     }
 }
 
