@@ -10,12 +10,13 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy cuda-check fuzz-smoke unit-test chart-test local-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy cuda-check cuda-binaries fuzz-smoke unit-test chart-test local-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
 	@echo "make test      everything CI checks: fmt, clippy (CPU and --features cuda), tests, generated files fresh"
 	@echo "make cuda-check  clippy of the CUDA build, no GPU needed (nvcc from PyPI into .venv-cuda)"
+	@echo "make cuda-binaries  CUDA runtime-node + GPU test binaries for a GPU machine (scripts/run-gpu-checks.sh there)"
 	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
@@ -87,6 +88,11 @@ cuda-check: deps $(CUDA_STAMP)
 	CUDA_HOME="$(CUDA_HOME_DIR)" CUDA_PATH="$(CUDA_HOME_DIR)" CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
 		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
 		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
+
+# CUDA binaries (runtime-node and its GPU tests) for a GPU machine without Rust, built here with
+# no driver: nvcc at the driver's CUDA version and a stub libcuda for the link. Not part of test.
+cuda-binaries: deps
+	scripts/cuda-device-build.sh
 
 # Also checks the SentencePiece tokenizer against llama.cpp's own test vocabulary (Llama's
 # 32,000-piece model with expected ids), from the llama-cpp-python sdist on PyPI.
