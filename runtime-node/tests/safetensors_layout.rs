@@ -4,6 +4,9 @@
 //! checks the safetensors name mapping, the config reader and both RoPE layouts at once.
 
 mod common;
+// Shared tiny-model helpers; this file uses their random values.
+#[allow(dead_code)]
+mod tiny;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use runtime_node::model::safetensors::{SafetensorsDir, read_hf_config};
 use runtime_node::model::{BlockTable, GgufFile, Llama, ModelConfig, StepInput, WeightFormat};
+use tiny::random;
 
 const HIDDEN: usize = 128;
 const FF: usize = 256;
@@ -21,17 +25,6 @@ const KV_HEADS: usize = 2;
 const LAYERS: usize = 2;
 const VOCAB: usize = 48;
 const THETA: f32 = 10_000.0;
-
-fn random(shape: &[usize], scale: f32, seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|i| {
-            let x = ((i as u64 + 1) * 2_654_435_761 + seed * 40_503) % 10_007;
-            (x as f32 / 10_007.0 - 0.5) * scale
-        })
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor")
-}
 
 /// Hugging Face weights by name.
 fn hf_weights() -> HashMap<String, Tensor> {

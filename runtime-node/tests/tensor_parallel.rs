@@ -4,23 +4,20 @@
 //! quantized kernels), batched decode and prefix-cache hits, which followers learn only from
 //! rank 0's block ids.
 
+// Shared tiny-model helpers; this file uses their GGUF writer.
+#[allow(dead_code)]
+mod tiny;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use runtime_node::model::llama::argmax_rows;
 use runtime_node::model::{
     BlockTable, GgufFile, KvDtype, KvPool, Llama, ModelConfig, StepInput, WeightFormat,
 };
 use runtime_node::parallel::load_tensor_parallel;
-
-const HIDDEN: usize = 256;
-const FF: usize = 512;
-const HEADS: usize = 8;
-const KV_HEADS: usize = 4;
-const LAYERS: usize = 2;
-const VOCAB: usize = 64;
+use tiny::VOCAB;
 
 /// Logit differences allowed between TP=N and TP=1 on f32 matmuls: the row-parallel sums are
 /// split into N partial sums added in another order, so they differ by f32 rounding only
@@ -34,88 +31,9 @@ const TOLERANCE: f32 = 1e-4;
 /// (`q8_0_dequantized_tp2_and_tp4_match_tp1`), which pins the gap on that step.
 const QUANTIZED_KERNEL_SHARE: f32 = 0.02;
 
+/// The tiny model with 8 heads sharing 4 KV heads: both divide by 2 and 4 ranks.
 fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> PathBuf {
-    let head_dim = HIDDEN / HEADS;
-    let mut seed = 0u64;
-    let mut random = |shape: &[usize], scale: f32| -> Tensor {
-        seed += 1;
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|i| {
-                let x = ((i as u64 + 1) * 2_654_435_761 + seed * 40_503) % 10_007;
-                (x as f32 / 10_007.0 - 0.5) * scale
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor")
-    };
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let mut push = |name: String, t: Tensor, dtype: GgmlDType| {
-        tensors.push((name, QTensor::quantize(&t, dtype).expect("quantize")));
-    };
-    let norm = |t: Tensor| (t + 1.0).expect("norm");
-    push("token_embd.weight".into(), random(&[VOCAB, HIDDEN], 2.0), dtype);
-    push(
-        "output_norm.weight".into(),
-        norm(random(&[HIDDEN], 0.2)),
-        GgmlDType::F32,
-    );
-    let (q_out, kv_out) = (HEADS * head_dim, KV_HEADS * head_dim);
-    for l in 0..LAYERS {
-        let p = format!("blk.{l}");
-        push(
-            format!("{p}.attn_norm.weight"),
-            norm(random(&[HIDDEN], 0.2)),
-            GgmlDType::F32,
-        );
-        push(
-            format!("{p}.ffn_norm.weight"),
-            norm(random(&[HIDDEN], 0.2)),
-            GgmlDType::F32,
-        );
-        push(format!("{p}.attn_q.weight"), random(&[q_out, HIDDEN], 0.2), dtype);
-        push(
-            format!("{p}.attn_k.weight"),
-            random(&[kv_out, HIDDEN], 0.2),
-            dtype,
-        );
-        push(
-            format!("{p}.attn_v.weight"),
-            random(&[kv_out, HIDDEN], 0.2),
-            dtype,
-        );
-        push(
-            format!("{p}.attn_output.weight"),
-            random(&[HIDDEN, q_out], 0.2),
-            dtype,
-        );
-        push(format!("{p}.ffn_gate.weight"), random(&[FF, HIDDEN], 0.2), dtype);
-        push(format!("{p}.ffn_up.weight"), random(&[FF, HIDDEN], 0.2), dtype);
-        push(format!("{p}.ffn_down.weight"), random(&[HIDDEN, FF], 0.2), dtype);
-        if biases {
-            push(format!("{p}.attn_q.bias"), random(&[q_out], 1.0), GgmlDType::F32);
-            push(format!("{p}.attn_k.bias"), random(&[kv_out], 1.0), GgmlDType::F32);
-            push(format!("{p}.attn_v.bias"), random(&[kv_out], 1.0), GgmlDType::F32);
-        }
-    }
-    let key = |k: &str| format!("{arch}.{k}");
-    let metadata: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String(arch.into())),
-        (key("embedding_length"), Value::U32(HIDDEN as u32)),
-        (key("feed_forward_length"), Value::U32(FF as u32)),
-        (key("block_count"), Value::U32(LAYERS as u32)),
-        (key("attention.head_count"), Value::U32(HEADS as u32)),
-        (key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
-        (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
-        (key("rope.freq_base"), Value::F32(10_000.0)),
-        (key("vocab_size"), Value::U32(VOCAB as u32)),
-        (key("context_length"), Value::U32(128)),
-    ];
-    let path = std::env::temp_dir().join(format!("hearth-tp-{}-{name}.gguf", std::process::id()));
-    let mut file = std::fs::File::create(&path).expect("create");
-    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut file, &metadata, &tensors).expect("write gguf");
-    path
+    tiny::write_model_with_heads(&format!("tp-{name}"), arch, dtype, biases, (8, 4))
 }
 
 fn load(path: &Path, world: usize, format: WeightFormat) -> Result<Llama, runtime_node::model::LoadError> {

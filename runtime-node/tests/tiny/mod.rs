@@ -1,6 +1,7 @@
 //! Tiny random-weight models written as real GGUF files, and the checks the CPU and CUDA tests
 //! run on them: the KV cache and batching give the logits of recomputation, a cached prefix
 //! those of computing it all, and [`mixed_steps`] records the logits of a fixed mix of steps.
+//! The tensor-parallel and safetensors tests use the writer and the random values.
 
 use std::path::{Path, PathBuf};
 
@@ -13,26 +14,42 @@ use runtime_node::model::{
 
 const HIDDEN: usize = 256;
 const FF: usize = 512;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
 const LAYERS: usize = 2;
-const VOCAB: usize = 64;
+pub const VOCAB: usize = 64;
 
+/// Deterministic values in `[-scale/2, scale/2)`, different for each `seed`: a small generator,
+/// so the tests do not depend on an RNG crate's stream.
+pub fn random(shape: &[usize], scale: f32, seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|i| {
+            let x = ((i as u64 + 1) * 2_654_435_761 + seed * 40_503) % 10_007;
+            (x as f32 / 10_007.0 - 0.5) * scale
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor")
+}
+
+/// A tiny model with 4 attention heads sharing 2 KV heads.
 pub fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> PathBuf {
-    let dev = Device::Cpu;
-    let head_dim = HIDDEN / HEADS;
+    write_model_with_heads(name, arch, dtype, biases, (4, 2))
+}
+
+/// A tiny model with `heads` attention heads sharing `kv_heads` KV heads, written to a temporary
+/// GGUF file named after `name`: deterministic weights of `dtype` (norms f32), q/k/v biases when
+/// `biases`.
+pub fn write_model_with_heads(
+    name: &str,
+    arch: &str,
+    dtype: GgmlDType,
+    biases: bool,
+    (heads, kv_heads): (usize, usize),
+) -> PathBuf {
+    let head_dim = HIDDEN / heads;
     let mut seed = 0u64;
     let mut random = |shape: &[usize], scale: f32| -> Tensor {
         seed += 1;
-        let n: usize = shape.iter().product();
-        // A small deterministic generator: the test must not depend on an RNG crate's stream.
-        let values: Vec<f32> = (0..n)
-            .map(|i| {
-                let x = ((i as u64 + 1) * 2_654_435_761 + seed * 40_503) % 10_007;
-                (x as f32 / 10_007.0 - 0.5) * scale
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &dev).expect("tensor")
+        random(shape, scale, seed)
     };
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut push = |name: String, t: Tensor, dtype: GgmlDType| {
@@ -58,22 +75,22 @@ pub fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> Pa
         );
         push(
             format!("{p}.attn_q.weight"),
-            random(&[HEADS * head_dim, HIDDEN], 0.2),
+            random(&[heads * head_dim, HIDDEN], 0.2),
             dtype,
         );
         push(
             format!("{p}.attn_k.weight"),
-            random(&[KV_HEADS * head_dim, HIDDEN], 0.2),
+            random(&[kv_heads * head_dim, HIDDEN], 0.2),
             dtype,
         );
         push(
             format!("{p}.attn_v.weight"),
-            random(&[KV_HEADS * head_dim, HIDDEN], 0.2),
+            random(&[kv_heads * head_dim, HIDDEN], 0.2),
             dtype,
         );
         push(
             format!("{p}.attn_output.weight"),
-            random(&[HIDDEN, HEADS * head_dim], 0.2),
+            random(&[HIDDEN, heads * head_dim], 0.2),
             dtype,
         );
         push(format!("{p}.ffn_gate.weight"), random(&[FF, HIDDEN], 0.2), dtype);
@@ -82,17 +99,17 @@ pub fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> Pa
         if biases {
             push(
                 format!("{p}.attn_q.bias"),
-                random(&[HEADS * head_dim], 1.0),
+                random(&[heads * head_dim], 1.0),
                 GgmlDType::F32,
             );
             push(
                 format!("{p}.attn_k.bias"),
-                random(&[KV_HEADS * head_dim], 1.0),
+                random(&[kv_heads * head_dim], 1.0),
                 GgmlDType::F32,
             );
             push(
                 format!("{p}.attn_v.bias"),
-                random(&[KV_HEADS * head_dim], 1.0),
+                random(&[kv_heads * head_dim], 1.0),
                 GgmlDType::F32,
             );
         }
@@ -103,8 +120,8 @@ pub fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> Pa
         (key("embedding_length"), Value::U32(HIDDEN as u32)),
         (key("feed_forward_length"), Value::U32(FF as u32)),
         (key("block_count"), Value::U32(LAYERS as u32)),
-        (key("attention.head_count"), Value::U32(HEADS as u32)),
-        (key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
+        (key("attention.head_count"), Value::U32(heads as u32)),
+        (key("attention.head_count_kv"), Value::U32(kv_heads as u32)),
         (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
         (key("rope.freq_base"), Value::F32(10_000.0)),
         (key("vocab_size"), Value::U32(VOCAB as u32)),
