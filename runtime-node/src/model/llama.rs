@@ -433,9 +433,7 @@ impl Llama {
         }
         Tensor::cat(&outputs, 0)
     }
-}
 
-impl Llama {
     /// Attention for sequences that each decode one token: their blocks gathered side by side
     /// (padded to the longest with a masked repeat of their first block) and attended in one
     /// batched matmul, instead of a chain of small ops per sequence (a kernel launch each on a
