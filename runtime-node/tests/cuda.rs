@@ -12,9 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::cuda::set_force_dmmv;
-use runtime_node::model::{BlockTable, GgufFile, KvDtype, Llama, ModelConfig, StepInput, WeightFormat};
+use runtime_node::model::{BlockTable, KvDtype, StepInput, WeightFormat};
 use tiny::{
-    check_cache_and_batching, check_prefix_cache, load_on, logits_row, max_diff, mixed_steps, write_model,
+    check_cache_and_batching, check_prefix_cache, load_as, load_on, logits_row, max_diff, mixed_steps,
+    write_model,
 };
 
 /// One test at a time on the GPU: [`exact_matmuls`] flips candle's process-wide kernel choice.
@@ -39,12 +40,12 @@ fn exact_matmuls<T>(f: impl FnOnce() -> T) -> T {
 /// The tiny model's logits over [`mixed_steps`] as exact f32 math computes them: weights
 /// dequantized, on the CPU.
 fn exact_logits(path: &Path) -> Vec<Vec<f32>> {
-    let mut gguf = GgufFile::open(path).expect("opens");
-    let cfg = ModelConfig::from_gguf(&gguf).expect("config");
-    let mut model =
-        Llama::load(&mut gguf, &cfg, 128, WeightFormat::Dequantized, &Device::Cpu).expect("loads");
-    model.set_kv_dtype(KvDtype::F32);
-    mixed_steps(&model)
+    mixed_steps(&load_as(
+        path,
+        WeightFormat::Dequantized,
+        KvDtype::F32,
+        &Device::Cpu,
+    ))
 }
 
 /// Largest |Δlogit| between row sets, as a fraction of each reference row's largest logit.

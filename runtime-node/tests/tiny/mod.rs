@@ -135,11 +135,16 @@ pub fn write_model_with_heads(
     path
 }
 
-/// The model on `device`, its KV cache in `kv`.
+/// The model on `device` with its weights as stored, its KV cache in `kv`.
 pub fn load_on(path: &Path, kv: KvDtype, device: &Device) -> Llama {
+    load_as(path, WeightFormat::AsStored, kv, device)
+}
+
+/// The model on `device` with its weights in `format`, its KV cache in `kv`.
+pub fn load_as(path: &Path, format: WeightFormat, kv: KvDtype, device: &Device) -> Llama {
     let mut gguf = GgufFile::open(path).expect("opens");
     let cfg = ModelConfig::from_gguf(&gguf).expect("config");
-    let mut model = Llama::load(&mut gguf, &cfg, 128, WeightFormat::AsStored, device).expect("loads");
+    let mut model = Llama::load(&mut gguf, &cfg, 128, format, device).expect("loads");
     model.set_kv_dtype(kv);
     model
 }
