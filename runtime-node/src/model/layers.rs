@@ -2,13 +2,13 @@
 //! layers over quantized matrices, and the loader that takes (for tensor parallel: slices)
 //! matrices from a [`TensorSource`] in the requested [`WeightFormat`].
 
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::gguf::LoadError;
 use super::source::TensorSource;
 use crate::parallel::Shard;
-use crate::parallel::shard::{shard_columns, shard_rows, shard_vector};
+use crate::parallel::shard::{from_blocks, shard_columns, shard_rows, shard_vector};
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::blocks::{ActivationBlock, WeightType};
 use hearth_kernels::half_matrix::F16Matrix;
@@ -269,13 +269,12 @@ fn kernel_type(dtype: GgmlDType) -> Option<WeightType> {
     }
 }
 
-/// `q`, quantized on the CPU, on `device` through `QStorage::from_data` (zero-padded rows).
+/// `q`, quantized on the CPU, on `device` as a file's blocks are put there ([`from_blocks`]).
 fn onto_device(q: QTensor, device: &Device) -> Result<QTensor> {
     if device.is_cpu() {
         return Ok(q);
     }
-    let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
-    QTensor::new(storage, q.shape().clone())
+    from_blocks(q.data()?, q.dtype(), q.shape().clone(), device)
 }
 
 /// Whether `dtype` is a block-quantized type (not a float type).

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Shape, Tensor};
 
 /// Which slice of the model a rank holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub fn shard_rows(q: QTensor, shard: Shard) -> Result<QTensor> {
     let row_bytes = inp / dtype.block_size() * dtype.type_size();
     let data = q.data()?;
     let slice = &data[start * row_bytes..(start + len) * row_bytes];
-    rebuild(slice.to_vec(), &q, (len, inp))
+    rebuild(Cow::Borrowed(slice), &q, (len, inp))
 }
 
 /// This rank's columns of the `(out, in)` matrix `q` (row-parallel): whole quantized blocks when
@@ -76,7 +76,7 @@ pub fn shard_columns(q: QTensor, shard: Shard) -> Result<QTensor> {
     for row in data.chunks_exact(row_bytes) {
         slice.extend_from_slice(&row[first..first + take]);
     }
-    rebuild(slice, &q, (out, len))
+    rebuild(Cow::Owned(slice), &q, (out, len))
 }
 
 /// This rank's part of the 1-D vector `t` (a bias of a column-parallel layer).
@@ -88,15 +88,23 @@ pub fn shard_vector(t: Tensor, shard: Shard) -> Result<Tensor> {
     t.narrow(0, start, len)?.contiguous()
 }
 
-fn rebuild(bytes: Vec<u8>, like: &QTensor, shape: (usize, usize)) -> Result<QTensor> {
-    let storage = QStorage::from_data(Cow::Owned(bytes), &like.device(), like.dtype())?;
-    QTensor::new(storage, shape)
+fn rebuild(bytes: Cow<'_, [u8]>, like: &QTensor, shape: (usize, usize)) -> Result<QTensor> {
+    from_blocks(bytes, like.dtype(), shape, &like.device())
+}
+
+/// A `shape` matrix of `dtype` blocks on `device`, stored as a file's tensors are (on CUDA
+/// with the zero-padded rows candle's kernels read).
+pub fn from_blocks(
+    bytes: Cow<'_, [u8]>,
+    dtype: GgmlDType,
+    shape: impl Into<Shape>,
+    device: &Device,
+) -> Result<QTensor> {
+    QTensor::new(QStorage::from_data(bytes, device, dtype)?, shape)
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
-
     use super::*;
 
     fn matrix(out: usize, inp: usize) -> Tensor {
