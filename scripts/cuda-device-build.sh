@@ -3,28 +3,21 @@
 # GPU machine that has no Rust toolchain: `make cuda-binaries`, then copy target/cuda-device/dist
 # there and run dist/run-gpu-checks.sh (docs/benchmarks.md, "On a GPU").
 #
-# - nvcc comes from PyPI at the driver's CUDA version (CUDA_DEVICE_TOOLKIT, default 13.0): candle
-#   ships its kernels as PTX, which a driver older than the compiler cannot load.
+# - nvcc comes from PyPI at the driver's CUDA version (scripts/cuda-device-requirements.txt):
+#   candle ships its kernels as PTX, which a driver older than the compiler cannot load.
 # - cudarc links libcuda at build time, which only a driver installs: a stub exporting the
 #   symbols of cudarc's driver bindings (each returning an error) stands in for the link, and
 #   the real libcuda.so.1 is found at run time on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-toolkit=${CUDA_DEVICE_TOOLKIT:-13.0}
 root=$PWD/target/cuda-device
 venv=$root/venv
-case $toolkit in
-  13.0) pins="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
-              nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-nvrtc==13.0.88
-              nvidia-cublas>=13.0,<13.1 nvidia-curand==10.4.0.35 nvidia-nccl-cu13==2.27.7" ;;
-  *) echo "CUDA_DEVICE_TOOLKIT=$toolkit: only 13.0 is pinned here; add its wheel versions" >&2; exit 2 ;;
-esac
-if [ ! -f "$venv/.pins-$toolkit" ]; then
+requirements=scripts/cuda-device-requirements.txt
+if [ ! -f "$venv/.requirements" ] || ! cmp -s "$requirements" "$venv/.requirements"; then
   python3 -m venv "$venv"
-  # shellcheck disable=SC2086
-  "$venv/bin/python" -m pip install -q $pins
-  touch "$venv/.pins-$toolkit"
+  "$venv/bin/python" -m pip install -q -r "$requirements"
+  cp "$requirements" "$venv/.requirements"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia
 cuda_home=$site/cu13
