@@ -1,6 +1,7 @@
 """runtime-node and llama.cpp side by side on the same GGUF files, threads and machine, in one
 run (`make bench`). For each weight type (the shipped Q4_1 and Q4_0 / Q8_0 / F16 / Q4_K_M /
-Q5_K_M / Q2_K / IQ4_XS made from it with llama-quantize) it measures prompt processing, time to first token,
+Q5_K_M / Q2_K / IQ4_XS made from it with llama-quantize) it measures prompt processing (the prompt
+that decoding follows and a long one, llama-bench's pp512), time to first token,
 batch-1 decode, aggregate decode of 8 concurrent sequences and peak RSS of both engines, plus
 this machine's memory read bandwidth and the batch-1 decode roofline (bandwidth / bytes of
 weights), and writes the table into docs/benchmarks.md between the engine-bench markers.
@@ -60,11 +61,12 @@ def ours(model: Path, args: argparse.Namespace) -> dict:
     output, rss = run([
         str(RUNTIME_NODE), "bench", "--model", str(model), "--threads", str(args.threads),
         "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode),
-        "--batch", str(args.streams), "--json",
+        "--batch", str(args.streams), "--long-prompt-tokens", str(args.long_prompt), "--json",
     ])
     report = json.loads(output.strip().splitlines()[-1])
     return {
-        "pp": report["prefill_tok_s"], "ttft": report["ttft_s"], "tg": report["decode_tok_s"],
+        "pp": report["prefill_tok_s"], "pp_long": report["long_prefill_tok_s"],
+        "ttft": report["ttft_s"], "tg": report["decode_tok_s"],
         "tg_batch": report["batch_decode_tok_s"], "rss": rss,
     }
 
@@ -75,13 +77,14 @@ def llama_cpp(model: Path, args: argparse.Namespace) -> dict:
     # its attention would read less than ours).
     prompt_output, prompt_rss = run([
         str(LLAMA_BIN / "llama-bench"), "-m", str(model), "-t", str(args.threads),
-        "-p", str(args.prompt), "-n", "0", "-r", "3", "-o", "json",
+        "-p", f"{args.prompt},{args.long_prompt}", "-n", "0", "-r", "3", "-o", "json",
     ])
     decode_output, decode_rss = run([
         str(LLAMA_BIN / "llama-bench"), "-m", str(model), "-t", str(args.threads),
         "-p", "0", "-n", str(args.decode), "-d", str(args.prompt), "-r", "3", "-o", "json",
     ])
-    pp = next(t["avg_ts"] for t in json.loads(prompt_output[prompt_output.index("["):]) if t["n_prompt"] > 0)
+    prompt_tests = json.loads(prompt_output[prompt_output.index("["):])
+    pp, pp_long = (next(t["avg_ts"] for t in prompt_tests if t["n_prompt"] == n) for n in (args.prompt, args.long_prompt))
     tg = next(t["avg_ts"] for t in json.loads(decode_output[decode_output.index("["):]) if t["n_gen"] > 0)
     rss = max(prompt_rss, decode_rss)
     # Concurrent sequences each with its own prompt: aggregate generation speed.
@@ -93,7 +96,7 @@ def llama_cpp(model: Path, args: argparse.Namespace) -> dict:
     ])
     line = next(l for l in batched.splitlines() if l.startswith('{"n_kv_max"'))
     return {
-        "pp": pp, "ttft": args.prompt / pp, "tg": tg,
+        "pp": pp, "pp_long": pp_long, "ttft": args.prompt / pp, "tg": tg,
         "tg_batch": json.loads(line)["speed_tg"], "rss": max(rss, batched_rss),
     }
 
@@ -127,7 +130,7 @@ def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args
         f"{datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads. "
         f"llama.cpp: `llama-bench`/`llama-batched-bench` built from the llama-cpp-python "
         f"{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')} sdist (`bench/build-llama-cpp.sh`). "
-        f"Prompt {args.prompt} tokens, {args.decode} generated after it (llama-bench's generation at depth "
+        f"Prompt {args.prompt} tokens (and a separate {args.long_prompt}-token prompt, llama-bench's `pp{args.long_prompt}`), {args.decode} generated after it (llama-bench's generation at depth "
         f"{args.prompt}, `-d {args.prompt}`, so both engines attend to the same context), "
         f"{args.streams} concurrent sequences. "
         f"Each figure is the median of {args.rounds} rounds (every type, both engines, per round; "
@@ -135,17 +138,18 @@ def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args
         f"Measured memory read bandwidth: median {rate / 1e9:.1f} GB/s; roofline = bandwidth / file size "
         f"(% of roofline: median over rounds of decode ÷ that round's roofline).",
         "",
-        "| weights | size | engine | prompt tok/s | TTFT ms | decode tok/s (batch 1) | "
+        f"| weights | size | engine | prompt tok/s | prompt {args.long_prompt} tok/s | TTFT ms | decode tok/s (batch 1) | "
         f"decode tok/s ({args.streams} streams) | {args.streams} streams ÷ batch 1 | peak RSS MiB | % of roofline | "
-        "vs llama.cpp: prompt / decode (range) / streams |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"vs llama.cpp: prompt / prompt {args.long_prompt} / decode (range) / streams |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, size, our_rounds, their_rounds, rates in rows:
         we, them = median_report(our_rounds), median_report(their_rounds)
         decode_ratios = [o["tg"] / t["tg"] for o, t in zip(our_rounds, their_rounds)]
         for name, r, runs in (("runtime-node", we, our_rounds), ("llama.cpp", them, their_rounds)):
             ratio = (
-                f"{we['pp'] / them['pp']:.2f}× / {statistics.median(decode_ratios):.2f}× "
+                f"{we['pp'] / them['pp']:.2f}× / {we['pp_long'] / them['pp_long']:.2f}× / "
+                f"{statistics.median(decode_ratios):.2f}× "
                 f"({min(decode_ratios):.2f}–{max(decode_ratios):.2f}) / {we['tg_batch'] / them['tg_batch']:.2f}×"
                 if name == "runtime-node"
                 else ""
@@ -153,11 +157,11 @@ def table(rows: list[tuple[str, int, list[dict], list[dict], list[float]]], args
             of_roofline = statistics.median(run["tg"] * size / rate for run, rate in zip(runs, rates))
             per_batch = statistics.median(run["tg_batch"] / run["tg"] for run in runs)
             lines.append(
-                f"| {kind} | {size / mib:.0f} MiB | {name} | {r['pp']:.0f} | {r['ttft'] * 1000:.0f} | "
+                f"| {kind} | {size / mib:.0f} MiB | {name} | {r['pp']:.0f} | {r['pp_long']:.0f} | {r['ttft'] * 1000:.0f} | "
                 f"{r['tg']:.1f} | {r['tg_batch']:.1f} | {per_batch:.1f}× | {r['rss'] / mib:.0f} | "
                 f"{100 * of_roofline:.0f}% | {ratio} |"
             )
-        lines.append(f"| {kind} | | roofline | | | {statistics.median(rates) / size:.0f} | | | | | |")
+        lines.append(f"| {kind} | | roofline | | | | {statistics.median(rates) / size:.0f} | | | | | |")
     return "\n".join(lines)
 
 
@@ -166,6 +170,7 @@ def main() -> None:
     parser.add_argument("--gguf", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--long-prompt", type=int, default=512)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--types", default="Q4_1,Q4_0,Q8_0,F16,Q4_K_M,Q5_K_M,Q2_K,IQ4_XS")

@@ -11,6 +11,7 @@ use crate::model::kv_cache::{BlockTable, DEFAULT_BLOCK_SIZE, blocks_for};
 use crate::model::llama::argmax_rows;
 use crate::model::{KvPool, Llama, StepInput};
 use crate::serve::device;
+use crate::tokenizer::TextTokenizer;
 
 /// Every figure one bench run measured.
 #[derive(Debug, Default, serde::Serialize)]
@@ -31,6 +32,10 @@ pub struct BenchReport {
     pub batch: usize,
     /// Aggregate decode tokens per second over `batch` sequences.
     pub batch_decode_tok_s: Option<f64>,
+    /// Length of the long prompt (`--long-prompt-tokens`), when measured.
+    pub long_prompt_tokens: Option<usize>,
+    /// Its prefill tokens per second.
+    pub long_prefill_tok_s: Option<f64>,
     /// Peak resident set size in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Memory read bandwidth in bytes per second, with `--bandwidth`.
@@ -43,7 +48,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = BenchReport::default();
     let needed = args.prompt_tokens + args.decode_tokens + 1;
     let options = LoadOptions {
-        max_context_tokens: args.model.max_context_tokens.max(needed),
+        max_context_tokens: args
+            .model
+            .max_context_tokens
+            .max(needed)
+            .max(args.long_prompt_tokens + 1),
         weights: args.model.weight_format(),
         kv_cache: args.model.kv_cache(),
         tensor_parallel: args.tensor_parallel.max(1),
@@ -59,13 +68,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     report.load_s = loaded.load_time.as_secs_f64();
     report.tensor_parallel = options.tensor_parallel;
 
-    // A deterministic prompt of ordinary tokens.
-    let text = "The quick brown fox jumps over the lazy dog. ".repeat(args.prompt_tokens / 8 + 1);
-    let mut prompt = loaded
-        .tokenizer
-        .encode(&text, false)
-        .context("tokenizing the bench prompt")?;
-    prompt.truncate(args.prompt_tokens.max(1));
+    let prompt = bench_prompt(&loaded.tokenizer, args.prompt_tokens)?;
 
     let sequences = args.batch.max(1) + 1;
     let mut pool = model.new_pool(
@@ -131,6 +134,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             total as f64 / elapsed
         );
     }
+    if args.long_prompt_tokens > 0 {
+        let long = bench_prompt(&loaded.tokenizer, args.long_prompt_tokens)?;
+        // A pool of its own, so the peak RSS still reflects the streams' cache, not this one.
+        drop(pool);
+        let mut pool = model.new_pool(blocks_for(long.len() + 1, DEFAULT_BLOCK_SIZE), DEFAULT_BLOCK_SIZE)?;
+        let mut table = BlockTable::default();
+        let started = Instant::now();
+        forward_one(model, &long, &mut table, &mut pool)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        (report.long_prompt_tokens, report.long_prefill_tok_s) =
+            (Some(long.len()), Some(long.len() as f64 / elapsed));
+        println!(
+            "prefill (long prompt): {} tokens in {elapsed:.3} s = {:.1} tok/s",
+            long.len(),
+            long.len() as f64 / elapsed
+        );
+    }
     drop(pinned);
     report.peak_rss_bytes = crate::bandwidth::peak_rss_bytes();
     if let Some(rss) = report.peak_rss_bytes {
@@ -149,6 +169,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+/// A deterministic prompt of ordinary tokens, `tokens` long (at least one).
+fn bench_prompt(tokenizer: &TextTokenizer, tokens: usize) -> anyhow::Result<Vec<u32>> {
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(tokens / 8 + 1);
+    let mut prompt = tokenizer
+        .encode(&text, false)
+        .context("tokenizing the bench prompt")?;
+    prompt.truncate(tokens.max(1));
+    Ok(prompt)
 }
 
 fn forward_one(

@@ -131,6 +131,10 @@ pub struct BenchArgs {
     /// Concurrent sequences for the aggregate decode measurement (1 = skip it).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Also measure prefill of a prompt this long, in a sequence of its own (0 = skip it):
+    /// llama-bench's `pp512` beside the shorter prompt that decoding follows.
+    #[arg(long, default_value_t = 0)]
+    pub long_prompt_tokens: usize,
     /// Tensor-parallel ranks to measure with (as `serve --tensor-parallel`): on CPU the ranks
     /// share the cores, on CUDA one GPU each.
     #[arg(long, default_value_t = 1)]
