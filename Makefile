@@ -135,12 +135,13 @@ run: deps python-deps
 	SMOLLM2_GGUF="$(SMOLLM2_GGUF)" ./target/release/hearth-operator --log-format text local --config examples/local
 
 # Benchmarks (not tests): the engine next to llama.cpp on the same GGUF files in one run (writes
-# docs/benchmarks.md), the meter's and the gateway's overhead (the gateway's also with its Redis
-# limiter, on a throwaway Redis).
+# docs/benchmarks.md), F16 decoding's matmuls against a plain memory read, the meter's and the
+# gateway's overhead (the gateway's also with its Redis limiter, on a throwaway Redis).
 bench: deps python-deps
 	$(CARGO) build --release -p runtime-node
 	bench/build-llama-cpp.sh
 	$(VPY) bench/engine_vs_llamacpp.py --gguf "$(SMOLLM2_GGUF)" --threads 2
+	$(CARGO) bench -p hearth-kernels --bench decode_stream
 	$(CARGO) bench -p runtime-node --bench meter_overhead
 	scripts/with-redis.sh $(CARGO) bench -p hearth-operator --bench gateway_overhead
 
