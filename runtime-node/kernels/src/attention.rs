@@ -188,6 +188,7 @@ pub fn merge_parts(sums: &[f32], parts: &[SoftmaxPart], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fp8::Fp8E4M3;
 
     struct Random(u64);
     impl Random {
@@ -240,9 +241,10 @@ mod tests {
         out
     }
 
-    fn halves(values: &[f32]) -> Vec<half::f16> {
-        let mut out = vec![half::f16::ZERO; values.len()];
-        half::f16::narrow(values, &mut out);
+    /// `values` rounded to the storage type `T`.
+    fn stored<T: KvElement>(values: &[f32]) -> Vec<T> {
+        let mut out = vec![T::default(); values.len()];
+        T::narrow(values, &mut out);
         out
     }
 
@@ -300,15 +302,23 @@ mod tests {
 
     /// Every kernel this CPU runs, grouped heads of 64 and 128 values (the 512-bit kernel's
     /// widths) and an odd width, context lengths around the 8-position blocks and the value
-    /// pairs, rows shuffled and offset by a base as a paged cache hands them over, f32 and f16.
+    /// pairs, rows shuffled and offset by a base as a paged cache hands them over; f32, f16 and
+    /// FP8 storage.
     #[test]
     fn every_path_matches_the_f64_definition_whole_and_split() {
-        let mut kernels: Vec<(&str, Kernel<f32>, Kernel<half::f16>)> = vec![
-            ("dispatched", attend_group::<f32>, attend_group::<half::f16>),
+        type Kernels = (&'static str, Kernel<f32>, Kernel<half::f16>, Kernel<Fp8E4M3>);
+        let mut kernels: Vec<Kernels> = vec![
+            (
+                "dispatched",
+                attend_group::<f32>,
+                attend_group::<half::f16>,
+                attend_group::<Fp8E4M3>,
+            ),
             (
                 "portable",
                 attend_group_portable::<f32>,
                 attend_group_portable::<half::f16>,
+                attend_group_portable::<Fp8E4M3>,
             ),
         ];
         #[cfg(target_arch = "x86_64")]
@@ -324,7 +334,7 @@ mod tests {
                 // SAFETY: AVX2 and FMA were detected.
                 unsafe { attend_group_avx2(q, c, d, s, scratch, out) }
             }
-            kernels.push(("avx2", avx2::<f32>, avx2::<half::f16>));
+            kernels.push(("avx2", avx2::<f32>, avx2::<half::f16>, avx2::<Fp8E4M3>));
         }
         let mut random = Random(7);
         for (head_dim, group) in [(64, 3), (64, 1), (128, 4), (24, 2)] {
@@ -336,8 +346,9 @@ mod tests {
                 let values: Vec<f32> = (0..keys.len()).map(|_| random.float()).collect();
                 let rows: Vec<u32> = (0..len as u32).map(|p| (p * 7 + 3) % table_rows as u32).collect();
                 let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
-                let (half_keys, half_values) = (halves(&keys), halves(&values));
-                for (name, wide, narrow) in &kernels {
+                let (half_keys, half_values) = (stored::<half::f16>(&keys), stored::<half::f16>(&values));
+                let (fp8_keys, fp8_values) = (stored::<Fp8E4M3>(&keys), stored::<Fp8E4M3>(&values));
+                for (name, wide, narrow, eight_bit) in &kernels {
                     let label = format!("{name}, {head_dim}×{group}, len {len}");
                     let context = Context {
                         keys: &keys[..],
@@ -354,6 +365,13 @@ mod tests {
                         rows: &rows,
                     };
                     check(*narrow, &queries, &context, head_dim, &format!("f16, {label}"));
+                    let context = Context {
+                        keys: &fp8_keys[..],
+                        values: &fp8_values[..],
+                        base,
+                        rows: &rows,
+                    };
+                    check(*eight_bit, &queries, &context, head_dim, &format!("fp8, {label}"));
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! runtime-node's own CPU kernels, used where candle's are slow: a few rows of activations
 //! (decode steps, batches, prompt chunks) times a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K /
 //! Q6_K / Q2_K / Q3_K / IQ4_NL / IQ4_XS ([`formats`]; [`widen`] rewrites IQ4_NL for candle) or F16
-//! weight matrix, and the vector loops of a fused step (attention,
-//! activation quantization, SiLU). Each activation
-//! row is quantized to 8-bit blocks once; weights are repacked at load into interleaved groups
-//! of 8 rows ([`interleaved`]), read once per call for all activation rows and dotted in
-//! integers ([`dot`]); output rows are split across a persistent worker pool ([`pool`],
-//! [`rows`]), pinned to CPUs the process owns ([`affinity`]). Load-time work (repacking, dequantizing) uses rayon.
+//! weight matrix, and the vector loops of a fused step (attention over an f32, f16 or FP8
+//! ([`fp8`]) KV cache, activation quantization, SiLU). Each activation row is quantized to 8-bit
+//! blocks once; weights are repacked at load into interleaved groups of 8 rows
+//! ([`interleaved`]), read once per call for all activation rows and dotted in integers
+//! ([`dot`]); output rows are split across a persistent worker pool ([`pool`], [`rows`]), pinned
+//! to CPUs the process owns ([`affinity`]). Load-time work (repacking, dequantizing) uses rayon.
 
 pub mod affinity;
 pub mod attention;
@@ -17,6 +17,7 @@ pub mod dot;
 #[cfg(target_arch = "x86_64")]
 mod exp512;
 pub mod formats;
+pub mod fp8;
 pub mod half_matrix;
 pub mod interleaved;
 pub mod pool;

@@ -176,6 +176,7 @@ impl Llama {
             match store {
                 HostLayer::F32 { k, v } => attend(&layout, q, (k, v), &token_rows, attention, runs),
                 HostLayer::F16 { k, v } => attend(&layout, q, (k, v), &token_rows, attention, runs),
+                HostLayer::Fp8 { k, v } => attend(&layout, q, (k, v), &token_rows, attention, runs),
             }
 
             quantize(attention, &mut b.quantized);

@@ -20,6 +20,7 @@ use std::hash::{Hash, Hasher};
 
 use candle_core::{DType, Device, Result, Tensor};
 use half::f16;
+use hearth_kernels::fp8::Fp8E4M3;
 use hearth_kernels::vector::KvElement;
 
 use super::config::ModelConfig;
@@ -66,6 +67,9 @@ pub enum KvDtype {
     F16,
     /// f32: exact to the step's own arithmetic (the `--dequantize` numerics mode).
     F32,
+    /// FP8 E4M3 without a scale (vLLM's uncalibrated `fp8`): a quarter of f32's bytes (twice
+    /// f16's tokens in a memory budget), each key and value rounded by up to 1/16 of itself.
+    Fp8,
 }
 
 impl KvDtype {
@@ -74,6 +78,7 @@ impl KvDtype {
         match self {
             Self::F16 => 2,
             Self::F32 => 4,
+            Self::Fp8 => 1,
         }
     }
 }
@@ -95,6 +100,13 @@ pub enum HostLayer {
         /// Values.
         v: Vec<f16>,
     },
+    /// Stored as FP8 E4M3.
+    Fp8 {
+        /// Keys.
+        k: Vec<Fp8E4M3>,
+        /// Values.
+        v: Vec<Fp8E4M3>,
+    },
 }
 
 impl HostLayer {
@@ -108,6 +120,10 @@ impl HostLayer {
                 k: vec![f16::ZERO; values],
                 v: vec![f16::ZERO; values],
             },
+            KvDtype::Fp8 => Self::Fp8 {
+                k: vec![Fp8E4M3::default(); values],
+                v: vec![Fp8E4M3::default(); values],
+            },
         }
     }
 
@@ -115,6 +131,7 @@ impl HostLayer {
         match self {
             Self::F32 { .. } => KvDtype::F32,
             Self::F16 { .. } => KvDtype::F16,
+            Self::Fp8 { .. } => KvDtype::Fp8,
         }
     }
 
@@ -129,6 +146,10 @@ impl HostLayer {
                 put(v, at, value);
             }
             Self::F16 { k, v } => {
+                put(k, at, key);
+                put(v, at, value);
+            }
+            Self::Fp8 { k, v } => {
                 put(k, at, key);
                 put(v, at, value);
             }
@@ -147,6 +168,8 @@ impl HostLayer {
             (Self::F32 { v, .. }, false) => take(v, at, count, out),
             (Self::F16 { k, .. }, true) => take(k, at, count, out),
             (Self::F16 { v, .. }, false) => take(v, at, count, out),
+            (Self::Fp8 { k, .. }, true) => take(k, at, count, out),
+            (Self::Fp8 { v, .. }, false) => take(v, at, count, out),
         }
     }
 }
@@ -562,6 +585,25 @@ mod tests {
         pool.release(&mut a);
         assert_eq!(pool.free_blocks(), 5);
         assert!(a.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn fp8_storage_rounds_to_e4m3_in_a_quarter_of_the_bytes() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut pool = KvPool::new(&cfg(), 2, 4, KvDtype::Fp8, &dev)?;
+        let full = KvPool::new(&cfg(), 2, 4, KvDtype::F32, &dev)?;
+        assert_eq!(pool.capacity_bytes() * 4, full.capacity_bytes());
+        let mut table = BlockTable::default();
+        pool.reserve(&mut table, 1)?;
+        // 1/3 rounds to 0.34375 (1.011b × 2⁻²); 1000 saturates at 448.
+        let k = Tensor::from_vec(vec![1.0f32 / 3.0, -1000.1], (1, 1, 2), &dev)?;
+        pool.write(0, &table, &k, &k)?;
+        pool.advance(&mut table, 1);
+        let (keys, values) = pool.gather(0, &table)?;
+        for table in [keys, values] {
+            assert_eq!(table.get(0)?.get(0)?.to_vec1::<f32>()?, [0.34375, -448.0]);
+        }
         Ok(())
     }
 
