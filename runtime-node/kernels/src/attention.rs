@@ -241,6 +241,28 @@ mod tests {
         out
     }
 
+    /// A paged table's keys and values in f32, and the rows of one context.
+    struct Table<'a> {
+        keys: &'a [f32],
+        values: &'a [f32],
+        base: usize,
+        rows: &'a [u32],
+    }
+
+    impl Table<'_> {
+        /// [`check`] with the table stored as `T`.
+        fn check_as<T: KvElement>(&self, kernel: Kernel<T>, queries: &[f32], head_dim: usize, label: &str) {
+            let (keys, values) = (stored::<T>(self.keys), stored::<T>(self.values));
+            let context = Context {
+                keys: &keys,
+                values: &values,
+                base: self.base,
+                rows: self.rows,
+            };
+            check(kernel, queries, &context, head_dim, label);
+        }
+    }
+
     /// `values` rounded to the storage type `T`.
     fn stored<T: KvElement>(values: &[f32]) -> Vec<T> {
         let mut out = vec![T::default(); values.len()];
@@ -346,32 +368,18 @@ mod tests {
                 let values: Vec<f32> = (0..keys.len()).map(|_| random.float()).collect();
                 let rows: Vec<u32> = (0..len as u32).map(|p| (p * 7 + 3) % table_rows as u32).collect();
                 let queries: Vec<f32> = (0..group * head_dim).map(|_| random.float()).collect();
-                let (half_keys, half_values) = (stored::<half::f16>(&keys), stored::<half::f16>(&values));
-                let (fp8_keys, fp8_values) = (stored::<Fp8E4M3>(&keys), stored::<Fp8E4M3>(&values));
+                let table = Table {
+                    keys: &keys,
+                    values: &values,
+                    base,
+                    rows: &rows,
+                };
                 for (name, wide, narrow, eight_bit) in &kernels {
                     let label = format!("{name}, {head_dim}×{group}, len {len}");
-                    let context = Context {
-                        keys: &keys[..],
-                        values: &values[..],
-                        base,
-                        rows: &rows,
-                    };
-                    check(*wide, &queries, &context, head_dim, &format!("f32, {label}"));
-                    // The same table stored as half floats (the reference reads the rounded values).
-                    let context = Context {
-                        keys: &half_keys[..],
-                        values: &half_values[..],
-                        base,
-                        rows: &rows,
-                    };
-                    check(*narrow, &queries, &context, head_dim, &format!("f16, {label}"));
-                    let context = Context {
-                        keys: &fp8_keys[..],
-                        values: &fp8_values[..],
-                        base,
-                        rows: &rows,
-                    };
-                    check(*eight_bit, &queries, &context, head_dim, &format!("fp8, {label}"));
+                    // The same table stored as each type (the reference reads the rounded values).
+                    table.check_as(*wide, &queries, head_dim, &format!("f32, {label}"));
+                    table.check_as(*narrow, &queries, head_dim, &format!("f16, {label}"));
+                    table.check_as(*eight_bit, &queries, head_dim, &format!("fp8, {label}"));
                 }
             }
         }

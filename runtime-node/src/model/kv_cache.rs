@@ -588,41 +588,30 @@ mod tests {
         Ok(())
     }
 
+    /// f16 and FP8 pools hold their rows in a half and a quarter of f32's bytes, and what they
+    /// hand back is each value rounded to the storage type.
     #[test]
-    fn fp8_storage_rounds_to_e4m3_in_a_quarter_of_the_bytes() -> Result<()> {
+    fn narrow_storage_rounds_in_fewer_bytes() -> Result<()> {
         let dev = Device::Cpu;
-        let mut pool = KvPool::new(&cfg(), 2, 4, KvDtype::Fp8, &dev)?;
         let full = KvPool::new(&cfg(), 2, 4, KvDtype::F32, &dev)?;
-        assert_eq!(pool.capacity_bytes() * 4, full.capacity_bytes());
-        let mut table = BlockTable::default();
-        pool.reserve(&mut table, 1)?;
-        // 1/3 rounds to 0.34375 (1.011b × 2⁻²); 1000 saturates at 448.
-        let k = Tensor::from_vec(vec![1.0f32 / 3.0, -1000.1], (1, 1, 2), &dev)?;
-        pool.write(0, &table, &k, &k)?;
-        pool.advance(&mut table, 1);
-        let (keys, values) = pool.gather(0, &table)?;
-        for table in [keys, values] {
-            assert_eq!(table.get(0)?.get(0)?.to_vec1::<f32>()?, [0.34375, -448.0]);
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn f16_storage_rounds_to_half_floats_in_half_the_bytes() -> Result<()> {
-        let dev = Device::Cpu;
-        let mut pool = KvPool::new(&cfg(), 2, 4, KvDtype::F16, &dev)?;
-        let full = KvPool::new(&cfg(), 2, 4, KvDtype::F32, &dev)?;
-        assert_eq!(pool.capacity_bytes() * 2, full.capacity_bytes());
-        let mut table = BlockTable::default();
-        pool.reserve(&mut table, 1)?;
-        let k = Tensor::from_vec(vec![1.0f32 / 3.0, -1000.1], (1, 1, 2), &dev)?;
-        pool.write(0, &table, &k, &k)?;
-        pool.advance(&mut table, 1);
-        let (keys, values) = pool.gather(0, &table)?;
-        let rounded = [f16::from_f32(1.0 / 3.0).to_f32(), f16::from_f32(-1000.1).to_f32()];
-        assert_ne!(rounded[0], 1.0 / 3.0);
-        for table in [keys, values] {
-            assert_eq!(table.get(0)?.get(0)?.to_vec1::<f32>()?, rounded);
+        let half_floats = [f16::from_f32(1.0 / 3.0).to_f32(), f16::from_f32(-1000.1).to_f32()];
+        assert_ne!(half_floats[0], 1.0 / 3.0);
+        // FP8: 1/3 rounds to 0.34375 (1.011b × 2⁻²); 1000 saturates at 448.
+        for (dtype, ratio, rounded) in [
+            (KvDtype::F16, 2, half_floats),
+            (KvDtype::Fp8, 4, [0.34375, -448.0]),
+        ] {
+            let mut pool = KvPool::new(&cfg(), 2, 4, dtype, &dev)?;
+            assert_eq!(pool.capacity_bytes() * ratio, full.capacity_bytes(), "{dtype:?}");
+            let mut table = BlockTable::default();
+            pool.reserve(&mut table, 1)?;
+            let k = Tensor::from_vec(vec![1.0f32 / 3.0, -1000.1], (1, 1, 2), &dev)?;
+            pool.write(0, &table, &k, &k)?;
+            pool.advance(&mut table, 1);
+            let (keys, values) = pool.gather(0, &table)?;
+            for table in [keys, values] {
+                assert_eq!(table.get(0)?.get(0)?.to_vec1::<f32>()?, rounded, "{dtype:?}");
+            }
         }
         Ok(())
     }
