@@ -57,7 +57,7 @@ impl Fp8E4M3 {
         }
         let code = if magnitude < f32::from_bits((127 - 6) << 23) {
             // Subnormal range (below 2⁻⁶): steps of 2⁻⁹; 8 steps is the smallest normal, code 8.
-            round_half_even(magnitude * 512.0) as u8
+            (magnitude * 512.0).round_ties_even() as u8
         } else if magnitude >= MAX {
             0x7E
         } else {
@@ -75,17 +75,6 @@ impl Fp8E4M3 {
     /// The exact value.
     pub fn to_f32(self) -> f32 {
         VALUES[self.0 as usize]
-    }
-}
-
-/// `x` rounded to the nearest integer, ties to even (`x` small and non-negative).
-fn round_half_even(x: f32) -> f32 {
-    let floor = x.floor();
-    let diff = x - floor;
-    if diff > 0.5 || (diff == 0.5 && floor % 2.0 == 1.0) {
-        floor + 1.0
-    } else {
-        floor
     }
 }
 
