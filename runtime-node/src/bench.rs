@@ -82,18 +82,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     pool.release(&mut warm);
 
     let mut table = BlockTable::default();
-    let started = Instant::now();
-    let mut next = forward_one(model, &prompt, &mut table, &mut pool)?;
-    let prefill = started.elapsed().as_secs_f64();
+    let (mut next, prefill) = timed_prefill(model, &prompt, &mut table, &mut pool, "prefill")?;
     // The prompt's forward pass ends with the first token's logits: prefill time is TTFT.
     (report.prompt_tokens, report.prefill_tok_s, report.ttft_s) =
         (prompt.len(), prompt.len() as f64 / prefill, prefill);
-    println!(
-        "prefill: {} tokens in {:.3} s = {:.1} tok/s",
-        prompt.len(),
-        prefill,
-        prompt.len() as f64 / prefill
-    );
 
     let started = Instant::now();
     for _ in 0..args.decode_tokens {
@@ -140,16 +132,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         drop(pool);
         let mut pool = model.new_pool(blocks_for(long.len() + 1, DEFAULT_BLOCK_SIZE), DEFAULT_BLOCK_SIZE)?;
         let mut table = BlockTable::default();
-        let started = Instant::now();
-        forward_one(model, &long, &mut table, &mut pool)?;
-        let elapsed = started.elapsed().as_secs_f64();
+        let (_, elapsed) = timed_prefill(model, &long, &mut table, &mut pool, "prefill (long prompt)")?;
         (report.long_prompt_tokens, report.long_prefill_tok_s) =
             (Some(long.len()), Some(long.len() as f64 / elapsed));
-        println!(
-            "prefill (long prompt): {} tokens in {elapsed:.3} s = {:.1} tok/s",
-            long.len(),
-            long.len() as f64 / elapsed
-        );
     }
     drop(pinned);
     report.peak_rss_bytes = crate::bandwidth::peak_rss_bytes();
@@ -179,6 +164,26 @@ fn bench_prompt(tokenizer: &TextTokenizer, tokens: usize) -> anyhow::Result<Vec<
         .context("tokenizing the bench prompt")?;
     prompt.truncate(tokens.max(1));
     Ok(prompt)
+}
+
+/// Prefills `prompt` into `table`, prints its speed under `label`, and returns the first token
+/// it generates and the seconds it took.
+fn timed_prefill(
+    model: &Llama,
+    prompt: &[u32],
+    table: &mut BlockTable,
+    pool: &mut KvPool,
+    label: &str,
+) -> anyhow::Result<(u32, f64)> {
+    let started = Instant::now();
+    let next = forward_one(model, prompt, table, pool)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{label}: {} tokens in {seconds:.3} s = {:.1} tok/s",
+        prompt.len(),
+        prompt.len() as f64 / seconds
+    );
+    Ok((next, seconds))
 }
 
 fn forward_one(
