@@ -10,7 +10,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 SMOLLM2_STAMP := $(VENV)/.smollm2-0.1.2
 
-.PHONY: build test generate run bench e2e lint fmt clippy cuda-check cuda-binaries fuzz-smoke unit-test chart-test local-test check-generated deps python-deps images help
+.PHONY: build test generate run bench e2e lint fmt clippy cuda-check cuda-binaries fuzz-smoke unit-test chart-test local-test cluster-tools cluster cluster-test check-generated deps python-deps images help
 
 help:
 	@echo "make run       serve SmolLM2-135M locally (OpenAI API on 127.0.0.1)"
@@ -19,6 +19,8 @@ help:
 	@echo "make cuda-binaries  CUDA runtime-node + GPU test binaries for a GPU machine (scripts/run-gpu-checks.sh there)"
 	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
+	@echo "make cluster   a real Kubernetes control plane on loopback (kwok nodes, pods as local processes) to explore"
+	@echo "make cluster-test  the cluster test: Helm installs Hearth on that plane, the README quickstart, the scenarios"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
 	@echo "make fuzz-smoke  each model-file parser fuzz target for FUZZ_SECONDS (libFuzzer)"
 
@@ -37,14 +39,15 @@ $(SMOLLM2_STAMP): | $(VPY)
 
 # Python test tools (chart rendering and validation, the openai client for local mode).
 TEST_STAMP := $(VENV)/.test-requirements
-$(TEST_STAMP): tests/chart/requirements.txt tests/local/requirements.txt | $(VPY)
-	$(VPY) -m pip install -q -r tests/chart/requirements.txt -r tests/local/requirements.txt
+$(TEST_STAMP): tests/chart/requirements.txt tests/local/requirements.txt tests/cluster/requirements.txt | $(VPY)
+	$(VPY) -m pip install -q -r tests/chart/requirements.txt -r tests/local/requirements.txt -r tests/cluster/requirements.txt
 	touch $@
 
 python-deps: $(SMOLLM2_STAMP) $(TEST_STAMP)
 
-# The Helm chart rendered and validated (Helm is not installable here), kustomize, RBAC.
-chart-test: python-deps
+# The Helm chart rendered and linted by real Helm 4 (from cluster-tools, or HEARTH_HELM=<path>),
+# its objects validated against the Kubernetes schemas, kustomize, RBAC.
+chart-test: python-deps cluster-tools
 	$(VPY) -m pytest -q tests/chart
 
 # Path of the GGUF file inside the installed wheel.
@@ -127,7 +130,28 @@ fuzz-smoke: deps
 	  rm -rf "$$scratch"; \
 	done
 
-test: deps python-deps fmt clippy cuda-check check-generated fuzz-smoke unit-test chart-test local-test
+# The cluster test's tools from Go modules: kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, etcd, kwok and Helm 4, built once per machine into a cache folder
+# named after their versions (~/.cache/hearth/cluster/), plus the CRDs of KEDA, the Gateway API
+# and kwok. Needs Go (installed on this project's machines).
+cluster-tools:
+	@command -v go >/dev/null || { echo "Go is required for the cluster test's tools (https://go.dev/dl)"; exit 1; }
+	e2e/cluster/build.sh >/dev/null
+
+# A control plane with a CPU node and an 8-GPU node whose pods run as local processes, kept up
+# until Ctrl-C; it prints the KUBECONFIG line. The README's cluster quickstart works against it.
+CLUSTER_STATE ?= .hearth-cluster
+cluster: deps python-deps cluster-tools
+	$(CARGO) build -p hearth-operator -p runtime-node
+	e2e/cluster/netns.sh $(VPY) tests/cluster/cluster_up.py $(CLUSTER_STATE)
+
+# The cluster test (tests/cluster/): the chart installed by Helm on a real control plane, the
+# README's quickstart run as written, then each scenario. Binaries from unit-test's build.
+cluster-test: python-deps cluster-tools
+	$(CARGO) build -p hearth-operator -p runtime-node
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/cluster/netns.sh $(VPY) -m pytest -q tests/cluster
+
+test: deps python-deps fmt clippy cuda-check check-generated fuzz-smoke unit-test chart-test local-test cluster-test
 	@echo "make test: all checks passed"
 
 run: deps python-deps

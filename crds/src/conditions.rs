@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// A rollout is under way.
 pub const PROGRESSING: &str = "Progressing";
-/// Some replicas are unavailable.
+/// Some replicas are unavailable, or part of what the object asks for could not be applied.
 pub const DEGRADED: &str = "Degraded";
 /// The memory plan fits the requested GPU type.
 pub const FITS: &str = "Fits";
@@ -54,6 +54,11 @@ pub mod reason {
     pub const KEYS_AVAILABLE: &str = "KeysAvailable";
     /// The tenant is suspended by its spec.
     pub const SUSPENDED: &str = "Suspended";
+    /// `autoscaling.mode: keda`, but the cluster does not serve KEDA's ScaledObject API: the
+    /// model is deployed without its ScaledObject.
+    pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
+    /// The API server refused or failed a write of a child; the message names the child.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
 }
 
 /// Builds a condition for `generation`, keeping `lastTransitionTime` from `previous` when the

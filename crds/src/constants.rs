@@ -20,6 +20,11 @@ pub const LABEL_API_KEY: &str = "hearth.dev/api-key";
 /// Label on pods that run the meter sidecar, so the billing aggregator can find them.
 pub const LABEL_METERED: &str = "hearth.dev/metered";
 
+/// Annotation on every child the operator applies: a hash of the object it last applied. The
+/// server echoes annotations back unchanged, so an equal hash means "nothing of ours changed"
+/// even where the server drops or normalises a field we set.
+pub const ANNOTATION_APPLIED_HASH: &str = "hearth.dev/applied-hash";
+
 /// Node label set by NVIDIA GPU feature discovery with the GPU product name.
 pub const NODE_LABEL_GPU_PRODUCT: &str = "nvidia.com/gpu.product";
 /// Extended resource name of NVIDIA GPUs.
@@ -49,6 +54,9 @@ pub const PORT_METER: i32 = 8001;
 pub const PORT_NAME_HTTP: &str = "http";
 /// Default runtime-node image, overridable per model with `engine.image`.
 pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/hearth-dev/runtime-node:0.1.0";
+/// Default runtime-node image built with CUDA, for the engine of models that ask for a GPU
+/// (the CPU image refuses `--device cuda`); overridable per model with `engine.image`.
+pub const DEFAULT_RUNTIME_CUDA_IMAGE: &str = "ghcr.io/hearth-dev/runtime-node:0.1.0-cuda";
 /// Default vLLM image used when `engine.kind: vllm`.
 pub const DEFAULT_VLLM_IMAGE: &str = "vllm/vllm-openai:v0.11.0";
 /// Default llama.cpp server image used when `engine.kind: llama-cpp`.

@@ -43,9 +43,17 @@ pub struct ControllerArgs {
     /// Address of the `/metrics`, `/healthz` and `/readyz` server.
     #[arg(long, default_value = "0.0.0.0:8080", env = "HEARTH_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
-    /// Image of runtime-node pods (engine and meter sidecar).
+    /// Image of runtime-node pods on CPU: the engine of CPU models and every meter sidecar.
     #[arg(long, default_value = hearth_crds::constants::DEFAULT_RUNTIME_IMAGE, env = "HEARTH_RUNTIME_IMAGE")]
     pub runtime_image: String,
+    /// Image of the runtime-node engine of models with `spec.gpu` (a CUDA build: the CPU image
+    /// refuses `--device cuda`), unless the model sets `engine.image`.
+    #[arg(
+        long,
+        default_value = hearth_crds::constants::DEFAULT_RUNTIME_CUDA_IMAGE,
+        env = "HEARTH_RUNTIME_CUDA_IMAGE"
+    )]
+    pub runtime_cuda_image: String,
     /// Prometheus URL that KEDA ScaledObjects query.
     #[arg(
         long,

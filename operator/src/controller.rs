@@ -1,6 +1,7 @@
 //! `hearth-operator controller`: leader election, then one kube-runtime Controller per CRD,
 //! plus the metrics/health server.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,13 +30,14 @@ use crate::context::{Context, Settings};
 use crate::http::{HealthState, app};
 use crate::leader::LeaseLock;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use crate::{model, tenant, tier};
 
 /// Label selector of children this operator manages.
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hearth-operator";
 
-/// Runs the controllers until SIGTERM/Ctrl-C or until leadership is lost.
-pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+/// Runs the controllers until `shutdown` fires or until leadership is lost.
+pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -79,16 +81,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     // A standby replica is healthy and ready to take over.
     ready.store(true, Ordering::Relaxed);
     info!(%identity, "waiting for leadership");
-    loop {
-        tokio::select! {
-            acquired = lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()) => {
-                if acquired.unwrap_or_else(|error| { warn!(%error, "lease check failed"); false }) {
-                    break;
-                }
-            }
-            _ = shutdown_signal() => return Ok(()),
-        }
-        tokio::time::sleep(lock.renew_interval()).await;
+    let acquire = || lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now());
+    if !wait_for_leadership(acquire, lock.renew_interval(), &shutdown).await {
+        info!("shutting down before leading");
+        return Ok(());
     }
     info!(%identity, "leading; starting controllers");
 
@@ -109,7 +105,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     });
     let stop = async move {
         tokio::select! {
-            _ = shutdown_signal() => info!("shutting down"),
+            () = shutdown.wait() => info!("shutting down"),
             _ = lost_rx => error!("leadership lost; stopping so a single leader writes"),
         }
     }
@@ -117,14 +113,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     start_billing(&args, client.clone(), &billing_front).await?;
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
         metrics,
-        settings: Settings {
+        Settings {
             runtime_image: args.runtime_image,
+            runtime_cuda_image: args.runtime_cuda_image,
             prometheus_url: args.prometheus_url,
         },
-    });
+    ));
     let managed = || watcher::Config::default().labels(MANAGED_SELECTOR);
 
     let models = Controller::new(
@@ -248,25 +245,28 @@ pub fn tenants_of_tier(
         .collect()
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// The standby loop: tries `acquire` every `interval` until it takes the lease (true) or
+/// `shutdown` fires (false). The shutdown ends the wait as promptly during a lease call as
+/// during the sleep between calls.
+pub async fn wait_for_leadership<F, Fut>(mut acquire: F, interval: Duration, shutdown: &Shutdown) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::Result<bool>>,
+{
+    let attempts = async {
+        loop {
+            match acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => warn!(%error, "lease check failed"),
             }
-            Err(_) => futures::future::pending::<()>().await,
+            tokio::time::sleep(interval).await;
         }
     };
-    #[cfg(not(unix))]
-    let terminate = futures::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        biased;
+        () = shutdown.wait() => false,
+        () = attempts => true,
     }
 }
 
@@ -306,5 +306,45 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_standby_stops_promptly_when_shutdown_fires_during_the_sleep() {
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let acquire = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(false) }
+        };
+        // The lease call returns at once; the shutdown fires 50 ms into the minute-long sleep.
+        let shutdown = Shutdown::when(tokio::time::sleep(Duration::from_millis(50)));
+        let started = std::time::Instant::now();
+        let leading = tokio::time::timeout(
+            Duration::from_secs(1),
+            wait_for_leadership(acquire, Duration::from_secs(60), &shutdown),
+        )
+        .await
+        .expect("the standby wait ends within a second of the shutdown");
+        assert!(!leading);
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "it was sleeping when the shutdown fired"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_standby_that_takes_the_lease_leads() {
+        let mut results = vec![Ok(true), Ok(false)];
+        let acquire = move || std::future::ready(results.pop().unwrap_or(Ok(false)));
+        let shutdown = Shutdown::when(std::future::pending());
+        let leading = tokio::time::timeout(
+            Duration::from_secs(1),
+            wait_for_leadership(acquire, Duration::from_millis(10), &shutdown),
+        )
+        .await
+        .expect("leads after the second try");
+        assert!(leading);
     }
 }

@@ -8,6 +8,15 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API call failed: {0}")]
     Kube(#[source] kube::Error),
+    /// Writing (applying or deleting) a child of kind `kind` failed.
+    #[error("writing the {kind} failed: {source}")]
+    Apply {
+        /// Kind of the child.
+        kind: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
     /// An object could not be serialised for apply.
     #[error("could not serialise {kind}: {source}")]
     Serialize {
@@ -41,16 +50,24 @@ impl Error {
     /// A bounded label for the errors metric (never an object name or a message).
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Kube(kube::Error::Api(status)) if status.is_not_found() => "not_found",
-            Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
-            Self::Kube(kube::Error::Api(_)) => "api",
-            Self::Kube(_) => "transport",
+            Self::Kube(error) | Self::Apply { source: error, .. } => kube_category(error),
             Self::Serialize { .. } => "serialize",
             Self::MissingMetadata(_) => "metadata",
             Self::InvalidObject(_) => "invalid_object",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::SecretMissing(_) => "secret_missing",
         }
+    }
+}
+
+/// The category of a failed API call. A 404 whose body was not a Kubernetes `Status` (an API
+/// group the server does not serve answers plain text) counts as `not_found` too.
+fn kube_category(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) if status.is_not_found() || status.code == 404 => "not_found",
+        kube::Error::Api(status) if status.code == 409 => "conflict",
+        kube::Error::Api(_) => "api",
+        _ => "transport",
     }
 }
 

@@ -8,8 +8,6 @@ use kube::core::error_boundary::InvalidObject;
 use kube::{Api, Client, Resource};
 use serde_json::json;
 
-use std::time::Duration;
-
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use tracing::warn;
@@ -75,14 +73,28 @@ where
 }
 
 /// The error policy every controller shares: invalid objects and specs wait for the user to
-/// change them; anything else is counted and retried.
-pub fn error_action(controller: &'static str, error: &Error, ctx: &Context) -> Action {
+/// change them; anything else is counted and retried after a delay that doubles with each
+/// failure of the same object (see [`crate::backoff`]), reset by its next success.
+pub fn error_action(
+    controller: &'static str,
+    object: &impl Resource,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
     ctx.metrics.reconcile_failed(controller, error.category());
     match error {
         Error::InvalidObject(_) | Error::InvalidSpec(_) => Action::await_change(),
         _ => {
-            warn!(controller, %error, "reconcile failed; retrying");
-            Action::requeue(Duration::from_secs(15))
+            let delay = ctx
+                .backoff
+                .next_delay(&crate::backoff::key(controller, object.meta()));
+            warn!(controller, %error, retry_in_seconds = delay.as_secs(), "reconcile failed; retrying");
+            Action::requeue(delay)
         }
     }
+}
+
+/// Records that `object` reconciled: its next failure starts the backoff afresh.
+pub fn reconciled(controller: &'static str, object: &impl Resource, ctx: &Context) {
+    ctx.backoff.reset(&crate::backoff::key(controller, object.meta()));
 }

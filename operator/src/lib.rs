@@ -1,6 +1,7 @@
 //! Hearth's control plane: the reconcilers for `InferenceModel`, `Tenant` and `Tier`, leader
 //! election, the gateway, local mode, and the operator's metrics and health endpoints.
 
+pub mod backoff;
 pub mod billing;
 pub mod cli;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod model;
+pub mod shutdown;
 pub mod ssa;
 pub mod telemetry;
 pub mod tenant;
@@ -20,12 +22,13 @@ pub mod tier;
 
 pub use error::{Error, Result};
 
-/// Runs the subcommand the user chose.
+/// Runs the subcommand the user chose, until SIGTERM or Ctrl-C (listened for from the start).
 pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
+    let shutdown = shutdown::Shutdown::on_signals();
     match cli.command {
-        cli::Command::Controller(args) => controller::run(args).await,
-        cli::Command::Gateway(args) => gateway::run(args).await,
-        cli::Command::Local(args) => local::run(args).await,
+        cli::Command::Controller(args) => controller::run(args, shutdown).await,
+        cli::Command::Gateway(args) => gateway::run(args, shutdown).await,
+        cli::Command::Local(args) => local::run(args, shutdown).await,
     }
 }

@@ -1,11 +1,16 @@
-//! Server-side apply with a "compare first" guard, so a reconcile whose desired state is
-//! already in place issues no write.
+//! Server-side apply with a "compare what we own" guard: each child carries a hash of the
+//! object we last applied, so a reconcile whose desired state has not changed issues no write,
+//! whatever the server did to the fields (dropped, normalised, mutated by a webhook).
 
+use std::collections::BTreeMap;
+
+use hearth_crds::constants::ANNOTATION_APPLIED_HASH;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -14,23 +19,29 @@ pub fn apply_params() -> PatchParams {
     PatchParams::apply(hearth_crds::constants::FIELD_MANAGER).force()
 }
 
-/// True when every field set in `desired` has the same value in `existing`. Arrays must match
-/// element by element; fields only `existing` has (defaults, other managers) are ignored.
-pub fn is_subset(desired: &Value, existing: &Value) -> bool {
-    match (desired, existing) {
-        (Value::Object(want), Value::Object(have)) => want
-            .iter()
-            .all(|(key, value)| have.get(key).is_some_and(|other| is_subset(value, other))),
-        (Value::Array(want), Value::Array(have)) => {
-            want.len() == have.len() && want.iter().zip(have).all(|(a, b)| is_subset(a, b))
-        }
-        (Value::Null, _) => true,
-        (want, have) => want == have,
-    }
+/// Hex SHA-256 of `desired` as JSON. Stable: it is hashed through `serde_json::Value`, whose
+/// objects keep their keys sorted, so equal objects hash equally whatever built them.
+pub fn applied_hash(desired: &Value) -> Result<String> {
+    let bytes = serde_json::to_vec(desired).map_err(|source| Error::Serialize {
+        kind: "object",
+        source,
+    })?;
+    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
-/// Applies `desired` unless `existing` already holds every field of it; returns the object as
-/// the server has it and whether a write was issued.
+/// The applied-hash annotation of `object`, if it has one.
+fn hash_annotation<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_APPLIED_HASH)
+        .map(String::as_str)
+}
+
+/// Applies `desired` unless `existing` carries the hash of the very same desired object (see
+/// [`applied_hash`]); returns the object as the server has it and whether a write was issued.
+/// The hash goes on the applied object as the `hearth.dev/applied-hash` annotation.
 pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, existing: Option<&K>) -> Result<(K, bool)>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
@@ -44,16 +55,19 @@ where
         kind: "object",
         source,
     })?;
-    if let Some(existing) = existing {
-        let have = serde_json::to_value(existing).map_err(|source| Error::Serialize {
-            kind: "object",
-            source,
-        })?;
-        if is_subset(&want, &have) {
-            return Ok((existing.clone(), false));
-        }
+    let hash = applied_hash(&want)?;
+    if let Some(existing) = existing
+        && hash_annotation(existing) == Some(hash.as_str())
+    {
+        return Ok((existing.clone(), false));
     }
-    let applied = api.patch(&name, &apply_params(), &Patch::Apply(&want)).await?;
+    let mut stamped = desired.clone();
+    stamped
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_APPLIED_HASH.to_string(), hash);
+    let applied = api.patch(&name, &apply_params(), &Patch::Apply(&stamped)).await?;
     Ok((applied, true))
 }
 
@@ -91,18 +105,104 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::is_subset;
-    use serde_json::json;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Method, Request, Response};
+    use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use kube::Client;
+    use kube::client::Body;
+
+    use super::*;
+
+    fn pdb(max_unavailable: i32) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some("llama".into()),
+                namespace: Some("ml".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(max_unavailable)),
+                unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// An API whose server answers every PATCH with the body it was sent, counting them.
+    fn echoing_api() -> (Api<PodDisruptionBudget>, Arc<AtomicUsize>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let patches = Arc::new(AtomicUsize::new(0));
+        let counted = patches.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                assert_eq!(request.method(), Method::PATCH, "only applies are expected");
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = request.into_body().collect_bytes().await.expect("body");
+                send.send_response(Response::new(Body::from(body.to_vec())));
+            }
+        });
+        (Api::namespaced(Client::new(service, "ml"), "ml"), patches)
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_server_copy_lacks_a_field_is_not_reapplied_when_the_hash_matches() {
+        let (api, patches) = echoing_api();
+        let desired = pdb(1);
+        let (applied, written) = apply_if_changed(&api, &desired, None).await.expect("applies");
+        assert!(written);
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+        // An older server (or a policy) drops a field we set; the annotation comes back as sent.
+        let mut stored = applied.clone();
+        if let Some(spec) = stored.spec.as_mut() {
+            spec.unhealthy_pod_eviction_policy = None;
+        }
+        for _ in 0..3 {
+            let (_, written) = apply_if_changed(&api, &desired, Some(&stored))
+                .await
+                .expect("compares");
+            assert!(!written, "the same desired object is never applied twice");
+        }
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_changed_spec_changes_the_hash_and_is_applied() {
+        let (api, patches) = echoing_api();
+        let (stored, _) = apply_if_changed(&api, &pdb(1), None).await.expect("applies");
+        let (changed, written) = apply_if_changed(&api, &pdb(2), Some(&stored))
+            .await
+            .expect("applies");
+        assert!(written);
+        assert_eq!(patches.load(Ordering::SeqCst), 2);
+        assert_ne!(hash_annotation(&stored), hash_annotation(&changed));
+        assert_eq!(
+            changed.spec.and_then(|s| s.max_unavailable),
+            Some(IntOrString::Int(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_without_our_hash_is_applied_once() {
+        // Children written before the hash existed carry none: they are applied once, then settle.
+        let (api, patches) = echoing_api();
+        let (_, written) = apply_if_changed(&api, &pdb(1), Some(&pdb(1)))
+            .await
+            .expect("applies");
+        assert!(written);
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
-    fn subset_ignores_server_defaults_but_not_changes() {
-        let desired = json!({"spec": {"replicas": 1, "template": {"containers": [{"name": "a"}]}}});
-        let existing = json!({"spec": {"replicas": 1, "strategy": {}, "template": {"containers": [{"name": "a", "tty": false}]}}});
-        assert!(is_subset(&desired, &existing));
-        let changed = json!({"spec": {"replicas": 2}});
-        assert!(!is_subset(&changed, &existing));
-        let extra_container = json!({"spec": {"template": {"containers": [{"name": "a"}, {"name": "b"}]}}});
-        assert!(!is_subset(&extra_container, &existing));
-        assert!(!is_subset(&json!({"missing": 1}), &existing));
+    fn the_hash_does_not_depend_on_key_order() {
+        let a: Value = serde_json::from_str(r#"{"a": 1, "b": {"c": 2, "d": [1, 2]}}"#).expect("json");
+        let b: Value = serde_json::from_str(r#"{"b": {"d": [1, 2], "c": 2}, "a": 1}"#).expect("json");
+        assert_eq!(applied_hash(&a).expect("hash"), applied_hash(&b).expect("hash"));
+        let c: Value = serde_json::from_str(r#"{"b": {"d": [2, 1], "c": 2}, "a": 1}"#).expect("json");
+        assert_ne!(applied_hash(&a).expect("hash"), applied_hash(&c).expect("hash"));
     }
 }

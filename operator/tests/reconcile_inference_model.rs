@@ -1,6 +1,6 @@
 //! InferenceModel reconciles against a scripted API server: the exact calls and patch bodies
-//! for a first create, an idle second pass, a spec change, a model that does not fit, and an
-//! object that fails to deserialise.
+//! for a first create, an idle second pass, a spec change, a model that does not fit, an
+//! object that fails to deserialise, a cluster without KEDA and a write the server refuses.
 
 mod support;
 
@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use kube::core::{DeserializeGuard, ObjectList};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use support::{Expect, Seen, scripted, writes};
+use support::{Expect, Seen, scripted, scripted_with_backoff, writes};
 
 const NS: &str = "/apis/apps/v1/namespaces/ml";
 
@@ -348,4 +348,146 @@ async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
         1,
         "only the status is written: no DELETE of the foreign HPA"
     );
+}
+
+#[tokio::test]
+async fn a_cluster_without_keda_still_gets_every_child() {
+    // A real API server answers a GET in a group it does not serve with plain-text 404.
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let (ctx, script) = scripted(vec![
+        Expect::get_missing(&deployment),
+        Expect::get_missing(&service),
+        Expect::get_missing(&pdb),
+        Expect::get_missing(&hpa),
+        Expect::get_unserved(&scaled),
+        Expect::apply(&service),
+        Expect::apply(&pdb),
+        Expect::apply(&deployment),
+        Expect::apply(&hpa),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    let action = reconcile(guarded(model_json()), ctx)
+        .await
+        .expect("an absent KEDA does not fail the reconcile");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    let seen = script.await.expect("script ran");
+    let degraded = condition(&seen[9].body, "Degraded");
+    assert_ne!(
+        degraded["reason"], "KedaNotInstalled",
+        "an HPA-mode model does not need KEDA"
+    );
+}
+
+#[tokio::test]
+async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let mut model = model_json();
+    model["spec"]["autoscaling"] = json!({"mode": "keda", "metric": "queueDepth", "target": 4});
+    let (ctx, script) = scripted(vec![
+        Expect::get_missing(&deployment),
+        Expect::get_missing(&service),
+        Expect::get_missing(&pdb),
+        Expect::get_missing(&hpa),
+        Expect::get_unserved(&scaled),
+        Expect::apply(&service),
+        Expect::apply(&pdb),
+        Expect::apply(&deployment),
+        // No ScaledObject write: the API is not there.
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    let action = reconcile(guarded(model), ctx)
+        .await
+        .expect("the rest is deployed");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    let seen = script.await.expect("script ran");
+    assert_eq!(seen[7].body["kind"], "Deployment");
+    let degraded = condition(&seen[8].body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "KedaNotInstalled");
+    let message = degraded["message"].as_str().expect("message");
+    assert!(
+        message.contains("install KEDA") && message.contains("keda.sh/v1alpha1"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff() {
+    let [deployment, service, pdb, hpa, scaled] = paths();
+    let denied = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "admission webhook \"policy.example\" denied the request: privileged"
+    });
+    let (ctx, script) = scripted(vec![
+        Expect::get_missing(&deployment),
+        Expect::get_missing(&service),
+        Expect::get_missing(&pdb),
+        Expect::get_missing(&hpa),
+        Expect::get_missing(&scaled),
+        Expect::apply(&service),
+        Expect::apply(&pdb),
+        Expect::new(Method::PATCH, &deployment, StatusCode::FORBIDDEN, denied),
+        Expect::apply_status(STATUS, model_json()),
+    ]);
+    let error = reconcile(guarded(model_json()), ctx.clone())
+        .await
+        .expect_err("the write failed");
+    assert!(
+        matches!(
+            error,
+            Error::Apply {
+                kind: "Deployment",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let seen = script.await.expect("script ran");
+    let degraded = condition(&seen[8].body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    assert_eq!(
+        degraded["message"],
+        "writing the Deployment failed: HTTP 403: admission webhook \"policy.example\" denied the request: privileged"
+    );
+
+    let retry = |ctx: &std::sync::Arc<hearth_operator::context::Context>| {
+        error_policy(guarded(model_json()), &error, ctx.clone())
+    };
+    let delays: Vec<Action> = (0..3).map(|_| retry(&ctx)).collect();
+    let seconds = |s| Action::requeue(std::time::Duration::from_secs(s));
+    assert_eq!(delays, [seconds(2), seconds(4), seconds(8)]);
+
+    // A reconcile that succeeds resets the object's backoff.
+    let (ctx, script) = scripted_with_backoff(
+        vec![
+            Expect::get_missing(&deployment),
+            Expect::get_missing(&service),
+            Expect::get_missing(&pdb),
+            Expect::get_missing(&hpa),
+            Expect::get_missing(&scaled),
+            Expect::apply(&service),
+            Expect::apply(&pdb),
+            Expect::apply(&deployment),
+            Expect::apply(&hpa),
+            Expect::apply_status(STATUS, model_json()),
+        ],
+        ctx.backoff.clone(),
+    );
+    reconcile(guarded(model_json()), ctx.clone())
+        .await
+        .expect("reconcile succeeds");
+    script.await.expect("script ran");
+    assert_eq!(retry(&ctx), seconds(2));
+}
+
+/// The condition of `type_` in a status PATCH body.
+fn condition(body: &Value, type_: &str) -> Value {
+    body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {body}"))
+        .clone()
 }

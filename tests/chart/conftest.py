@@ -20,7 +20,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gotemplate import Rendered, render_chart  # noqa: E402
+from helm import Rendered, helm_binary, template  # noqa: E402
 
 ROOT = HERE.parent.parent
 CHART = ROOT / "charts" / "hearth"
@@ -41,12 +41,20 @@ def values_id(path: Path | None) -> str:
 @functools.lru_cache(maxsize=None)
 def _render(values_file: str | None) -> Rendered:
     files = [Path(values_file)] if values_file else []
-    return render_chart(CHART, files, release_name=RELEASE, namespace=NAMESPACE)
+    return template(CHART, files, release=RELEASE, namespace=NAMESPACE)
 
 
 def render(values_file: Path | None = None) -> Rendered:
-    """The chart rendered with its defaults, overlaid by `values_file` (cached)."""
+    """The chart as `helm template` renders it with its defaults, overlaid by `values_file` (cached)."""
     return _render(str(values_file) if values_file else None)
+
+
+def render_override(tmp_path: Path, override: dict, **kwargs) -> Rendered:
+    """The chart as `helm template` renders it with `override` as a values file (`kwargs`:
+    release, namespace, kube_version)."""
+    values = tmp_path / "override.yaml"
+    values.write_text(yaml.safe_dump(override))
+    return template(CHART, [values], **{"release": RELEASE, "namespace": NAMESPACE, **kwargs})
 
 
 RENDER_CASES = [None, *CI_VALUES]
@@ -62,9 +70,13 @@ def rendered(request) -> Rendered:
 
 
 def kubectl() -> str:
+    """kubectl from PATH, else the one e2e/cluster/build.sh builds beside helm."""
     found = shutil.which("kubectl")
     if found:
         return found
+    beside_helm = Path(helm_binary()).parent / "kubectl"
+    if os.access(beside_helm, os.X_OK):
+        return str(beside_helm)
     if os.environ.get("CI"):
         pytest.fail("kubectl is required for the kustomize tests (it is on the project's machines)")
     pytest.skip("kubectl is not installed: the kustomize renders cannot be checked here")

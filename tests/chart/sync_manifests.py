@@ -1,5 +1,6 @@
-"""Writes manifests/base/ from the chart's default render, so the kustomize install and the Helm
-install are the same objects by construction (tests/chart/test_kustomize.py checks they stay so).
+"""Writes manifests/base/ from the chart's default render by real Helm (`helm template`, found as
+tests/chart/helm.py says), so the kustomize install and the Helm install are the same objects by
+construction (tests/chart/test_kustomize.py checks they stay so).
 
     python tests/chart/sync_manifests.py          # rewrite manifests/base/
     python tests/chart/sync_manifests.py --check  # exit 1 when manifests/base/ is stale
@@ -16,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gotemplate import render_chart  # noqa: E402
+from helm import template  # noqa: E402
 
 ROOT = HERE.parent.parent
 CHART = ROOT / "charts" / "hearth"
@@ -43,11 +44,13 @@ metadata:
 
 def base_files() -> dict[str, str]:
     """File name -> content of every file of manifests/base/."""
-    rendered = render_chart(CHART, release_name=RELEASE, namespace=NAMESPACE, service="kustomize")
+    rendered = template(CHART, release=RELEASE, namespace=NAMESPACE)
     files: dict[str, str] = {"namespace.yaml": NAMESPACE_YAML}
     for source, text in sorted(rendered.manifests.items()):
-        # Helm's chart-version label has no meaning outside Helm.
-        body = re.sub(r"(?m)^[ \t]*helm\.sh/chart: .*\n", "", text).strip("\n") + "\n"
+        # Helm's chart-version label has no meaning outside Helm, and kustomize manages these.
+        body = re.sub(r"(?m)^[ \t]*helm\.sh/chart: .*\n", "", text)
+        body = re.sub(r"(?m)^([ \t]*app\.kubernetes\.io/managed-by:) Helm$", r"\1 kustomize", body)
+        body = body.strip("\n") + "\n"
         files[Path(source).name] = HEADER.format(source=source) + body
     resources = ["../crds", *sorted(files)]
     files["kustomization.yaml"] = (

@@ -41,7 +41,7 @@ CALL = re.compile(
       | \.patch\(\s* | \.patch_status\( | \.patch_scale\( | \.patch_subresource\( | \.patch_metadata\(
       | \.delete\([^)]*DeleteParams | \.delete_collection\( | \.evict\( | \.entry\(\s*&
       | Controller::new\( | \.owns\( | \.watches\( | \.owns_stream\( | \.watches_stream\(
-      | \bapply_if_changed\( | \bapply_status\( | \breport_invalid_object::< | \binvalid::accept\(
+      | \bapply_if_changed\( | \bapply_status\( | \bget_optional\( | \breport_invalid_object::< | \binvalid::accept\(
       | \breflect\(
     )""",
     re.VERBOSE,
@@ -81,15 +81,15 @@ CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
     ("model/dereference.rs", r"apis\.services\.get_opt\(", perms("", "services", "get")),
     ("model/dereference.rs", r"apis\.pdbs\.get_opt\(", perms("policy", "poddisruptionbudgets", "get")),
     ("model/dereference.rs", r"apis\.hpas\.get_opt\(", perms("autoscaling", "horizontalpodautoscalers", "get")),
-    ("model/dereference.rs", r"apis\.scaled_objects\.get_opt\(", perms("keda.sh", "scaledobjects", "get")),
+    ("model/dereference.rs", r"get_optional\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", "get")),
     # model/apply.rs: server-side apply of each child, deletion of unwanted optional ones.
     ("model/apply.rs", r"apply_if_changed\(&apis\.services", perms("", "services", *APPLY)),
     ("model/apply.rs", r"apply_if_changed\(&apis\.pdbs", perms("policy", "poddisruptionbudgets", *APPLY)),
     ("model/apply.rs", r"apply_if_changed\(&apis\.deployments", perms("apps", "deployments", *APPLY)),
     ("model/apply.rs", r"apply_if_changed\(&apis\.hpas", perms("autoscaling", "horizontalpodautoscalers", *APPLY)),
-    ("model/apply.rs", r"apis\.hpas\.delete\(", perms("autoscaling", "horizontalpodautoscalers", "delete")),
+    ("model/apply.rs", r"apis\.hpas\s*\.delete\(", perms("autoscaling", "horizontalpodautoscalers", "delete")),
     ("model/apply.rs", r"apply_if_changed\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", *APPLY)),
-    ("model/apply.rs", r"apis\.scaled_objects\.delete\(", perms("keda.sh", "scaledobjects", "delete")),
+    ("model/apply.rs", r"apis\.scaled_objects\s*\.delete\(", perms("keda.sh", "scaledobjects", "delete")),
     # Status writes.
     # Status writes, and the InvalidObject condition on an object that fails to deserialise
     # (invalid::accept, called by each reconciler with its own kind).
@@ -120,6 +120,7 @@ CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
 GENERIC: list[tuple[str, str]] = [
     ("ssa.rs", r"api\.patch\(&name, &apply_params\(\), &Patch::Apply"),  # apply_if_changed<K>
     ("ssa.rs", r"api\.patch_status\("),  # apply_status<K>
+    ("model/dereference.rs", r"match api\.get\(name\)"),  # get_optional<K>
     ("invalid.rs", r"api\.patch_status\(name"),  # report_invalid_object<K>
     ("invalid.rs", r"report_invalid_object::<K>"),  # accept<K>
     ("gateway/cluster.rs", r"reflector::reflector\(writer, watcher\(api"),  # reflect<K>

@@ -1,6 +1,6 @@
-"""The chart renders with its defaults and with every charts/hearth/ci/*.yaml, every rendered
-object is valid for Kubernetes (or its CRD), the values are checked by values.schema.json, and the
-rendered objects agree with the operator's command line and with each other."""
+"""The chart renders (by real Helm) with its defaults and with every charts/hearth/ci/*.yaml, every
+rendered object is valid for Kubernetes (or its CRD), the values are checked by values.schema.json,
+and the rendered objects agree with the operator's command line and with each other."""
 
 from __future__ import annotations
 
@@ -13,16 +13,41 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CHART, CI_VALUES, NAMESPACE, RENDER_CASES, ROOT, pod_templates, render, validate_object, values_id
-from gotemplate import FailError, coalesce, render_chart
+from conftest import (
+    CHART,
+    CI_VALUES,
+    NAMESPACE,
+    RENDER_CASES,
+    ROOT,
+    pod_templates,
+    render,
+    render_override,
+    validate_object,
+    values_id,
+)
+from helm import HelmError, template
 
 VALUES_SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+
+
+def merged(values: dict, override: dict) -> dict:
+    """`override` laid over `values` as Helm merges a values file: maps merge key by key, anything
+    else replaces, and null deletes the key."""
+    result = copy.deepcopy(values)
+    for key, value in override.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 def values_of(path: Path | None) -> dict:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     if path is not None:
-        values = coalesce(values, yaml.safe_load(path.read_text()) or {})
+        values = merged(values, yaml.safe_load(path.read_text()) or {})
     return values
 
 
@@ -50,12 +75,24 @@ def test_values_schema_accepts_the_chart_values(values_file):
         ({"monitoring": {"interval": "30 seconds"}}, "interval"),
         ({"tiers": [{"name": "Gold", "spec": {}}]}, "name"),
         ({"networkPolicy": {"gatewayFrom": [{"podSelctor": {}}]}}, "podSelctor"),
+        ({"operator": {"runtimeCudaImage": 5}}, "runtimeCudaImage"),
+        ({"gateway": {"ingress": {"hosts": [{"host": "LLM.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}]}}}, "host"),
+        ({"gateway": {"ingress": {"hosts": [{"paths": [{"path": "/", "pathType": "prefix"}]}]}}}, "pathType"),
+        ({"gateway": {"ingress": {"tls": [{"hosts": ["llm.example.com"]}]}}}, "secretName"),
+        ({"gateway": {"ingress": {"certManager": {"clusterIssuer": 1}}}}, "clusterIssuer"),
+        ({"gateway": {"httpRoute": {"enabled": True}}}, "parentRefs"),  # a route attached to nothing
+        ({"gateway": {"httpRoute": {"parentRefs": [{"name": "gw", "sectionname": "https"}]}}}, "sectionname"),
+        ({"gateway": {"httpRoute": {"hostnames": ["*"]}}}, "hostnames"),
     ],
 )
-def test_values_schema_refuses_mistakes(override, field):
+def test_values_schema_refuses_mistakes(override, field, tmp_path):
     with pytest.raises(jsonschema.ValidationError) as raised:
-        jsonschema.Draft7Validator(VALUES_SCHEMA).validate(coalesce(values_of(None), override))
+        jsonschema.Draft7Validator(VALUES_SCHEMA).validate(merged(values_of(None), override))
     assert field in str(raised.value)
+    # Helm applies the same schema before it renders anything.
+    with pytest.raises(HelmError, match="schema") as refused:
+        render_override(tmp_path, override)
+    assert field in str(refused.value)
 
 
 def test_every_default_value_is_described_by_the_schema():
@@ -150,10 +187,15 @@ def test_optional_objects_follow_their_values():
     }
     ha = kinds_and_names(ci / "ha-rwx.yaml") - DEFAULT_OBJECTS
     assert ha == {("PodDisruptionBudget", "hearth-gateway"), ("Tier", "gold"), ("Tier", "free")}
+    assert kinds_and_names(ci / "ingress-tls-secret.yaml") - DEFAULT_OBJECTS == {
+        ("Ingress", "hearth-gateway"),
+        ("HTTPRoute", "hearth-gateway"),
+    }
+    assert kinds_and_names(ci / "ingress-cert-manager.yaml") - DEFAULT_OBJECTS == {("Ingress", "hearth-gateway")}
 
 
 def test_release_name_prefixes_object_names():
-    other = render_chart(CHART, release_name="ml", namespace="inference")
+    other = template(CHART, release="ml", namespace="inference")
     names = {(o["kind"], o["metadata"]["name"]) for o in other.objects(include_crds=False)}
     assert ("Deployment", "ml-hearth-operator") in names
     deployment = next(o for o in other.objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "ml-hearth-operator")
@@ -191,10 +233,10 @@ def test_invalid_objects_are_caught():
 def test_more_than_one_operator_needs_a_shared_billing_volume(tmp_path):
     values = tmp_path / "two.yaml"
     values.write_text("operator:\n  replicas: 2\n")
-    with pytest.raises(FailError, match="ReadWriteMany"):
-        render_chart(CHART, [values])
+    with pytest.raises(HelmError, match="ReadWriteMany"):
+        template(CHART, [values])
     values.write_text("operator:\n  replicas: 2\nbilling:\n  persistence:\n    accessMode: ReadWriteMany\n")
-    deployment = next(o for o in render_chart(CHART, [values]).objects() if o["metadata"]["name"] == "hearth-operator" and o["kind"] == "Deployment")
+    deployment = next(o for o in template(CHART, [values]).objects() if o["metadata"]["name"] == "hearth-operator" and o["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 2 and "strategy" not in deployment["spec"]
 
 
@@ -252,14 +294,56 @@ def test_operator_ports_match_its_defaults():
 
 def test_images_default_to_the_chart_app_version(rendered):
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    constants = (ROOT / "crds/src/constants.rs").read_text()
     for obj in rendered.objects():
         if obj["kind"] == "Deployment":
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 assert container["image"] == f"ghcr.io/hearth-dev/hearth-operator:{chart['appVersion']}"
-                runtime = [a for a in container["args"] if a.startswith("--runtime-image=")]
-                constants = (ROOT / "crds/src/constants.rs").read_text()
-                for arg in runtime:
-                    assert f'DEFAULT_RUNTIME_IMAGE: &str = "{arg.split("=", 1)[1]}"' in constants
+                for flag, constant in (("--runtime-image", "DEFAULT_RUNTIME_IMAGE"), ("--runtime-cuda-image", "DEFAULT_RUNTIME_CUDA_IMAGE")):
+                    for arg in (a for a in container["args"] if a.startswith(f"{flag}=")):
+                        assert f'{constant}: &str = "{arg.split("=", 1)[1]}"' in constants
+
+
+def operator_args(rendered) -> list[str]:
+    deployment = next(o for o in rendered.objects() if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator"))
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def flag_value(args: list[str], flag: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")]
+    assert len(values) == 1, f"{flag} appears {len(values)} times in {args}"
+    return values[0]
+
+
+@pytest.mark.parametrize(
+    "override, cpu, cuda",
+    [
+        ({}, "ghcr.io/hearth-dev/runtime-node:0.1.0", "ghcr.io/hearth-dev/runtime-node:0.1.0-cuda"),
+        (
+            {"image": {"registry": "registry.example.com/ml", "tag": "1.2.3"}},
+            "registry.example.com/ml/runtime-node:1.2.3",
+            "registry.example.com/ml/runtime-node:1.2.3-cuda",
+        ),
+        # Setting the CPU image leaves the CUDA one at its own default, and the reverse.
+        ({"operator": {"runtimeImage": "mirror.example.com/rn:cpu"}}, "mirror.example.com/rn:cpu", "ghcr.io/hearth-dev/runtime-node:0.1.0-cuda"),
+        ({"operator": {"runtimeCudaImage": "mirror.example.com/rn:gpu"}}, "ghcr.io/hearth-dev/runtime-node:0.1.0", "mirror.example.com/rn:gpu"),
+    ],
+)
+def test_runtime_images_for_cpu_and_gpu_models(override, cpu, cuda, tmp_path):
+    args = operator_args(render_override(tmp_path, override))
+    assert flag_value(args, "--runtime-image") == cpu
+    assert flag_value(args, "--runtime-cuda-image") == cuda
+    # Next to each other, as the operator's --help lists them.
+    assert args.index(f"--runtime-cuda-image={cuda}") == args.index(f"--runtime-image={cpu}") + 1
+
+
+def test_large_numbers_reach_the_flags_as_integers(tmp_path):
+    """Helm reads every number of a values file as a float64, which prints as `1e+06` from one
+    million up; the binaries' integer flags would refuse that."""
+    rendered = render_override(tmp_path, {"billing": {"intervalSeconds": 1000000}, "gateway": {"scaleFromZero": {"timeoutSeconds": 3600000}}})
+    assert flag_value(operator_args(rendered), "--billing-interval-seconds") == "1000000"
+    gateway = next(o for o in rendered.objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "hearth-gateway")
+    assert flag_value(gateway["spec"]["template"]["spec"]["containers"][0]["args"], "--scale-from-zero-timeout-seconds") == "3600000"
 
 
 def test_services_select_pods_and_name_their_ports(rendered):

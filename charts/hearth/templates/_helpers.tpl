@@ -1,6 +1,6 @@
 {{/*
-Names, labels and pod settings shared by every template. Keep the template language small: the
-chart is rendered in tests by tests/chart/gotemplate.py, which implements only what is used here.
+Names, labels and pod settings shared by every template. The tests render the chart with real
+Helm (tests/chart/helm.py) and lint it with `helm lint --strict`.
 */}}
 
 {{/* The chart name, or nameOverride. */}}

@@ -173,8 +173,8 @@ pub async fn serve(
         .await
 }
 
-/// Runs the gateway from the chosen source until Ctrl-C or SIGTERM.
-pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+/// Runs the gateway from the chosen source until `shutdown` fires.
+pub async fn run(args: GatewayArgs, shutdown: crate::shutdown::Shutdown) -> anyhow::Result<()> {
     let (state, source_task) = match args.source {
         SourceKind::Cluster => start_cluster(&args).await?,
         SourceKind::Local => start_local(&args)?,
@@ -183,7 +183,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, source = ?args.source, "gateway listening");
-    let served = serve(listener, state, crate::controller::shutdown_signal()).await;
+    let served = serve(listener, state, async move { shutdown.wait().await }).await;
     source_task.abort();
     Ok(served?)
 }

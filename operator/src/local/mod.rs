@@ -20,6 +20,7 @@ use crate::billing::store::{EmbeddedStore, UsageStore};
 use crate::cli::LocalArgs;
 use crate::gateway::source::LocalSource;
 use crate::gateway::{GatewayOptions, GatewayState};
+use crate::shutdown::Shutdown;
 
 /// How often local billing pulls the meters.
 const BILLING_INTERVAL: Duration = Duration::from_secs(5);
@@ -32,8 +33,8 @@ pub struct LocalModel {
     pub meter: engines::Engine,
 }
 
-/// Runs local mode until Ctrl-C (or, with `--check`, validates and exits).
-pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+/// Runs local mode until `shutdown` fires (or, with `--check`, validates and exits).
+pub async fn run(args: LocalArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     let mut all_keys = Vec::new();
     for (_, tenant) in &config.tenants {
@@ -54,25 +55,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let binary = engines::runtime_node_binary(args.runtime_node_bin.as_deref())?;
-    let mut models = Vec::new();
-    for (index, (_, model)) in config.models.iter().enumerate() {
-        let offset = u16::try_from(index).unwrap_or(u16::MAX);
-        let engine_port = args.base_port.saturating_add(2 * offset);
-        let meter_port = engine_port.saturating_add(1);
-        let mut engine = engines::start_engine(&binary, model, engine_port)?;
-        engines::wait_ready(&mut engine, "/ready", Duration::from_secs(300)).await?;
-        let ledger = args
-            .state_dir
-            .join("ledger")
-            .join(model.metadata.name.as_deref().unwrap_or("model"));
-        let mut meter = engines::start_meter(&binary, &engine.served_name, meter_port, engine_port, &ledger)?;
-        engines::wait_ready(&mut meter, "/meter/health", Duration::from_secs(30)).await?;
-        println!(
-            "model {} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}",
-            engine.served_name
-        );
-        models.push(LocalModel { engine, meter });
-    }
+    // Loading can take minutes; a Ctrl-C meanwhile stops the processes started so far (they
+    // are killed when dropped).
+    let models = tokio::select! {
+        started = start_models(&args, &binary, &config) => started?,
+        () = shutdown.wait() => {
+            println!("stopped before every model was ready");
+            return Ok(());
+        }
+    };
 
     // Billing: pull the local meters into the embedded store and serve invoices.
     std::fs::create_dir_all(&args.state_dir)?;
@@ -157,7 +148,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.billing_port
     );
     println!("Ctrl-C stops everything.");
-    crate::controller::shutdown_signal().await;
+    shutdown.wait().await;
     // Stop taking requests, let in-flight ones finish, then stop the engines and meters.
     let _ = stop_gateway.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), gateway).await;
@@ -168,6 +159,34 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// Starts one engine and its meter per InferenceModel, each ready before the next starts.
+async fn start_models(
+    args: &LocalArgs,
+    binary: &std::path::Path,
+    config: &config::LocalConfig,
+) -> anyhow::Result<Vec<LocalModel>> {
+    let mut models = Vec::new();
+    for (index, (_, model)) in config.models.iter().enumerate() {
+        let offset = u16::try_from(index).unwrap_or(u16::MAX);
+        let engine_port = args.base_port.saturating_add(2 * offset);
+        let meter_port = engine_port.saturating_add(1);
+        let mut engine = engines::start_engine(binary, model, engine_port)?;
+        engines::wait_ready(&mut engine, "/ready", Duration::from_secs(300)).await?;
+        let ledger = args
+            .state_dir
+            .join("ledger")
+            .join(model.metadata.name.as_deref().unwrap_or("model"));
+        let mut meter = engines::start_meter(binary, &engine.served_name, meter_port, engine_port, &ledger)?;
+        engines::wait_ready(&mut meter, "/meter/health", Duration::from_secs(30)).await?;
+        println!(
+            "model {} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}",
+            engine.served_name
+        );
+        models.push(LocalModel { engine, meter });
+    }
+    Ok(models)
 }
 
 /// Evaluates every tenant of `config` against its stored usage, each with the status billing

@@ -19,8 +19,46 @@ pub enum Outcome<'a> {
     InvalidSpec(&'a [SpecError]),
     /// The plan says the model does not fit; nothing was deployed.
     DoesNotFit(&'a Fit),
-    /// Children are applied; the Deployment as the server has it.
-    Deployed(&'a Fit, &'a Deployment),
+    /// Children are applied, or some of them (see `shortfall`).
+    Deployed {
+        /// The memory plan outcome.
+        fit: &'a Fit,
+        /// The Deployment as the server has it (a default one when it does not exist).
+        deployment: &'a Deployment,
+        /// What the model lacks of its spec, reported as `Degraded`.
+        shortfall: Option<&'a Shortfall>,
+    },
+}
+
+/// Why a deployed model is less than its spec asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shortfall {
+    /// `autoscaling.mode: keda`, but the cluster does not serve KEDA's API: everything else is
+    /// deployed, without autoscaling.
+    KedaNotInstalled,
+    /// Writing a child failed; the reconcile is retried with backoff.
+    ApplyFailed {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Why, as the API server said it.
+        message: String,
+    },
+}
+
+impl Shortfall {
+    /// The shortfall of a failed write of `kind`. The message is the API server's own, without
+    /// anything that changes between attempts, so a retry that fails the same way writes no
+    /// new status.
+    pub fn apply_failed(kind: &'static str, error: &kube::Error) -> Self {
+        let message = match error {
+            kube::Error::Api(status) if status.message.is_empty() => {
+                format!("HTTP {} {}", status.code, status.reason)
+            }
+            kube::Error::Api(status) => format!("HTTP {}: {}", status.code, status.message),
+            other => other.to_string(),
+        };
+        Self::ApplyFailed { kind, message }
+    }
 }
 
 fn fits_condition(previous: &[Condition], fit: &Fit, generation: Option<i64>, now: &Time) -> Condition {
@@ -88,6 +126,34 @@ fn memory_plan_status(fit: &Fit) -> Option<MemoryPlanStatus> {
     })
 }
 
+/// `Degraded`: a shortfall if there is one, otherwise whether every desired replica is ready.
+fn degraded_condition(
+    shortfall: Option<&Shortfall>,
+    ready: i32,
+    desired: i32,
+    condition: impl Fn(&str, bool, &str, String) -> Condition,
+) -> Condition {
+    let replicas = format!("{ready}/{desired} replicas ready");
+    match shortfall {
+        Some(Shortfall::KedaNotInstalled) => condition(
+            DEGRADED,
+            true,
+            reason::KEDA_NOT_INSTALLED,
+            format!(
+                "autoscaling.mode is keda, but this cluster does not serve KEDA's ScaledObject API (keda.sh/v1alpha1): install KEDA (https://keda.sh, Helm chart kedacore/keda) or choose another autoscaling.mode; deployed without autoscaling, {replicas}"
+            ),
+        ),
+        Some(Shortfall::ApplyFailed { kind, message }) => condition(
+            DEGRADED,
+            true,
+            reason::APPLY_FAILED,
+            format!("writing the {kind} failed: {message}"),
+        ),
+        None if ready < desired => condition(DEGRADED, true, reason::REPLICAS_UNAVAILABLE, replicas),
+        None => condition(DEGRADED, false, reason::REPLICAS_AVAILABLE, replicas),
+    }
+}
+
 /// Computes the status for `outcome`, keeping transition times of unchanged conditions.
 pub fn compute_status(model: &InferenceModel, outcome: Outcome<'_>, now: Time) -> InferenceModelStatus {
     let previous = model.status.clone().unwrap_or_default();
@@ -125,7 +191,11 @@ pub fn compute_status(model: &InferenceModel, outcome: Outcome<'_>, now: Time) -
             status.memory_plan = memory_plan_status(fit);
             status.endpoint = None;
         }
-        Outcome::Deployed(fit, deployment) => {
+        Outcome::Deployed {
+            fit,
+            deployment,
+            shortfall,
+        } => {
             let observed = deployment.status.clone().unwrap_or_default();
             let desired = deployment
                 .spec
@@ -171,16 +241,7 @@ pub fn compute_status(model: &InferenceModel, outcome: Outcome<'_>, now: Time) -
                     },
                     format!("{updated}/{desired} replicas updated"),
                 ),
-                condition(
-                    DEGRADED,
-                    ready < desired,
-                    if ready < desired {
-                        reason::REPLICAS_UNAVAILABLE
-                    } else {
-                        reason::REPLICAS_AVAILABLE
-                    },
-                    format!("{ready}/{desired} replicas ready"),
-                ),
+                degraded_condition(shortfall, ready, desired, condition),
                 fits_condition(old, fit, generation, &now),
             ];
         }
@@ -227,11 +288,52 @@ mod tests {
             updated_replicas: Some(1),
             ..DeploymentStatus::default()
         });
-        let first = compute_status(&model, Outcome::Deployed(&Fit::NoGpu, &deployment), time());
+        let deployed = || Outcome::Deployed {
+            fit: &Fit::NoGpu,
+            deployment: &deployment,
+            shortfall: None,
+        };
+        let first = compute_status(&model, deployed(), time());
         model.status = Some(first.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_600).expect("valid time"));
-        let second = compute_status(&model, Outcome::Deployed(&Fit::NoGpu, &deployment), later);
+        let second = compute_status(&model, deployed(), later);
         assert_eq!(first, second, "an unchanged reconcile yields an identical status");
         assert!(conditions::is_true(&second.conditions, READY));
+    }
+
+    #[test]
+    fn a_shortfall_is_reported_as_degraded_with_its_reason() {
+        let model = representative();
+        let deployment = Deployment::default();
+        let status = |shortfall: &Shortfall| {
+            compute_status(
+                &model,
+                Outcome::Deployed {
+                    fit: &Fit::NoGpu,
+                    deployment: &deployment,
+                    shortfall: Some(shortfall),
+                },
+                time(),
+            )
+        };
+        let keda = status(&Shortfall::KedaNotInstalled);
+        let degraded = conditions::find(&keda.conditions, DEGRADED).expect("Degraded");
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, reason::KEDA_NOT_INSTALLED);
+        assert!(degraded.message.contains("install KEDA"), "{}", degraded.message);
+
+        let refused = kube::Error::Api(
+            kube::core::Status::failure("admission webhook denied the request", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let failed = status(&Shortfall::apply_failed("Deployment", &refused));
+        let degraded = conditions::find(&failed.conditions, DEGRADED).expect("Degraded");
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, reason::APPLY_FAILED);
+        assert_eq!(
+            degraded.message,
+            "writing the Deployment failed: HTTP 403: admission webhook denied the request"
+        );
     }
 }

@@ -118,6 +118,7 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tenant>>, ctx: Arc<Context>
     if status::write_status(&ctx.client, tenant, status).await? {
         ctx.metrics.write_issued(CONTROLLER, "TenantStatus");
     }
+    crate::invalid::reconciled(CONTROLLER, tenant, &ctx);
     Ok(Action::requeue(if tier.is_some() {
         RESYNC
     } else {
@@ -126,6 +127,6 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tenant>>, ctx: Arc<Context>
 }
 
 /// Invalid objects and specs wait for a change; anything else retries.
-pub fn error_policy(_guarded: Arc<DeserializeGuard<Tenant>>, error: &Error, ctx: Arc<Context>) -> Action {
-    crate::invalid::error_action(CONTROLLER, error, &ctx)
+pub fn error_policy(guarded: Arc<DeserializeGuard<Tenant>>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::invalid::error_action(CONTROLLER, &*guarded, error, &ctx)
 }

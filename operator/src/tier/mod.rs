@@ -86,6 +86,7 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tier>>, ctx: Arc<Context>) 
         ctx.metrics.write_issued(CONTROLLER, "TierStatus");
     }
     if errors.is_empty() {
+        crate::invalid::reconciled(CONTROLLER, tier, &ctx);
         Ok(Action::requeue(Duration::from_secs(300)))
     } else {
         Err(Error::InvalidSpec(errors))
@@ -93,6 +94,6 @@ pub async fn reconcile(guarded: Arc<DeserializeGuard<Tier>>, ctx: Arc<Context>) 
 }
 
 /// Invalid objects and specs wait for a change; anything else retries.
-pub fn error_policy(_guarded: Arc<DeserializeGuard<Tier>>, error: &Error, ctx: Arc<Context>) -> Action {
-    crate::invalid::error_action(CONTROLLER, error, &ctx)
+pub fn error_policy(guarded: Arc<DeserializeGuard<Tier>>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::invalid::error_action(CONTROLLER, &*guarded, error, &ctx)
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_operator::backoff::Backoff;
 use hearth_operator::context::{Context, Settings};
 use hearth_operator::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
@@ -22,14 +23,30 @@ pub struct Expect {
     pub path: String,
     /// Status code to answer with.
     pub status: StatusCode,
-    /// JSON body to answer with.
+    /// JSON body to answer with (for `text/plain`, a string sent as it is).
     pub response: Value,
+    /// Content type of the answer.
+    pub content_type: &'static str,
 }
 
 impl Expect {
     /// A GET answered with 404.
     pub fn get_missing(path: &str) -> Self {
         Self::new(Method::GET, path, StatusCode::NOT_FOUND, not_found())
+    }
+
+    /// A GET answered as a real kube-apiserver answers a GET in an API group it does not
+    /// serve (a CRD that is not installed): 404 with a plain-text body, not a JSON `Status`.
+    pub fn get_unserved(path: &str) -> Self {
+        Self::plain(Method::GET, path, StatusCode::NOT_FOUND, "404 page not found\n")
+    }
+
+    /// A call answered with a plain-text body.
+    pub fn plain(method: Method, path: &str, status: StatusCode, text: &str) -> Self {
+        Self {
+            content_type: "text/plain; charset=utf-8",
+            ..Self::new(method, path, status, Value::String(text.to_string()))
+        }
     }
 
     /// A GET answered with `object`.
@@ -44,6 +61,7 @@ impl Expect {
             path: path.to_string(),
             status,
             response,
+            content_type: "application/json",
         }
     }
 
@@ -81,12 +99,20 @@ pub fn not_found() -> Value {
 
 /// A context whose client talks to a script; returns the context and the running script.
 pub fn scripted(expectations: Vec<Expect>) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
+    scripted_with_backoff(expectations, Arc::new(Backoff::default()))
+}
+
+/// As [`scripted`], with the retry delays of an earlier context (a later reconcile of the
+/// same controller process).
+pub fn scripted_with_backoff(
+    expectations: Vec<Expect>,
+    backoff: Arc<Backoff>,
+) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Arc::new(Context {
-        client,
-        metrics: Metrics::new(),
-        settings: Settings::default(),
+        backoff,
+        ..Context::new(client, Metrics::new(), Settings::default())
     });
     let script = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -124,11 +150,17 @@ pub fn scripted(expectations: Vec<Expect>) -> (Arc<Context>, tokio::task::JoinHa
                 None => expect.response.clone(),
             };
             seen.push(Seen { method, uri, body });
+            let bytes = match &response {
+                Value::String(text) if expect.content_type.starts_with("text/plain") => {
+                    text.clone().into_bytes()
+                }
+                json => serde_json::to_vec(json).expect("serialisable"),
+            };
             send.send_response(
                 Response::builder()
                     .status(expect.status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&response).expect("serialisable")))
+                    .header("content-type", expect.content_type)
+                    .body(Body::from(bytes))
                     .expect("response"),
             );
         }

@@ -136,6 +136,8 @@ fn build_engine_container(
         .image
         .clone()
         .unwrap_or_else(|| match spec.engine.kind {
+            // `--device cuda` needs runtime-node's CUDA build; the meter stays on the CPU image.
+            EngineKind::RuntimeNode if spec.gpu.is_some() => settings.runtime_cuda_image.clone(),
             EngineKind::RuntimeNode => settings.runtime_image.clone(),
             EngineKind::Vllm => DEFAULT_VLLM_IMAGE.into(),
             EngineKind::LlamaCpp => DEFAULT_LLAMA_CPP_IMAGE.into(),
@@ -496,6 +498,45 @@ mod tests {
         assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(pod_security.run_as_user, Some(65532));
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn gpu_models_get_the_cuda_engine_image_and_cpu_models_the_cpu_one() {
+        let settings = Settings {
+            runtime_image: "registry/runtime-node:cpu".into(),
+            runtime_cuda_image: "registry/runtime-node:cuda".into(),
+            ..Settings::default()
+        };
+        let images = |model: &InferenceModel| {
+            let deployment = build_runtime_deployment(model, &settings, None).expect("builds");
+            let pod = pod_spec(&deployment);
+            let meter = pod
+                .init_containers
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|c| c.image.clone());
+            (pod.containers[0].image.clone().expect("engine image"), meter)
+        };
+        // The representative model asks for GPUs and is metered.
+        let (engine, meter) = images(&representative());
+        assert_eq!(engine, "registry/runtime-node:cuda");
+        assert_eq!(
+            meter.as_deref(),
+            Some("registry/runtime-node:cpu"),
+            "the meter needs no GPU"
+        );
+        let cpu = parse(
+            "metadata: {name: s, namespace: n, uid: u}\nspec: {servedName: s, source: {uri: 'file:///models/s.gguf'}}\n",
+        );
+        assert_eq!(images(&cpu).0, "registry/runtime-node:cpu");
+        let overridden = parse(
+            "metadata: {name: s, namespace: n, uid: u}\nspec: {servedName: s, source: {uri: 'hf://a/b'}, gpu: {type: nvidia-l4}, engine: {image: 'mine:1'}}\n",
+        );
+        assert_eq!(images(&overridden).0, "mine:1", "engine.image wins");
+        assert_eq!(
+            Settings::default().runtime_cuda_image,
+            hearth_crds::constants::DEFAULT_RUNTIME_CUDA_IMAGE
+        );
     }
 
     #[test]

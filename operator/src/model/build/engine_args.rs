@@ -97,7 +97,9 @@ fn expected_gpu_args(model: &InferenceModel) -> Vec<String> {
     args
 }
 
-/// The engine container's arguments for the model's engine kind.
+/// The engine container's arguments for the model's engine kind: only flags that engine
+/// defines. `source.revision` and `engine.quantization` reach vLLM alone: runtime-node and
+/// llama.cpp have neither flag (a GGUF file carries its own quantization).
 pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<String> {
     let spec = &model.spec;
     let engine = &spec.engine;
@@ -169,6 +171,12 @@ pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<Stri
             }
             if location.downloads {
                 args.extend(["--download-dir".into(), MODEL_MOUNT.into()]);
+                if let Some(revision) = &spec.source.revision {
+                    args.extend(["--revision".into(), revision.clone()]);
+                }
+            }
+            if let Some(quantization) = &engine.quantization {
+                args.extend(["--quantization".into(), quantization.clone()]);
             }
             args
         }
@@ -188,15 +196,6 @@ pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<Stri
             (u64::from(engine.max_context_tokens) * u64::from(engine.max_batch_size)).to_string(),
         ],
     };
-    if let (Some(revision), true) = (&spec.source.revision, location.downloads) {
-        args.extend(["--revision".into(), revision.clone()]);
-    }
-    // llama.cpp reads the quantization from the GGUF file itself.
-    if let Some(quantization) = &engine.quantization
-        && engine.kind != EngineKind::LlamaCpp
-    {
-        args.extend(["--quantization".into(), quantization.clone()]);
-    }
     args.extend(engine.args.iter().cloned());
     args
 }
@@ -225,10 +224,88 @@ mod tests {
         );
         assert!(
             joined.ends_with(
-                "--model-cache /models --expect-gpu-product nvidia-a100-80gb --expect-gpu-memory-gib 80 --revision main"
+                "--model-cache /models --expect-gpu-product nvidia-a100-80gb --expect-gpu-memory-gib 80"
             ),
             "{joined}"
         );
+        assert!(
+            !joined.contains("--revision"),
+            "runtime-node has no --revision: {joined}"
+        );
+    }
+
+    #[test]
+    fn revision_and_quantization_reach_vllm_only() {
+        let args = |kind: &str| {
+            let model = parse(&format!(
+                "metadata: {{name: m, namespace: n}}\nspec: {{servedName: m, source: {{uri: 'hf://a/b', revision: v2}}, engine: {{kind: {kind}, quantization: awq}}}}\n"
+            ));
+            engine_args(&model, &model_location(&model)).join(" ")
+        };
+        let vllm = args("vllm");
+        assert!(vllm.contains("--revision v2"), "{vllm}");
+        assert!(vllm.contains("--quantization awq"), "{vllm}");
+        for kind in ["runtime-node", "llama-cpp"] {
+            let other = args(kind);
+            assert!(!other.contains("--revision"), "{kind}: {other}");
+            assert!(!other.contains("--quantization"), "{kind}: {other}");
+        }
+    }
+
+    /// Parses runtime-node `serve` arguments with runtime-node's own clap parser.
+    fn parse_with_runtime_node(args: &[String]) -> Result<runtime_node::cli::ServeArgs, clap::Error> {
+        use clap::Parser;
+        let cli = runtime_node::cli::Cli::try_parse_from(
+            std::iter::once("runtime-node").chain(args.iter().map(String::as_str)),
+        )?;
+        match cli.command {
+            runtime_node::cli::Command::Serve(serve) => Ok(serve),
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn runtime_node_accepts_every_argument_the_operator_renders() {
+        // This test links runtime-node's CPU build, whose parser refuses `--device cuda` (only
+        // CUDA builds accept it). GPU models are therefore checked flag NAME by flag name: their
+        // `--device cuda` is swapped for `--device cpu` and everything else parsed as rendered.
+        // CPU models are parsed exactly as rendered.
+        let cpu = parse(
+            "metadata: {name: c, namespace: n}\nspec: {servedName: smol, source: {uri: 'file:///models/smol.gguf'}, engine: {prefixCaching: false}}\n",
+        );
+        let gpu_tp2 = crate::model::build::fixtures::representative();
+        let quantized = parse(
+            "metadata: {name: q, namespace: n}\nspec: {servedName: q, source: {uri: 'hf://a/b-GGUF', revision: v2}, engine: {quantization: q4_k_m}, gpu: {type: nvidia-l4}}\n",
+        );
+        for model in [&cpu, &gpu_tp2, &quantized] {
+            let mut args = engine_args(model, &model_location(model));
+            if model.spec.gpu.is_some() {
+                let device = args
+                    .iter()
+                    .position(|a| a == "--device")
+                    .expect("--device rendered");
+                assert_eq!(args[device + 1], "cuda");
+                args[device + 1] = "cpu".into();
+            }
+            let parsed = parse_with_runtime_node(&args)
+                .unwrap_or_else(|e| panic!("runtime-node refuses {args:?}: {e}"));
+            assert_eq!(
+                parsed.served_name.as_deref(),
+                Some(model.spec.served_name.as_str())
+            );
+            assert_eq!(parsed.port, 8000);
+        }
+        let exact = parse_with_runtime_node(&engine_args(&cpu, &model_location(&cpu))).expect("parses");
+        assert!(exact.no_prefix_caching);
+        let tp2 = engine_args(&gpu_tp2, &model_location(&gpu_tp2));
+        let tp2 = tp2
+            .iter()
+            .map(|a| if a == "cuda" { "cpu".to_string() } else { a.clone() });
+        let tp2 = parse_with_runtime_node(&tp2.collect::<Vec<_>>()).expect("parses");
+        assert_eq!(tp2.tensor_parallel, 2);
+        assert_eq!(tp2.expect_gpu_product.as_deref(), Some("nvidia-a100-80gb"));
+        assert_eq!(tp2.max_batch_size, 32);
+        assert_eq!(tp2.model.max_context_tokens, 8192);
     }
 
     #[test]
