@@ -149,7 +149,7 @@ cluster: deps python-deps cluster-tools
 # README's quickstart run as written, then each scenario. Binaries from unit-test's build.
 cluster-test: python-deps cluster-tools
 	$(CARGO) build -p hearth-operator -p runtime-node
-	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/cluster/netns.sh $(VPY) -m pytest -q tests/cluster
+	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/cluster/netns.sh $(VPY) -m pytest -q --durations=25 tests/cluster
 
 test: deps python-deps fmt clippy cuda-check check-generated fuzz-smoke unit-test chart-test local-test cluster-test
 	@echo "make test: all checks passed"

@@ -147,6 +147,8 @@ DEFAULT_OBJECTS = {
     ("ClusterRoleBinding", "hearth-operator"),
     ("Role", "hearth-operator-leader-election"),
     ("RoleBinding", "hearth-operator-leader-election"),
+    # The leader-election Lease, so that `helm uninstall` removes it too.
+    ("Lease", "hearth-operator-leader"),
     ("Deployment", "hearth-operator"),
     ("Service", "hearth-operator"),
     ("Service", "hearth-billing"),

@@ -76,7 +76,8 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
     def wait_for(self, what: str, predicate, timeout: float = 120, interval: float = 0.5):
-        """Polls `predicate` until it returns something truthy; fails naming `what`."""
+        """Polls `predicate` until it returns something truthy and returns that; fails naming
+        `what` and the last answer (an AssertionError inside `predicate` counts as "not yet")."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -84,13 +85,11 @@ class Cluster:
                 last = predicate()
             except AssertionError as error:
                 last = error
-                last_ok = None
             else:
-                last_ok = last
-            if last_ok:
-                return last_ok
+                if last:
+                    return last
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
     def condition(self, kind: str, name: str, namespace: str, condition: str) -> dict | None:
         obj = json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False) or "{}")
