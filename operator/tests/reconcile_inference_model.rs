@@ -63,14 +63,16 @@ fn as_stored(body: &Value) -> Value {
     stored
 }
 
-async fn first_create() -> Vec<Seen> {
+/// The first reconcile of the HPA-mode model on an empty namespace; `scaled_object` answers the
+/// ScaledObject GET (KEDA installed or not). Every child is applied, then the status.
+async fn first_create_with(scaled_object: fn(&str) -> Expect) -> Vec<Seen> {
     let [deployment, service, pdb, hpa, scaled] = paths();
     let (ctx, script) = scripted(vec![
         Expect::get_missing(&deployment),
         Expect::get_missing(&service),
         Expect::get_missing(&pdb),
         Expect::get_missing(&hpa),
-        Expect::get_missing(&scaled),
+        scaled_object(&scaled),
         Expect::apply(&service),
         Expect::apply(&pdb),
         Expect::apply(&deployment),
@@ -82,6 +84,10 @@ async fn first_create() -> Vec<Seen> {
         .expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
     script.await.expect("script ran")
+}
+
+async fn first_create() -> Vec<Seen> {
+    first_create_with(Expect::get_missing).await
 }
 
 #[tokio::test]
@@ -353,24 +359,7 @@ async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
 #[tokio::test]
 async fn a_cluster_without_keda_still_gets_every_child() {
     // A real API server answers a GET in a group it does not serve with plain-text 404.
-    let [deployment, service, pdb, hpa, scaled] = paths();
-    let (ctx, script) = scripted(vec![
-        Expect::get_missing(&deployment),
-        Expect::get_missing(&service),
-        Expect::get_missing(&pdb),
-        Expect::get_missing(&hpa),
-        Expect::get_unserved(&scaled),
-        Expect::apply(&service),
-        Expect::apply(&pdb),
-        Expect::apply(&deployment),
-        Expect::apply(&hpa),
-        Expect::apply_status(STATUS, model_json()),
-    ]);
-    let action = reconcile(guarded(model_json()), ctx)
-        .await
-        .expect("an absent KEDA does not fail the reconcile");
-    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
-    let seen = script.await.expect("script ran");
+    let seen = first_create_with(Expect::get_unserved).await;
     let degraded = condition(&seen[9].body, "Degraded");
     assert_ne!(
         degraded["reason"], "KedaNotInstalled",

@@ -93,7 +93,7 @@ class Cluster:
 
     def condition(self, kind: str, name: str, namespace: str, condition: str) -> dict | None:
         obj = json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False) or "{}")
-        for item in obj.get("status", {}).get("conditions", []):
+        for item in obj.get("status", {}).get("conditions") or []:
             if item["type"] == condition:
                 return item
         return None

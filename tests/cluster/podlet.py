@@ -458,16 +458,19 @@ class PodRun(threading.Thread):
 
     def kill_all(self) -> None:
         """The runner is stopping: SIGTERM every container, SIGKILL what is left after 5 s."""
-        runs = self.containers + self.init
+        self.stop_processes(self.containers + self.init, time.monotonic() + 5)
+
+    def stop_processes(self, runs: list[ContainerRun], deadline: float) -> None:
+        """SIGTERM to `runs`, SIGKILL to those still running at `deadline`; waits for each."""
         for run in runs:
             self.signal(run, signal.SIGTERM)
-        deadline = time.monotonic() + 5
         for run in runs:
             while run.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
             self.signal(run, signal.SIGKILL)
             if run.process is not None:
                 run.process.wait()
+                self.podlet.record("stopped", self, run.name, run.process.returncode)
 
     def terminate(self) -> None:
         """preStop hooks, SIGTERM to the containers, then to the sidecars (in reverse), within
@@ -493,15 +496,7 @@ class PodRun(threading.Thread):
                 hook.start()
             for hook in hooks:
                 hook.join()
-            for run in runs:
-                self.signal(run, signal.SIGTERM)
-            for run in runs:
-                while run.running() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                self.signal(run, signal.SIGKILL)
-                if run.process is not None:
-                    run.process.wait()
-                    self.podlet.record("stopped", self, run.name, run.process.returncode)
+            self.stop_processes(runs, deadline)
 
         stop(self.containers)
         stop(list(reversed([r for r in self.init if r.sidecar])))

@@ -25,7 +25,7 @@ def install_crds(cluster, project: str, crd: str) -> None:
     cluster.kubectl("apply", "--server-side", "-f", crds(cluster, project))
 
     def established() -> bool:
-        conditions = cluster.get("crd", crd).get("status", {}).get("conditions", [])
+        conditions = cluster.get("crd", crd).get("status", {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     cluster.wait_for(f"CRD {crd} established", established, timeout=60)
