@@ -17,7 +17,7 @@ help:
 	@echo "make test      everything CI checks: fmt, clippy (CPU and --features cuda), tests, generated files fresh"
 	@echo "make cuda-check  clippy of the CUDA build, no GPU needed (nvcc from PyPI into .venv-cuda)"
 	@echo "make cuda-binaries  CUDA runtime-node + GPU test binaries for a GPU machine (scripts/run-gpu-checks.sh there)"
-	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds) and docs/crds.md"
+	@echo "make generate  regenerate CRD YAML (crds/yaml, charts/hearth/crds, manifests/crds), docs/crds.md and the crate map in docs/architecture.md"
 	@echo "make bench     benchmarks, side by side with llama.cpp (writes docs/benchmarks.md)"
 	@echo "make cluster   a real Kubernetes control plane on loopback (kwok nodes, pods as local processes) to explore"
 	@echo "make cluster-test  the cluster test: Helm installs Hearth on that plane, the README quickstart, the scenarios"
@@ -59,9 +59,10 @@ build: deps
 
 generate: deps
 	$(CARGO) run -q -p hearth-crds --bin crdgen -- .
+	$(PYTHON) scripts/crate-map.py .
 
 check-generated: generate
-	@git diff --exit-code -- crds/yaml charts/hearth/crds manifests/crds manifests/base docs/crds.md || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- crds/yaml charts/hearth/crds manifests/crds manifests/base docs/crds.md docs/architecture.md || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -90,7 +91,7 @@ $(CUDA_STAMP): scripts/cuda-check-requirements.txt
 cuda-check: deps $(CUDA_STAMP)
 	CUDA_HOME="$(CUDA_HOME_DIR)" CUDA_PATH="$(CUDA_HOME_DIR)" CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
 		PATH="$(CUDA_HOME_DIR)/bin:$$PATH" CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) \
-		$(CARGO) clippy -p runtime-node --features cuda --all-targets -- -D warnings
+		$(CARGO) clippy -p runtime-node -p hearth-engine --features cuda --all-targets -- -D warnings
 
 # CUDA binaries (runtime-node and its GPU tests) for a GPU machine without Rust, built here with
 # no driver: nvcc at the driver's CUDA version and a stub libcuda for the link. Not part of test.
@@ -166,7 +167,7 @@ bench: deps python-deps
 	bench/build-llama-cpp.sh
 	$(VPY) bench/engine_vs_llamacpp.py --gguf "$(SMOLLM2_GGUF)" --threads 2
 	$(CARGO) bench -p hearth-kernels --bench decode_stream
-	$(CARGO) bench -p runtime-node --bench meter_overhead
+	$(CARGO) bench -p hearth-meter --bench meter_overhead
 	scripts/with-redis.sh $(CARGO) bench -p hearth-operator --bench gateway_overhead
 
 IMAGE_TAG ?= 0.1.0

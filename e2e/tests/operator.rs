@@ -43,7 +43,7 @@ async fn tenant_gets_a_key_and_model_gets_children_that_go_away_with_it() -> any
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let secret = secrets.get("acme.apikey.prod").await?;
     let key = String::from_utf8(secret.data.unwrap_or_default()["api-key"].0.clone())?;
-    assert_eq!(hash, hearth_operator::tenant::keys::hash_key(&key));
+    assert_eq!(hash, hearth_tenancy::keys::hash_key(&key));
 
     apply(
         &Api::<InferenceModel>::namespaced(client.clone(), &ns.name),

@@ -14,9 +14,8 @@ use axum::body::Body;
 use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
-use hearth_operator::gateway::{
-    ConfigHandle, GatewayOptions, GatewayState, LocalSource, RedisLimiter, RedisLimiterOptions,
-};
+use hearth_gateway::{ConfigHandle, GatewayOptions, GatewayState, RedisLimiter, RedisLimiterOptions};
+use hearth_local::source::LocalSource;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -114,11 +113,7 @@ async fn gateway(dir: &std::path::Path, engine: SocketAddr, redis: Option<&str>)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    tokio::spawn(hearth_operator::gateway::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    tokio::spawn(hearth_gateway::serve(listener, state, std::future::pending()));
     address
 }
 

@@ -16,10 +16,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_support::*;
 use hearth_crds::{InferenceModel, Tenant, Tier};
-use hearth_operator::gateway::cluster::{ClusterStores, rebuild_on_change, snapshot};
-use hearth_operator::gateway::config::ScaleTarget;
-use hearth_operator::gateway::wake::{KubeScaler, ScaleError, Scaler, Waker};
-use hearth_operator::gateway::{ConfigHandle, GatewayOptions, GatewayState, app};
+use hearth_gateway::cluster::{ClusterStores, rebuild_on_change, snapshot};
+use hearth_gateway::config::ScaleTarget;
+use hearth_gateway::wake::{KubeScaler, ScaleError, Scaler, Waker};
+use hearth_gateway::{ConfigHandle, GatewayOptions, GatewayState, app};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::store::Writer;
@@ -418,7 +418,7 @@ async fn the_watches_fill_the_stores_and_the_first_snapshot_marks_the_gateway_re
         StatusCode::SERVICE_UNAVAILABLE
     );
     let mut swaps = state.config().subscribe();
-    let (stores, changes) = hearth_operator::gateway::cluster::watch(&client, Some("acme"));
+    let (stores, changes) = hearth_gateway::cluster::watch(&client, Some("acme"));
     let rebuild = tokio::spawn(rebuild_on_change(
         stores,
         changes,

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use gateway_support::*;
-use hearth_operator::gateway::config::{Limits, TenantPolicy, TierPolicy};
-use hearth_operator::gateway::error::GatewayError;
-use hearth_operator::gateway::{
-    ConfigHandle, GatewayOptions, GatewayState, Limiter, LocalSource, RedisLimiter, RedisLimiterOptions, app,
+use hearth_gateway::config::{TenantPolicy, TierPolicy};
+use hearth_gateway::error::GatewayError;
+use hearth_gateway::{
+    ConfigHandle, GatewayOptions, GatewayState, Limiter, RedisLimiter, RedisLimiterOptions, app,
 };
+use hearth_local::source::LocalSource;
+use hearth_tenancy::limits::Limits;
 use serde_json::Value;
 use tower::ServiceExt;
 

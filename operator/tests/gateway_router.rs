@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use gateway_support::*;
-use hearth_operator::gateway::{GatewayOptions, GatewayState, LocalSource, app};
+use hearth_gateway::{GatewayOptions, GatewayState, app};
+use hearth_local::source::LocalSource;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -440,4 +441,46 @@ async fn editing_a_tier_takes_effect_without_restart_and_metrics_count_it() {
         "{metrics}"
     );
     assert!(metrics.contains("hearth_gateway_replica_in_flight{"), "{metrics}");
+}
+
+/// Sends 24 requests with different prompts, one after another, to a model with replicas `a`
+/// and `b` under `router`; returns how many each replica got.
+async fn spread_under(router: &str) -> (usize, usize) {
+    let (a, b) = (FakeBackend::start("a").await, FakeBackend::start("b").await);
+    let dir = TempDir::new("routers");
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).expect("dir");
+    write_config(&config_dir, &basic(""));
+    write_key(&dir.path().join("keys"), "acme", "main", "key-acme");
+    let source = LocalSource {
+        config_dir,
+        keys_dir: Some(dir.path().join("keys")),
+        backends: BTreeMap::from([("m".to_string(), vec![a.url(), b.url()])]),
+        statuses: None,
+    };
+    let options = GatewayOptions {
+        router: hearth_gateway::router::router_named(router).expect("a registered router"),
+        ..GatewayOptions::default()
+    };
+    let state = GatewayState::new(source.load().expect("config loads"), options);
+    for i in 0..24 {
+        let body = json!({"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": format!("question {i}")}]});
+        let response = app(state.clone())
+            .oneshot(chat("key-acme", body))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = text(response).await;
+    }
+    (a.seen().len(), b.seen().len())
+}
+
+#[tokio::test]
+async fn the_router_option_chooses_how_replicas_are_picked() {
+    // Idle replicas tie on load: least-outstanding takes the first every time, prefix affinity
+    // spreads different prompts over both by their hash.
+    assert_eq!(spread_under("least-outstanding").await, (24, 0));
+    let (a, b) = spread_under("prefix-affinity").await;
+    assert_eq!(a + b, 24);
+    assert!(a > 0 && b > 0, "prefix affinity sent {a} to a and {b} to b");
 }

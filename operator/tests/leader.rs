@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use hearth_operator::leader::LeaseLock;
+use hearth_kube::leader::LeaseLock;
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};

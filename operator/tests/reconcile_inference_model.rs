@@ -6,9 +6,9 @@ mod support;
 
 use std::sync::Arc;
 
+use hearth_controller::model::{error_policy, reconcile};
 use hearth_crds::InferenceModel;
-use hearth_operator::error::Error;
-use hearth_operator::model::{error_policy, reconcile};
+use hearth_kube::error::Error;
 use http::{Method, StatusCode};
 use kube::core::{DeserializeGuard, ObjectList};
 use kube::runtime::controller::Action;
@@ -440,7 +440,7 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
         "writing the Deployment failed: HTTP 403: admission webhook \"policy.example\" denied the request: privileged"
     );
 
-    let retry = |ctx: &std::sync::Arc<hearth_operator::context::Context>| {
+    let retry = |ctx: &std::sync::Arc<hearth_controller::context::Context>| {
         error_policy(guarded(model_json()), &error, ctx.clone())
     };
     let delays: Vec<Action> = (0..3).map(|_| retry(&ctx)).collect();

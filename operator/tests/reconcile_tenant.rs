@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use hearth_crds::{Tenant, Tier};
-use hearth_operator::tenant::keys::hash_key;
+use hearth_tenancy::keys::hash_key;
 use http::{Method, StatusCode};
 use kube::core::DeserializeGuard;
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ async fn tenant_with_missing_tier_gets_tier_resolved_false() {
         Expect::get(SECRET, existing_secret),
         Expect::apply_status(STATUS, tenant_json()),
     ]);
-    hearth_operator::tenant::reconcile(guarded::<Tenant>(tenant_json()), ctx)
+    hearth_controller::tenant::reconcile(guarded::<Tenant>(tenant_json()), ctx)
         .await
         .expect("reconciles");
     let seen = script.await.expect("script ran");
@@ -73,7 +73,7 @@ async fn tenant_key_is_generated_once_and_only_its_hash_is_published() {
         Expect::new(Method::POST, SECRETS, StatusCode::CREATED, Value::Null),
         Expect::apply_status(STATUS, tenant_json()),
     ]);
-    hearth_operator::tenant::reconcile(guarded::<Tenant>(tenant_json()), ctx)
+    hearth_controller::tenant::reconcile(guarded::<Tenant>(tenant_json()), ctx)
         .await
         .expect("reconciles");
     let seen = script.await.expect("script ran");
@@ -109,7 +109,7 @@ async fn tenant_key_is_generated_once_and_only_its_hash_is_published() {
     let mut stored = secret.clone();
     stored["metadata"]["resourceVersion"] = json!("5");
     let (ctx, script) = scripted(vec![Expect::get(TIER, tier_json()), Expect::get(SECRET, stored)]);
-    hearth_operator::tenant::reconcile(guarded::<Tenant>(tenant), ctx)
+    hearth_controller::tenant::reconcile(guarded::<Tenant>(tenant), ctx)
         .await
         .expect("reconciles");
     assert_eq!(writes(&script.await.expect("script ran")), 0);
@@ -125,7 +125,7 @@ async fn tier_counts_its_tenants() {
         Expect::get("/apis/hearth.dev/v1alpha1/tenants", tenants),
         Expect::apply_status("/apis/hearth.dev/v1alpha1/tiers/gold/status", tier_json()),
     ]);
-    hearth_operator::tier::reconcile(guarded::<Tier>(tier_json()), ctx)
+    hearth_controller::tier::reconcile(guarded::<Tier>(tier_json()), ctx)
         .await
         .expect("reconciles");
     let seen = script.await.expect("script ran");
@@ -162,14 +162,10 @@ async fn billing_writes_only_usage_and_its_condition_under_its_own_manager() {
         ),
     };
     let (ctx, script) = scripted(vec![Expect::apply_status(STATUS, tenant_json())]);
-    let written = hearth_operator::billing::usage_status::write_usage(
-        &ctx.client,
-        &tenant,
-        usage.clone(),
-        condition.clone(),
-    )
-    .await
-    .expect("written");
+    let written =
+        hearth_billing::usage_status::write_usage(&ctx.client, &tenant, usage.clone(), condition.clone())
+            .await
+            .expect("written");
     assert!(written);
     let seen = script.await.expect("script ran");
     assert!(
@@ -193,10 +189,9 @@ async fn billing_writes_only_usage_and_its_condition_under_its_own_manager() {
         ..Default::default()
     });
     let (ctx, script) = scripted(vec![]);
-    let written =
-        hearth_operator::billing::usage_status::write_usage(&ctx.client, &current, usage, condition)
-            .await
-            .expect("no-op");
+    let written = hearth_billing::usage_status::write_usage(&ctx.client, &current, usage, condition)
+        .await
+        .expect("no-op");
     assert!(!written);
     assert_eq!(writes(&script.await.expect("script ran")), 0);
 }

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::cuda::set_force_dmmv;
-use runtime_node::model::{BlockTable, KvDtype, StepInput, WeightFormat};
+use hearth_engine::model::{BlockTable, KvDtype, StepInput, WeightFormat};
 use tiny::{
     check_cache_and_batching, check_prefix_cache, load_as, load_on, logits_row, max_diff, mixed_steps,
     write_model,
@@ -23,7 +23,7 @@ static GPU: Mutex<()> = Mutex::new(());
 
 fn gpu() -> (Device, MutexGuard<'static, ()>) {
     let guard = GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let device = runtime_node::cuda::new_device(0).expect("CUDA device 0 (CUDA tests need a GPU)");
+    let device = hearth_engine::cuda::new_device(0).expect("CUDA device 0 (CUDA tests need a GPU)");
     (device, guard)
 }
 

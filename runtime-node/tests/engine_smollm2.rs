@@ -6,14 +6,14 @@ mod common;
 use std::time::Duration;
 
 use candle_core::Device;
-use prometheus::Registry;
-use runtime_node::chat_template::TemplateMessage;
-use runtime_node::engine::{
+use hearth_engine::chat_template::TemplateMessage;
+use hearth_engine::engine::{
     Engine, EngineConfig, EngineError, FinishReason, GenerateRequest, GenerationEvent, GenerationStream,
     LocalEngine, Prompt,
 };
-use runtime_node::loader::{LoadOptions, load_gguf};
-use runtime_node::metrics::EngineMetrics;
+use hearth_engine::loader::{LoadOptions, load_gguf};
+use hearth_engine::metrics::EngineMetrics;
+use prometheus::Registry;
 
 fn engine() -> Option<(LocalEngine, EngineMetrics)> {
     engine_with(4)

@@ -4,13 +4,13 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use prometheus::Registry;
-use runtime_node::engine::{
+use hearth_engine::engine::{
     Engine, EngineError, FinishReason, GenerateRequest, GenerationEvent, GenerationStream, Prompt,
     TokenLogprob, Usage,
 };
-use runtime_node::server::{AppState, app};
+use hearth_engine::server::{AppState, app};
+use http_body_util::BodyExt;
+use prometheus::Registry;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

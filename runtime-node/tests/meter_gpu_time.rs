@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hearth_crds::usage::GPU_TIME;
-use runtime_node::meter::ledger::Ledger;
+use hearth_meter::ledger::Ledger;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

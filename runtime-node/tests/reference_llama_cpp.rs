@@ -54,10 +54,10 @@ mod common;
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
-use runtime_node::cli::DeviceSpec;
-use runtime_node::loader::{LoadOptions, LoadedModel, load_gguf};
-use runtime_node::model::llama::argmax_rows;
-use runtime_node::model::{BlockTable, KvDtype, StepInput, WeightFormat};
+use hearth_engine::loader::{LoadOptions, LoadedModel, load_gguf};
+use hearth_engine::model::llama::argmax_rows;
+use hearth_engine::model::{BlockTable, KvDtype, StepInput, WeightFormat};
+use hearth_node_contract::DeviceSpec;
 use serde::Deserialize;
 
 /// Largest |our logit - llama.cpp's logit| accepted on SmolLM2-135M Q4_1 (quantized kernels).
@@ -169,7 +169,7 @@ fn test_device() -> Device {
     let spec: DeviceSpec = name
         .parse()
         .unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e}"));
-    runtime_node::serve::device(spec).unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e:#}"))
+    hearth_engine::serve::device(spec).unwrap_or_else(|e| panic!("HEARTH_TEST_DEVICE={name}: {e:#}"))
 }
 
 /// Feeds `prompt` then each of `forced` one token at a time; calls `check(step, logits)` after

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use runtime_node::model::safetensors::{SafetensorsDir, read_hf_config};
-use runtime_node::model::{BlockTable, GgufFile, Llama, ModelConfig, StepInput, WeightFormat};
+use hearth_engine::model::safetensors::{SafetensorsDir, read_hf_config};
+use hearth_engine::model::{BlockTable, GgufFile, Llama, ModelConfig, StepInput, WeightFormat};
 use tiny::random;
 
 const HIDDEN: usize = 128;
@@ -211,7 +211,7 @@ fn safetensors_folder_and_permuted_gguf_agree() {
     assert!(diff < 1e-4, "max |Δlogit| between layouts: {diff}");
     // Negative control: the wrong RoPE layout for HF weights must change the logits.
     let mut wrong = cfg.clone();
-    wrong.rope_style = runtime_node::model::config::RopeStyle::Interleaved;
+    wrong.rope_style = hearth_engine::model::config::RopeStyle::Interleaved;
     let mut hf = SafetensorsDir::open(&dir).expect("safetensors");
     let miswired = Llama::load(&mut hf, &wrong, 128, WeightFormat::AsStored, &Device::Cpu).expect("loads");
     let c = logits(&miswired, &tokens);
@@ -236,7 +236,7 @@ fn hugging_face_folder_loads_with_tokenizer_and_template() {
     let Some(smol) = common::smollm2_gguf() else {
         return;
     };
-    let tokenizer = runtime_node::tokenizer::TextTokenizer::from_gguf(&GgufFile::open(&smol).expect("gguf"))
+    let tokenizer = hearth_engine::tokenizer::TextTokenizer::from_gguf(&GgufFile::open(&smol).expect("gguf"))
         .expect("tokenizer");
     let dir = write_hf_dir("hf-full", &hf_weights());
     tokenizer
@@ -250,13 +250,13 @@ fn hugging_face_folder_loads_with_tokenizer_and_template() {
     std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string()).expect("write");
     std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": [2, 0]}"#).expect("write");
 
-    let options = runtime_node::loader::LoadOptions {
+    let options = hearth_engine::loader::LoadOptions {
         max_context_tokens: 64,
         weights: Default::default(),
         tensor_parallel: 1,
         kv_cache: None,
     };
-    let loaded = runtime_node::loader::load_model(&dir, &options, &Device::Cpu).expect("folder loads");
+    let loaded = hearth_engine::loader::load_model(&dir, &options, &Device::Cpu).expect("folder loads");
     assert_eq!(loaded.config().num_layers, LAYERS);
     assert_eq!(loaded.max_context_tokens, 64);
     let eog = loaded.tokenizer.end_of_generation();
@@ -265,7 +265,7 @@ fn hugging_face_folder_loads_with_tokenizer_and_template() {
         .chat_template
         .as_ref()
         .expect("template from tokenizer_config.json");
-    let message = runtime_node::chat_template::TemplateMessage {
+    let message = hearth_engine::chat_template::TemplateMessage {
         role: "user".into(),
         content: "Hi".into(),
     };

@@ -3,10 +3,10 @@
 mod common;
 
 use candle_core::Device;
-use runtime_node::chat_template::TemplateMessage;
-use runtime_node::loader::{LoadOptions, load_gguf};
-use runtime_node::model::llama::argmax_rows;
-use runtime_node::model::{BlockTable, StepInput};
+use hearth_engine::chat_template::TemplateMessage;
+use hearth_engine::loader::{LoadOptions, load_gguf};
+use hearth_engine::model::llama::argmax_rows;
+use hearth_engine::model::{BlockTable, StepInput};
 
 #[test]
 fn greedy_chat_completion_is_sensible() {

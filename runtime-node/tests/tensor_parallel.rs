@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
-use runtime_node::model::llama::argmax_rows;
-use runtime_node::model::{
+use hearth_engine::model::group::load_tensor_parallel;
+use hearth_engine::model::llama::argmax_rows;
+use hearth_engine::model::{
     BlockTable, GgufFile, KvDtype, KvPool, Llama, ModelConfig, StepInput, WeightFormat,
 };
-use runtime_node::parallel::load_tensor_parallel;
 use tiny::VOCAB;
 
 /// Logit differences allowed between TP=N and TP=1 on f32 matmuls: the row-parallel sums are
@@ -36,7 +36,7 @@ fn write_model(name: &str, arch: &str, dtype: GgmlDType, biases: bool) -> PathBu
     tiny::write_model_with_heads(&format!("tp-{name}"), arch, dtype, biases, (8, 4))
 }
 
-fn load(path: &Path, world: usize, format: WeightFormat) -> Result<Llama, runtime_node::model::LoadError> {
+fn load(path: &Path, world: usize, format: WeightFormat) -> Result<Llama, hearth_engine::model::LoadError> {
     let owned = path.to_path_buf();
     load_tensor_parallel(world, &Device::Cpu, path, move |shard, device| {
         let mut gguf = GgufFile::open(&owned)?;

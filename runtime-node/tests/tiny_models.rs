@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use candle_core::quantized::GgmlDType;
-use runtime_node::model::{BlockTable, KvDtype, Llama};
+use hearth_engine::model::{BlockTable, KvDtype, Llama};
 use tiny::{
     check_cache_and_batching, check_prefix_cache, load_on, logits_row, max_diff, mixed_steps, write_model,
 };

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use runtime_node::model::GgufFile;
-use runtime_node::tokenizer::TextTokenizer;
+use hearth_engine::model::GgufFile;
+use hearth_engine::tokenizer::TextTokenizer;
 use serde::Deserialize;
 
 /// The fixture the generator script writes.

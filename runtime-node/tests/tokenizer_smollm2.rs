@@ -3,8 +3,8 @@
 
 mod common;
 
-use runtime_node::model::GgufFile;
-use runtime_node::tokenizer::TextTokenizer;
+use hearth_engine::model::GgufFile;
+use hearth_engine::tokenizer::TextTokenizer;
 
 fn tokenizer() -> Option<TextTokenizer> {
     let path = common::smollm2_gguf()?;

@@ -31,7 +31,7 @@ def test_helm_lint_fails_on_a_broken_chart(tmp_path):
 
 def test_kubeversion_requires_1_30():
     """The runtime pods use `lifecycle.preStop.sleep`, on by default from Kubernetes 1.30."""
-    assert "sleep: Some(SleepAction" in (ROOT / "operator/src/model/build/deployment.rs").read_text()
+    assert "sleep: Some(SleepAction" in (ROOT / "operator/controller/src/model/build/deployment.rs").read_text()
     template(CHART, kube_version="1.30.0")
     template(CHART, kube_version="1.36.0")
     with pytest.raises(HelmError, match="kubeVersion"):

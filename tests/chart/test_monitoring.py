@@ -63,7 +63,7 @@ GRAFANA_SCHEMA = {
 def code_metrics() -> tuple[set[str], set[str]]:
     """Metric names registered in the operator and runtime-node, and their label names."""
     names, labels = set(), set()
-    for path in [*(ROOT / "operator" / "src").rglob("*.rs"), *(ROOT / "runtime-node" / "src").rglob("*.rs")]:
+    for path in [*(ROOT / "operator").glob("**/src/**/*.rs"), *(ROOT / "runtime-node").glob("**/src/**/*.rs")]:
         text = path.read_text()
         if not re.search(r"(Histogram|Opts|IntCounter|IntGauge|Gauge|Counter)\w*::(new|with_opts)", text):
             continue
@@ -162,7 +162,7 @@ def test_metrics_and_labels_exist_in_the_code():
 def test_pod_monitor_matches_runtime_pods():
     monitor = next(o for o in render(MONITORING).objects() if o["kind"] == "PodMonitor")
     constants = (ROOT / "crds/src/constants.rs").read_text()
-    deployment = (ROOT / "operator/src/model/build/deployment.rs").read_text()
+    deployment = (ROOT / "operator/controller/src/model/build/deployment.rs").read_text()
     app_name = re.search(r'APP_NAME: &str = "([^"]+)"', constants).group(1)
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": app_name}
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
@@ -176,8 +176,8 @@ def test_pod_monitor_matches_runtime_pods():
         relabel = ports[port]["relabelings"][0]
         assert relabel == {"sourceLabels": [meta_label], "targetLabel": "model"}
     # KEDA queries (model/build/scaled_object.rs) select on that `model` label.
-    assert 'model=\\"{name}\\"' in (ROOT / "operator/src/model/build/scaled_object.rs").read_text()
-    meter_routes = (ROOT / "runtime-node/src/meter/mod.rs").read_text()
+    assert 'model=\\"{name}\\"' in (ROOT / "operator/controller/src/model/build/scaled_object.rs").read_text()
+    meter_routes = (ROOT / "runtime-node/meter/src/lib.rs").read_text()
     assert f'.route("{ports["meter"]["path"]}"' in meter_routes
 
 

@@ -1,9 +1,9 @@
 """Least privilege: the operator's and the gateway's roles grant exactly the API calls their code makes.
 
-CALLS (the operator) and GATEWAY_CALLS (the gateway, operator/src/gateway/) are tables written by
-reading operator/src: one row per call site, naming the file, a pattern found at the call (a
+CALLS (the operator) and GATEWAY_CALLS (the gateway, operator/gateway/) are tables written by
+reading the operator's crates: one row per call site, naming the file, a pattern found at the call (a
 window of two lines either side), and the permissions the call needs. The tests check, both ways:
-- every Kubernetes API call site found in operator/src (outside tests and local mode) is a row of
+- every Kubernetes API call site found in the crates under operator/ (outside tests and local mode) is a row of
   the table: a new call without a row fails, so does a call that moved or changed;
 - every row still matches a call: a row (and so a rule) without a call fails;
 - each component's chart rules are exactly the union of its rows' permissions: no rule without a
@@ -26,9 +26,10 @@ import pytest
 
 from conftest import ROOT, render
 
-OPERATOR_SRC = ROOT / "operator" / "src"
-# Local mode runs without a cluster; unit tests talk to mocks.
-EXCLUDED = [OPERATOR_SRC / "local"]
+OPERATOR_SRC = ROOT / "operator"
+# Local mode runs without a cluster; the binary's own src only dispatches; integration tests and
+# benches talk to mocks.
+EXCLUDED = [OPERATOR_SRC / name for name in ("local", "src", "tests", "benches")]
 
 # Lines that are Kubernetes API calls. Heuristic by design: kube's Api methods, kube-runtime's
 # watchers, and the crate's apply/status helpers (whose generic bodies are listed in GENERIC).
@@ -63,77 +64,77 @@ def perms(group: str, resource: str, *verbs: str, scope: str = "cluster") -> tup
 WATCH = ("list", "watch")
 APPLY = ("create", "patch")  # server-side apply that may create
 
-# (file under operator/src, pattern at the call site, permissions it needs)
+# (file under operator/, pattern at the call site, permissions it needs)
 CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
-    # controller.rs: one Controller per CRD, owning or watching related kinds.
-    ("controller.rs", r"Controller::new\(\s*Api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
-    ("controller.rs", r"\.owns\(Api::<Deployment>", perms("apps", "deployments", *WATCH)),
-    ("controller.rs", r"\.owns\(Api::<Service>", perms("", "services", *WATCH)),
-    ("controller.rs", r"\.owns\(Api::<PodDisruptionBudget>", perms("policy", "poddisruptionbudgets", *WATCH)),
-    ("controller.rs", r"\.owns\(Api::<HorizontalPodAutoscaler>", perms("autoscaling", "horizontalpodautoscalers", *WATCH)),
-    ("controller.rs", r"Controller::new\(\s*Api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
-    ("controller.rs", r"\.owns\(\s*Api::<Secret>", perms("", "secrets", *WATCH)),
-    ("controller.rs", r"\.watches\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
-    ("controller.rs", r"Controller::new\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
-    ("controller.rs", r"\.watches\(\s*Api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
+    # controller/src/lib.rs: one Controller per CRD, owning or watching related kinds.
+    ("controller/src/lib.rs", r"Controller::new\(\s*Api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
+    ("controller/src/lib.rs", r"\.owns\(Api::<Deployment>", perms("apps", "deployments", *WATCH)),
+    ("controller/src/lib.rs", r"\.owns\(Api::<Service>", perms("", "services", *WATCH)),
+    ("controller/src/lib.rs", r"\.owns\(Api::<PodDisruptionBudget>", perms("policy", "poddisruptionbudgets", *WATCH)),
+    ("controller/src/lib.rs", r"\.owns\(Api::<HorizontalPodAutoscaler>", perms("autoscaling", "horizontalpodautoscalers", *WATCH)),
+    ("controller/src/lib.rs", r"Controller::new\(\s*Api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
+    ("controller/src/lib.rs", r"\.owns\(\s*Api::<Secret>", perms("", "secrets", *WATCH)),
+    ("controller/src/lib.rs", r"\.watches\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
+    ("controller/src/lib.rs", r"Controller::new\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
+    ("controller/src/lib.rs", r"\.watches\(\s*Api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
     # model/dereference.rs: one GET per child.
-    ("model/dereference.rs", r"apis\.deployments\.get_opt\(", perms("apps", "deployments", "get")),
-    ("model/dereference.rs", r"apis\.services\.get_opt\(", perms("", "services", "get")),
-    ("model/dereference.rs", r"apis\.pdbs\.get_opt\(", perms("policy", "poddisruptionbudgets", "get")),
-    ("model/dereference.rs", r"apis\.hpas\.get_opt\(", perms("autoscaling", "horizontalpodautoscalers", "get")),
-    ("model/dereference.rs", r"get_optional\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.deployments\.get_opt\(", perms("apps", "deployments", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.services\.get_opt\(", perms("", "services", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.pdbs\.get_opt\(", perms("policy", "poddisruptionbudgets", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.hpas\.get_opt\(", perms("autoscaling", "horizontalpodautoscalers", "get")),
+    ("controller/src/model/dereference.rs", r"get_optional\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", "get")),
     # model/apply.rs: server-side apply of each child, deletion of unwanted optional ones.
-    ("model/apply.rs", r"apply_if_changed\(&apis\.services", perms("", "services", *APPLY)),
-    ("model/apply.rs", r"apply_if_changed\(&apis\.pdbs", perms("policy", "poddisruptionbudgets", *APPLY)),
-    ("model/apply.rs", r"apply_if_changed\(&apis\.deployments", perms("apps", "deployments", *APPLY)),
-    ("model/apply.rs", r"apply_if_changed\(&apis\.hpas", perms("autoscaling", "horizontalpodautoscalers", *APPLY)),
-    ("model/apply.rs", r"apis\.hpas\s*\.delete\(", perms("autoscaling", "horizontalpodautoscalers", "delete")),
-    ("model/apply.rs", r"apply_if_changed\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", *APPLY)),
-    ("model/apply.rs", r"apis\.scaled_objects\s*\.delete\(", perms("keda.sh", "scaledobjects", "delete")),
+    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.services", perms("", "services", *APPLY)),
+    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.pdbs", perms("policy", "poddisruptionbudgets", *APPLY)),
+    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.deployments", perms("apps", "deployments", *APPLY)),
+    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.hpas", perms("autoscaling", "horizontalpodautoscalers", *APPLY)),
+    ("controller/src/model/apply.rs", r"apis\.hpas\s*\.delete\(", perms("autoscaling", "horizontalpodautoscalers", "delete")),
+    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", *APPLY)),
+    ("controller/src/model/apply.rs", r"apis\.scaled_objects\s*\.delete\(", perms("keda.sh", "scaledobjects", "delete")),
     # Status writes.
     # Status writes, and the InvalidObject condition on an object that fails to deserialise
     # (invalid::accept, called by each reconciler with its own kind).
-    ("model/status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "inferencemodels/status", "patch")),
-    ("model/mod.rs", r"invalid::accept\(", perms("hearth.dev", "inferencemodels/status", "patch")),
-    ("tenant/status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tenants/status", "patch")),
-    ("tenant/mod.rs", r"invalid::accept\(", perms("hearth.dev", "tenants/status", "patch")),
-    ("tier/mod.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tiers/status", "patch")),
-    ("tier/mod.rs", r"invalid::accept\(", perms("hearth.dev", "tiers/status", "patch")),
-    ("billing/usage_status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tenants/status", "patch")),
+    ("controller/src/model/status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "inferencemodels/status", "patch")),
+    ("controller/src/model/mod.rs", r"invalid::accept\(", perms("hearth.dev", "inferencemodels/status", "patch")),
+    ("controller/src/tenant/status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tenants/status", "patch")),
+    ("controller/src/tenant/mod.rs", r"invalid::accept\(", perms("hearth.dev", "tenants/status", "patch")),
+    ("controller/src/tier/mod.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tiers/status", "patch")),
+    ("controller/src/tier/mod.rs", r"invalid::accept\(", perms("hearth.dev", "tiers/status", "patch")),
+    ("billing/src/usage_status.rs", r"patch_status\(|apply_status\(", perms("hearth.dev", "tenants/status", "patch")),
     # tenant/mod.rs: the Tier and key Secrets, and generated keys (create, never update).
-    ("tenant/mod.rs", r"tiers\.get_opt\(", perms("hearth.dev", "tiers", "get")),
-    ("tenant/mod.rs", r"secrets\.get_opt\(", perms("", "secrets", "get")),
-    ("tenant/mod.rs", r"secret_api\.create\(&PostParams", perms("", "secrets", "create")),
+    ("controller/src/tenant/mod.rs", r"tiers\.get_opt\(", perms("hearth.dev", "tiers", "get")),
+    ("controller/src/tenant/mod.rs", r"secrets\.get_opt\(", perms("", "secrets", "get")),
+    ("controller/src/tenant/mod.rs", r"secret_api\.create\(&PostParams", perms("", "secrets", "create")),
     # tier/mod.rs: counts the Tenants of a Tier.
-    ("tier/mod.rs", r"tenants\s*\.list\(&ListParams", perms("hearth.dev", "tenants", "list")),
+    ("controller/src/tier/mod.rs", r"tenants\s*\.list\(&ListParams", perms("hearth.dev", "tenants", "list")),
     # billing: meters are pods labelled metered; prices come from Tenants and Tiers.
-    ("billing/discovery.rs", r"pods\s*\.list\(&ListParams", perms("", "pods", "list")),
-    ("billing/aggregator.rs", r"Api::<Tenant>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tenants", "list")),
-    ("billing/aggregator.rs", r"Api::<Tier>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tiers", "list")),
+    ("billing/src/discovery.rs", r"pods\s*\.list\(&ListParams", perms("", "pods", "list")),
+    ("billing/src/aggregator.rs", r"Api::<Tenant>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tenants", "list")),
+    ("billing/src/aggregator.rs", r"Api::<Tier>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tiers", "list")),
     # leader.rs: the leader-election Lease in the release namespace.
-    ("leader.rs", r"self\.api\.get_opt\(&self\.name\)", perms("coordination.k8s.io", "leases", "get", scope="namespace")),
-    ("leader.rs", r"self\.api\.create\(&PostParams", perms("coordination.k8s.io", "leases", "create", scope="namespace")),
-    ("leader.rs", r"self\.api\.replace\(&self\.name", perms("coordination.k8s.io", "leases", "update", scope="namespace")),
+    ("kube/src/leader.rs", r"self\.api\.get_opt\(&self\.name\)", perms("coordination.k8s.io", "leases", "get", scope="namespace")),
+    ("kube/src/leader.rs", r"self\.api\.create\(&PostParams", perms("coordination.k8s.io", "leases", "create", scope="namespace")),
+    ("kube/src/leader.rs", r"self\.api\.replace\(&self\.name", perms("coordination.k8s.io", "leases", "update", scope="namespace")),
 ]
 
 # Generic helpers: the call inside is accounted for by the rows of their callers.
 GENERIC: list[tuple[str, str]] = [
-    ("ssa.rs", r"api\.patch\(&name, &apply_params\(\), &Patch::Apply"),  # apply_if_changed<K>
-    ("ssa.rs", r"api\.patch_status\("),  # apply_status<K>
-    ("model/dereference.rs", r"match api\.get\(name\)"),  # get_optional<K>
-    ("invalid.rs", r"api\.patch_status\(name"),  # report_invalid_object<K>
-    ("invalid.rs", r"report_invalid_object::<K>"),  # accept<K>
-    ("gateway/cluster.rs", r"reflector::reflector\(writer, watcher\(api"),  # reflect<K>
+    ("kube/src/ssa.rs", r"api\.patch\(&name, &apply_params\(\), &Patch::Apply"),  # apply_if_changed<K>
+    ("kube/src/ssa.rs", r"api\.patch_status\("),  # apply_status<K>
+    ("controller/src/model/dereference.rs", r"match api\.get\(name\)"),  # get_optional<K>
+    ("controller/src/invalid.rs", r"api\.patch_status\(name"),  # report_invalid_object<K>
+    ("controller/src/invalid.rs", r"report_invalid_object::<K>"),  # accept<K>
+    ("gateway/src/cluster.rs", r"reflector::reflector\(writer, watcher\(api"),  # reflect<K>
 ]
 
 # gateway/: reflectors (list + watch) feeding the Config snapshot, and the scale-from-zero patch
 # (granted only with gateway.scaleFromZero.enabled).
 GATEWAY_CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
-    ("gateway/cluster.rs", r"reflect\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
-    ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
-    ("gateway/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
-    ("gateway/cluster.rs", r"reflect\(\s*api::<EndpointSlice>", perms("discovery.k8s.io", "endpointslices", *WATCH)),
-    ("gateway/wake.rs", r"api\.patch_scale\(&target\.deployment", perms("apps", "deployments/scale", "patch")),
+    ("gateway/src/cluster.rs", r"reflect\(\s*Api::<DeserializeGuard<Tier>>", perms("hearth.dev", "tiers", *WATCH)),
+    ("gateway/src/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<Tenant>>", perms("hearth.dev", "tenants", *WATCH)),
+    ("gateway/src/cluster.rs", r"reflect\(\s*api::<DeserializeGuard<InferenceModel>>", perms("hearth.dev", "inferencemodels", *WATCH)),
+    ("gateway/src/cluster.rs", r"reflect\(\s*api::<EndpointSlice>", perms("discovery.k8s.io", "endpointslices", *WATCH)),
+    ("gateway/src/wake.rs", r"api\.patch_scale\(&target\.deployment", perms("apps", "deployments/scale", "patch")),
 ]
 SCALE_FROM_ZERO = {Perm("apps", "deployments/scale", "patch")}
 
@@ -147,7 +148,7 @@ class Site:
 
 
 def call_sites() -> list[Site]:
-    """Every line of operator/src (outside tests and local mode) that calls the Kubernetes API."""
+    """Every line of the operator's crates (outside tests and local mode) that calls the Kubernetes API."""
     sites = []
     for path in sorted(OPERATOR_SRC.rglob("*.rs")):
         if any(excluded in path.parents for excluded in EXCLUDED):
@@ -172,13 +173,19 @@ def row_matches(row_file: str, pattern: str, site: Site) -> bool:
 
 def test_the_scan_finds_the_calls_it_should():
     files = {site.file for site in call_sites()}
-    assert {"controller.rs", "leader.rs", "model/apply.rs", "tenant/mod.rs", "billing/discovery.rs"} <= files
+    assert {
+        "controller/src/lib.rs",
+        "kube/src/leader.rs",
+        "controller/src/model/apply.rs",
+        "controller/src/tenant/mod.rs",
+        "billing/src/discovery.rs",
+    } <= files
     assert not any(site.file.startswith("local/") for site in call_sites())
 
 
 def test_every_api_call_in_the_operator_has_a_row():
     unlisted = [
-        f"operator/src/{s.file}:{s.line}: {s.text}"
+        f"operator/{s.file}:{s.line}: {s.text}"
         for s in call_sites()
         if not any(row_matches(f, p, s) for f, p, _ in CALLS + GATEWAY_CALLS)
         and not any(row_matches(f, p, s) for f, p in GENERIC)
@@ -236,7 +243,7 @@ def test_the_lease_rule_is_limited_to_our_lease():
         else:
             assert rule["verbs"] == ["create"] and "resourceNames" not in rule
     # The Lease namespace is the pod's own (POD_NAMESPACE), where the Role lives.
-    assert 'default_value = "hearth-system", env = "POD_NAMESPACE"' in (OPERATOR_SRC / "cli.rs").read_text()
+    assert 'default_value = "hearth-system", env = "POD_NAMESPACE"' in (OPERATOR_SRC / "controller" / "src" / "args.rs").read_text()
 
 
 def test_bindings_give_each_role_to_its_own_service_account():
@@ -276,7 +283,7 @@ def test_the_chart_starts_the_gateway_on_the_cluster_source():
     assert args[0] == "gateway"
     assert "--source=cluster" in args and "--scale-from-zero=true" in args
     # The flag's values are the enum the binary parses.
-    source = (OPERATOR_SRC / "gateway" / "mod.rs").read_text()
+    source = (OPERATOR_SRC / "gateway" / "src" / "lib.rs").read_text()
     assert "pub enum SourceKind {" in source and "    Cluster,\n" in source
 
 
@@ -292,10 +299,10 @@ def test_a_missing_or_extra_rule_is_detected():
 
 
 def test_a_new_call_without_a_row_is_detected(tmp_path, monkeypatch):
-    source = tmp_path / "src"
-    (source / "model").mkdir(parents=True)
-    (source / "model" / "extra.rs").write_text("async fn f(api: Api<ConfigMap>) {\n    api.delete(name, &DeleteParams::default()).await?;\n}\n")
+    source = tmp_path / "operator"
+    (source / "controller" / "src" / "model").mkdir(parents=True)
+    (source / "controller" / "src" / "model" / "extra.rs").write_text("async fn f(api: Api<ConfigMap>) {\n    api.delete(name, &DeleteParams::default()).await?;\n}\n")
     monkeypatch.setattr(__import__(__name__), "OPERATOR_SRC", source)
     monkeypatch.setattr(__import__(__name__), "EXCLUDED", [])
     (site,) = call_sites()
-    assert site.file == "model/extra.rs" and not any(row_matches(f, p, site) for f, p, _ in CALLS)
+    assert site.file == "controller/src/model/extra.rs" and not any(row_matches(f, p, site) for f, p, _ in CALLS)

@@ -252,8 +252,8 @@ def cli_flags(source: str) -> set[str]:
 
 
 def test_operator_and_gateway_args_are_flags_the_binary_has(rendered):
-    controller = cli_flags((ROOT / "operator/src/cli.rs").read_text())
-    gateway = cli_flags((ROOT / "operator/src/gateway/mod.rs").read_text())
+    controller = cli_flags((ROOT / "operator/controller/src/args.rs").read_text())
+    gateway = cli_flags((ROOT / "operator/gateway/src/lib.rs").read_text())
     assert "--billing-store" in controller and "--listen" in gateway
     for obj in rendered.objects():
         if obj["kind"] != "Deployment":
@@ -266,7 +266,10 @@ def test_operator_and_gateway_args_are_flags_the_binary_has(rendered):
 
 
 def test_env_vars_are_read_by_the_binary(rendered):
-    sources = (ROOT / "operator/src/cli.rs").read_text() + (ROOT / "operator/src/telemetry.rs").read_text()
+    sources = "".join(
+        (ROOT / path).read_text()
+        for path in ("operator/src/cli.rs", "operator/controller/src/args.rs", "operator/kube/src/telemetry.rs")
+    )
     read = set(re.findall(r'env = "([A-Z_]+)"', sources)) | {"RUST_LOG"}
     assert "EnvFilter::try_from_default_env" in sources  # RUST_LOG
     for obj in rendered.objects():
@@ -281,11 +284,11 @@ def test_env_vars_are_read_by_the_binary(rendered):
 
 
 def test_operator_ports_match_its_defaults():
-    cli = (ROOT / "operator/src/cli.rs").read_text()
+    cli = (ROOT / "operator/controller/src/args.rs").read_text()
     assert 'default_value = "0.0.0.0:8080", env = "HEARTH_METRICS_ADDR"' in cli
     assert 'default_value = "0.0.0.0:8090", env = "HEARTH_BILLING_ADDR"' in cli
-    assert '"/healthz"' in (ROOT / "operator/src/http.rs").read_text()
-    assert '"/readyz"' in (ROOT / "operator/src/http.rs").read_text()
+    assert '"/healthz"' in (ROOT / "operator/controller/src/http.rs").read_text()
+    assert '"/readyz"' in (ROOT / "operator/controller/src/http.rs").read_text()
     # The billing store lives on the mounted volume.
     deployment = next(o for o in render(None).objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "hearth-operator")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -368,7 +371,7 @@ def test_services_select_pods_and_name_their_ports(rendered):
 
 
 def test_notes_tell_how_to_get_a_key_and_call_the_gateway():
-    keys = (ROOT / "operator/src/tenant/keys.rs").read_text()
+    keys = (ROOT / "operator/tenancy/src/keys.rs").read_text()
     assert 'format!("{tenant}.apikey.{key_name}")' in keys
     assert 'SECRET_KEY_FIELD: &str = "api-key"' in (ROOT / "crds/src/constants.rs").read_text()
     notes = render(None).notes
@@ -377,7 +380,7 @@ def test_notes_tell_how_to_get_a_key_and_call_the_gateway():
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8080/v1" in notes
     assert "/chat/completions" in notes
     assert "/billing/invoices/<namespace>/<tenant>" in notes
-    assert '"/billing/invoices/{namespace}/{tenant}"' in (ROOT / "operator/src/billing/http.rs").read_text()
+    assert '"/billing/invoices/{namespace}/{tenant}"' in (ROOT / "operator/billing/src/http.rs").read_text()
     minimal = render(CHART / "ci" / "minimal.yaml").notes
     assert "gateway is disabled" in minimal and "WARNING" in minimal
 

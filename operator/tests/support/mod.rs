@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_operator::backoff::Backoff;
-use hearth_operator::context::{Context, Settings};
-use hearth_operator::metrics::Metrics;
+use hearth_controller::backoff::Backoff;
+use hearth_controller::context::{Context, Settings};
+use hearth_controller::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;

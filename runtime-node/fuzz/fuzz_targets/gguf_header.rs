@@ -6,13 +6,13 @@ use std::io::Cursor;
 use std::path::Path;
 
 use candle_core::Device;
+use hearth_engine::model::{GgufFile, ModelConfig};
+use hearth_engine::tokenizer::TextTokenizer;
 use libfuzzer_sys::fuzz_target;
-use runtime_node::model::{GgufFile, ModelConfig};
-use runtime_node::tokenizer::TextTokenizer;
 
 const PATH: &str = "fuzz.gguf";
 
-fn check<T>(result: Result<T, runtime_node::model::LoadError>) {
+fn check<T>(result: Result<T, hearth_engine::model::LoadError>) {
     if let Err(err) = result {
         assert!(err.to_string().contains(PATH), "error does not name the file: {err}");
     }

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use candle_core::Device;
+use hearth_engine::model::safetensors::{parse_shard, to_f32_weights};
 use libfuzzer_sys::fuzz_target;
-use runtime_node::model::safetensors::{parse_shard, to_f32_weights};
 
 const PATH: &str = "fuzz.safetensors";
 

@@ -5,6 +5,9 @@
 //! [`merge_parts`], a whole context's by [`normalise`]. The arithmetic is softmax's, rescaled
 //! to a common maximum, so the split changes rounding only.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use super::vector::KvElement;
 
 /// The cached positions a query attends to: rows `base + rows[p]` of the `keys` and `values`
@@ -61,11 +64,9 @@ pub fn attend_group<T: KvElement>(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::dot::has_avx512f() && crate::attention512::supports(head_dim) {
+        if crate::dot::has_avx512f() && avx512::supports(head_dim) {
             // SAFETY: AVX-512F was detected (it implies the AVX2 and FMA checks passed).
-            return unsafe {
-                crate::attention512::attend_group(queries, context, head_dim, scale, scores, (out, parts))
-            };
+            return unsafe { avx512::attend_group(queries, context, head_dim, scale, scores, (out, parts)) };
         }
         if crate::dot::simd_level() != crate::dot::Simd::None {
             // SAFETY: AVX2 and FMA were detected.

@@ -1,4 +1,4 @@
-//! `e^x` on 512-bit registers, for softmax ([`crate::attention512`]), the SiLU of the
+//! `e^x` on 512-bit registers, for softmax ([`crate::attention`]), the SiLU of the
 //! feed-forward gate (a scalar `expf` per value cost a few percent of a prompt) and the
 //! sampler's weights over the vocabulary.
 

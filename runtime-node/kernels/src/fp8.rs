@@ -1,9 +1,9 @@
 //! 8-bit floats for the KV cache (`--kv-cache-dtype fp8`): OCP FP8 E4M3 (a sign, 4 exponent
 //! bits with bias 7, 3 mantissa bits; largest finite value 448, `S.1111.111` is NaN and there are
 //! no infinities), stored without a scale as vLLM's uncalibrated `fp8` cache does. A quarter of
-//! f32's bytes and half of f16's: twice the cached tokens in the same memory. It does not make
-//! decoding faster on the Zen 4 VM it was measured on: there attention is bound by its
-//! arithmetic as much as by its reads, and widening costs a few instructions where f16 needs one.
+//! f32's bytes and half of f16's: twice the cached tokens in the same memory. It saves memory,
+//! not time: where attention is bound by its arithmetic as much as by its reads, widening costs
+//! a few instructions where f16 needs one (`docs/benchmarks.md`).
 //!
 //! Rounding is to nearest, ties to even; magnitudes past 448 saturate to 448. Widening is exact.
 //! On AVX-512 sixteen values widen in a few instructions: each byte moved to the top of a 16-bit

@@ -10,8 +10,6 @@
 
 pub mod affinity;
 pub mod attention;
-#[cfg(target_arch = "x86_64")]
-mod attention512;
 pub mod blocks;
 pub mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -25,8 +23,6 @@ pub mod pool;
 mod quantize512;
 pub mod rows;
 mod tile;
-#[cfg(target_arch = "x86_64")]
-mod tile512;
 pub mod vector;
 pub mod widen;
 

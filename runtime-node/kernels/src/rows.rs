@@ -30,9 +30,8 @@ pub trait RowKernel: Sync {
 
 /// Rows per task for `rows` rows against `n` inputs: about four tasks per thread for
 /// matrix-vector work (so a thread that falls behind is evened out), eight when many inputs
-/// make each row expensive (sixteen measured 5% slower at 8 streams once the weights were
-/// prefetched into L2: each task restarts its weight stream); always whole units of the layout
-/// (`unit` rows).
+/// make each row expensive (more tasks each restart their weight stream); always whole units
+/// of the layout (`unit` rows).
 fn rows_per_task(rows: usize, n: usize, threads: usize, unit: usize) -> usize {
     let tasks_per_thread = if n >= 8 { 8 } else { 4 };
     rows.div_ceil(threads * tasks_per_thread)

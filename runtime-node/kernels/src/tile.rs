@@ -14,6 +14,9 @@
 
 #![cfg(target_arch = "x86_64")]
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use std::arch::x86_64::*;
 
 use super::blocks::{ActivationBlock, WeightType};
@@ -389,10 +392,9 @@ unsafe fn groups_for_inputs<const VNNI: bool, const WIDE: bool, const KIND: u8, 
 ) {
     let rows = out.len() / n;
     let blocks = inputs[0].len();
-    // Pairs of whole groups on 512-bit registers ([`super::tile512`]) for 2 or more inputs, the
+    // Pairs of whole groups on 512-bit registers ([`avx512`]) for 2 or more inputs, the
     // rest below. One input reads one group at a time: a matrix-vector product is bound by
-    // memory, and one stream per thread reads faster than two (measured on an AMD EPYC VM,
-    // SmolLM2 Q4_0 decode: ~185 tok/s with pairs, ~250 without).
+    // memory, and one stream per thread reads faster than two (`docs/benchmarks.md`).
     let mut paired = 0;
     if WIDE && N > 1 {
         while (paired + 2) * GROUP <= rows {
@@ -402,8 +404,7 @@ unsafe fn groups_for_inputs<const VNNI: bool, const WIDE: bool, const KIND: u8, 
             );
             // SAFETY: both groups hold `blocks` whole group blocks; WIDE is only set by the
             // caller that enables AVX-512F/BW/VNNI.
-            let dots =
-                unsafe { super::tile512::pair_dots::<KIND, N>(one.as_ptr(), two.as_ptr(), inputs, blocks) };
+            let dots = unsafe { avx512::pair_dots::<KIND, N>(one.as_ptr(), two.as_ptr(), inputs, blocks) };
             for (i, lanes) in dots.iter().enumerate() {
                 let target = &mut out[(first + i) * rows + paired * GROUP..][..2 * GROUP];
                 // SAFETY: `target` holds the 16 lanes.
@@ -512,7 +513,7 @@ pub unsafe fn groups_vnni(kind: WeightType, packed: &[u8], x: &[ActivationBlock]
     unsafe { groups_by_kind::<true, false>(kind, packed, x, n, out) }
 }
 
-/// As [`groups_vnni`], with group pairs on 512-bit registers from two inputs ([`super::tile512`]).
+/// As [`groups_vnni`], with group pairs on 512-bit registers from two inputs ([`avx512`]).
 ///
 /// # Safety
 /// As [`groups_vnni`], and the CPU must support AVX-512F and AVX-512BW.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use runtime_node::model::{
+use hearth_engine::model::{
     BlockTable, GgufFile, KvDtype, KvPool, Llama, ModelConfig, StepInput, WeightFormat,
 };
 

@@ -4,8 +4,7 @@
 //!
 //! Up to 8 inputs (decode batches, bound by memory) a thread streams its panels one at a time,
 //! in order, prefetching two pages ahead, with each input's sums split over several FMA chains:
-//! one stream per thread reads faster than several (measured on an AMD EPYC VM, F16 matrix ×
-//! vector on 2 threads: ~30 GB/s from one panel at a time, ~20 GB/s from 4 side by side).
+//! one stream per thread reads faster than several (`docs/benchmarks.md`).
 //! Past 8 inputs (prompt chunks, bound by arithmetic, the task's panels in cache) tiles are
 //! 2 panels × 12 inputs: each converted weight vector serves 12 FMAs.
 
