@@ -484,3 +484,133 @@ async fn the_router_option_chooses_how_replicas_are_picked() {
     assert_eq!(a + b, 24);
     assert!(a > 0 && b > 0, "prefix affinity sent {a} to a and {b} to b");
 }
+
+#[tokio::test]
+async fn a_max_tokens_beyond_the_context_is_a_400_naming_the_field_not_a_wrap_or_a_429() {
+    let setup = setup(
+        &basic("tokensPerMinute: 1000"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    for huge in [u64::MAX, 1 << 63, 4097] {
+        let response = send(&setup, "key-acme", chat_body("m", Some(huge), false)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "max_tokens {huge}");
+        let error: Value = serde_json::from_str(&text(response).await).expect("json");
+        assert_eq!(error["error"]["param"], "max_tokens");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("context of 4096"), "{message}");
+    }
+    assert!(setup.backend.seen().is_empty(), "nothing reached the engine");
+}
+
+#[tokio::test]
+async fn a_request_no_wait_could_admit_is_a_400_not_a_429() {
+    // 13 prompt + 10 completion = 23 tokens against 20 a minute: retrying never helps.
+    let setup = setup(
+        &basic("tokensPerMinute: 20"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    let response = send(&setup, "key-acme", chat_body("m", Some(10), false)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(header(&response, "retry-after").is_none());
+    let error: Value = serde_json::from_str(&text(response).await).expect("json");
+    assert_eq!(error["error"]["code"], "request_exceeds_limit");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("23 tokens") && message.contains("tokensPerMinute of 20"),
+        "{message}"
+    );
+    assert!(setup.backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn every_one_of_n_choices_is_reserved() {
+    let setup = setup(
+        &basic("tokensPerMinute: 1000"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await;
+    let mut body = chat_body("m", Some(10), false);
+    body["n"] = json!(3);
+    let response = send(&setup, "key-acme", body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // 13 prompt + 3 × 10 completion reserved at admission.
+    assert_eq!(header(&response, "x-ratelimit-remaining-tokens"), Some("957"));
+}
+
+#[tokio::test]
+async fn without_max_tokens_or_a_tier_cap_the_engine_takes_the_context_left() {
+    let setup = setup(&basic(""), &["acme"], FakeBackend::start("a").await).await;
+    let response = send(&setup, "key-acme", chat_body("m", None, false)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = text(response).await;
+    let sent = &setup.backend.seen()[0].body;
+    assert!(
+        sent.get("max_tokens").is_none(),
+        "the gateway filled in max_tokens: {sent}"
+    );
+    // A tier cap is sent, so the engine stops where the reservation does.
+    let capped = setup_capped().await;
+    let response = send(&capped, "key-acme", chat_body("m", None, false)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = text(response).await;
+    assert_eq!(capped.backend.seen()[0].body["max_tokens"], 32);
+}
+
+async fn setup_capped() -> Setup {
+    setup(
+        &basic("maxTokensPerRequest: 32"),
+        &["acme"],
+        FakeBackend::start("a").await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_sending_a_body_past_the_limit_reads_the_413_instead_of_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup(&basic(""), &["acme"], FakeBackend::start("a").await).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(hearth_gateway::serve(
+        listener,
+        setup.state.clone(),
+        std::future::pending(),
+    ));
+    // 5 MiB against the default limit of 4 MiB, sent whole as a client does before reading.
+    let content = "x".repeat(5 << 20);
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": content}]}).to_string();
+    for declared in [true, false] {
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let framing = if declared {
+            format!("content-length: {}\r\n", body.len())
+        } else {
+            "transfer-encoding: chunked\r\n".to_string()
+        };
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\nauthorization: Bearer key-acme\r\ncontent-type: application/json\r\n{framing}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let sent = if declared {
+            stream.write_all(body.as_bytes()).await
+        } else {
+            let chunk = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+            stream.write_all(chunk.as_bytes()).await
+        };
+        sent.unwrap_or_else(|e| panic!("the gateway reset the upload (declared length: {declared}): {e}"));
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok() && answer.starts_with("HTTP/1.1 413"),
+            "declared length {declared}: {read:?} {}",
+            answer.lines().next().unwrap_or_default()
+        );
+        assert!(answer.contains("request_too_large"), "{answer}");
+    }
+    server.abort();
+}

@@ -76,6 +76,18 @@ pub enum GatewayError {
         /// The limit.
         limit: u32,
     },
+    /// The request's reservation exceeds a limit's whole size, so no wait would admit it.
+    #[error(
+        "This request needs up to {tokens} tokens (prompt plus max_tokens for each of n choices), more than this tier's {limit_name} of {limit}; lower max_tokens, n or the prompt."
+    )]
+    NeverFits {
+        /// Tokens the request would reserve.
+        tokens: u64,
+        /// The limit's size.
+        limit: u64,
+        /// `tokensPerMinute` or `tokensPerMonth`.
+        limit_name: &'static str,
+    },
     /// A per-minute bucket or the concurrency cap refused the request.
     #[error("Rate limit reached for {} of this tenant; retry after {}s.", .kind.label(), .retry_after.as_secs())]
     RateLimited {
@@ -139,6 +151,7 @@ impl GatewayError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::ModelNotFound(_) => "model_not_found",
             Self::MaxTokensTooLarge { .. } => "max_tokens_too_large",
+            Self::NeverFits { .. } => "never_fits",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::Overloaded { .. } => "overloaded",
@@ -155,7 +168,9 @@ impl GatewayError {
             Self::MissingKey | Self::InvalidKey | Self::RevokedKey => StatusCode::UNAUTHORIZED,
             Self::Suspended | Self::BudgetExceeded => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidRequest { .. } | Self::MaxTokensTooLarge { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest { .. } | Self::MaxTokensTooLarge { .. } | Self::NeverFits { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } | Self::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. }
@@ -178,6 +193,7 @@ impl GatewayError {
             Self::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             Self::MaxTokensTooLarge { .. } => ("invalid_request_error", "max_tokens_too_large"),
+            Self::NeverFits { .. } => ("invalid_request_error", "request_exceeds_limit"),
             Self::RateLimited { kind, .. } => (kind.label(), "rate_limit_exceeded"),
             Self::QuotaExhausted { .. } => ("insufficient_quota", "insufficient_quota"),
             Self::Overloaded { .. } => ("server_error", "overloaded"),
@@ -193,6 +209,7 @@ impl GatewayError {
             Self::InvalidRequest { param, .. } => *param,
             Self::ModelNotFound(_) => Some("model"),
             Self::MaxTokensTooLarge { field, .. } => Some(field),
+            Self::NeverFits { .. } => Some("max_tokens"),
             _ => None,
         }
     }

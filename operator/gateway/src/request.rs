@@ -46,6 +46,8 @@ pub struct ParsedRequest {
     pub model: String,
     /// `max_completion_tokens` or `max_tokens`, with the field name it came from.
     pub max_tokens: Option<(&'static str, u64)>,
+    /// `n`: completions asked for, each up to the completion bound (1 when absent).
+    pub choices: u64,
     /// Whether the client asked for SSE.
     pub stream: bool,
     /// Whether the client asked for the final usage chunk.
@@ -82,6 +84,22 @@ fn content_text(content: &Value, out: &mut String) {
     }
 }
 
+/// Refuses a message without text where OpenAI requires it: only an assistant message (one that
+/// made tool calls) may have no `content`.
+fn check_content(index: usize, message: &Value) -> Result<(), GatewayError> {
+    let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
+    match message.get("content") {
+        Some(Value::String(_) | Value::Array(_)) => Ok(()),
+        None | Some(Value::Null) if role == "assistant" => Ok(()),
+        _ => Err(invalid(
+            format!(
+                "messages[{index}].content must be a string or an array of content parts for role '{role}'."
+            ),
+            Some("messages"),
+        )),
+    }
+}
+
 fn tokens_for_bytes(bytes: usize) -> u64 {
     bytes.div_ceil(BYTES_PER_TOKEN) as u64
 }
@@ -96,7 +114,8 @@ fn prompt_of(endpoint: Endpoint, body: &Map<String, Value>) -> Result<(String, u
                 .ok_or_else(|| invalid("'messages' is a required array.", Some("messages")))?;
             let mut text = String::new();
             let mut extra = TOKENS_PER_REPLY;
-            for message in messages {
+            for (index, message) in messages.iter().enumerate() {
+                check_content(index, message)?;
                 for field in ["role", "name"] {
                     if let Some(value) = message.get(field).and_then(Value::as_str) {
                         text.push_str(value);
@@ -169,6 +188,11 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         Some(found) => Some(found),
         None => read_u64(&body, "max_tokens")?,
     };
+    let choices = match read_u64(&body, "n")? {
+        None => 1,
+        Some((_, 0)) => return Err(invalid("'n' must be at least 1.", Some("n"))),
+        Some((_, n)) => n,
+    };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = stream
         && body
@@ -184,6 +208,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     Ok(ParsedRequest {
         model,
         max_tokens,
+        choices,
         stream,
         include_usage,
         prompt_tokens_bound,
@@ -193,13 +218,14 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
 }
 
 impl ParsedRequest {
-    /// The body sent to the engine: `max_tokens` set to `completion_bound` when the client set
-    /// none (so the engine stops where the reservation does), and for streams
-    /// `stream_options.include_usage = true` so the gateway always sees the final usage.
-    pub fn engine_body(&self, completion_bound: u64) -> Vec<u8> {
+    /// The body sent to the engine: `max_tokens` set to `tier_cap` when the client set none (so
+    /// the engine stops where the reservation does; without a cap the engine takes the context
+    /// left after the prompt), and for streams `stream_options.include_usage = true` so the
+    /// gateway always sees the final usage.
+    pub fn engine_body(&self, tier_cap: Option<u64>) -> Vec<u8> {
         let mut body = self.body.clone();
-        if self.max_tokens.is_none() {
-            body.insert("max_tokens".into(), Value::from(completion_bound));
+        if let (None, Some(cap)) = (self.max_tokens, tier_cap) {
+            body.insert("max_tokens".into(), Value::from(cap));
         }
         if self.stream {
             let options = body
@@ -236,9 +262,12 @@ mod tests {
         let parsed = parse(Endpoint::Completions, body).expect("valid");
         assert!(parsed.stream && !parsed.include_usage);
         assert_eq!(parsed.prompt_tokens_bound, 3);
-        let sent: Value = serde_json::from_slice(&parsed.engine_body(64)).expect("json");
+        let sent: Value = serde_json::from_slice(&parsed.engine_body(Some(64))).expect("json");
         assert_eq!(sent["stream_options"]["include_usage"], true);
         assert_eq!(sent["max_tokens"], 64);
+        // Without a tier cap the engine takes the context left after the prompt.
+        let sent: Value = serde_json::from_slice(&parsed.engine_body(None)).expect("json");
+        assert!(sent.get("max_tokens").is_none(), "{sent}");
     }
 
     #[test]
@@ -249,5 +278,15 @@ mod tests {
             parse(Endpoint::Chat, br#"{"model":"m","max_tokens":-1,"messages":[]}"#).expect_err("negative");
         assert_eq!(error.body()["error"]["param"], "max_tokens");
         assert!(parse(Endpoint::Chat, b"not json").is_err());
+        let error = parse(Endpoint::Chat, br#"{"model":"m","n":0,"messages":[]}"#).expect_err("no choice");
+        assert_eq!(error.body()["error"]["param"], "n");
+        let parsed = parse(Endpoint::Chat, br#"{"model":"m","n":3,"messages":[]}"#).expect("valid");
+        assert_eq!(parsed.choices, 3);
+        let null_user = br#"{"model":"m","messages":[{"role":"user","content":null}]}"#;
+        let error = parse(Endpoint::Chat, null_user).expect_err("a user message needs content");
+        assert_eq!(error.body()["error"]["param"], "messages");
+        assert!(error.to_string().contains("messages[0].content"), "{error}");
+        let tool_call = br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[]}]}"#;
+        assert!(parse(Endpoint::Chat, tool_call).is_ok());
     }
 }

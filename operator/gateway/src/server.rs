@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use hearth_crds::constants::{HEADER_PRIORITY, HEADER_REQUEST_ID, HEADER_TENANT, HEADER_TIER};
 use tracing::Instrument;
 
@@ -252,36 +253,51 @@ async fn handle(state: GatewayState, endpoint: Endpoint, headers: HeaderMap, bod
     response
 }
 
+/// How much of a body past the limit is still read and dropped, so a client that sends its
+/// whole body before reading (most do) gets the 413 instead of a reset connection; a longer
+/// body is cut off there.
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Reads the body, up to `limit` bytes; past it (declared or sent), the rest is drained (up to
+/// [`DRAIN_BYTES`]) and the request refused with 413.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        while let Some(cause) = source {
-            if cause.is::<http_body_util::LengthLimitError>() {
-                return GatewayError::BodyTooLarge { limit };
-            }
-            source = cause.source();
-        }
-        GatewayError::InvalidRequest {
+    let mut too_large = declared.is_some_and(|n| n > limit);
+    let mut kept = Vec::new();
+    let mut received = 0usize;
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let chunk = frame.map_err(|error| GatewayError::InvalidRequest {
             message: format!("The request body could not be read: {error}"),
             param: None,
+        })?;
+        received = received.saturating_add(chunk.len());
+        too_large |= received > limit;
+        if !too_large {
+            kept.extend_from_slice(&chunk);
+        } else if received > limit.saturating_add(DRAIN_BYTES) {
+            break;
         }
-    })
+    }
+    if too_large {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    Ok(bytes::Bytes::from(kept))
 }
 
-/// The completion bound: the request's, else the tier's cap, else the model's context.
+/// The completion bound: the request's `max_tokens` (never above the tier's cap or the model's
+/// context), else the tier's cap (sent to the engine as `max_tokens`), else the model's context
+/// (the engine then takes what the prompt leaves of it).
 fn completion_bound(
     parsed: &ParsedRequest,
     tenant: &TenantPolicy,
     route: &ModelRoute,
-) -> Result<u64, GatewayError> {
+) -> Result<CompletionBound, GatewayError> {
     let cap = tenant.limits.max_tokens_per_request;
+    let context = u64::from(route.max_context_tokens);
     match (parsed.max_tokens, cap) {
         (Some((field, requested)), Some(limit)) if requested > u64::from(limit) => {
             Err(GatewayError::MaxTokensTooLarge {
@@ -290,18 +306,63 @@ fn completion_bound(
                 limit,
             })
         }
-        (Some((_, requested)), _) => Ok(requested),
-        (None, Some(limit)) => Ok(u64::from(limit)),
-        (None, None) => Ok(u64::from(route.max_context_tokens)),
+        (Some((field, requested)), _) if requested > context => Err(GatewayError::InvalidRequest {
+            message: format!(
+                "{field} is {requested}, above the model's context of {context} tokens (prompt included)."
+            ),
+            param: Some(field),
+        }),
+        (Some((_, requested)), _) => Ok(CompletionBound {
+            tokens: requested,
+            tier_cap: None,
+        }),
+        (None, Some(limit)) => Ok(CompletionBound {
+            tokens: u64::from(limit),
+            tier_cap: Some(u64::from(limit)),
+        }),
+        (None, None) => Ok(CompletionBound {
+            tokens: context,
+            tier_cap: None,
+        }),
     }
+}
+
+/// How many completion tokens a request is reserved for, and the tier's cap when that is what
+/// bounds it.
+struct CompletionBound {
+    tokens: u64,
+    tier_cap: Option<u64>,
+}
+
+/// Refuses with 400 a reservation no wait could admit: more tokens than the tier grants in a
+/// minute or a month.
+fn check_fits(tokens: u64, tenant: &TenantPolicy) -> Result<(), GatewayError> {
+    let limits = [
+        ("tokensPerMinute", tenant.limits.tokens_per_minute),
+        ("tokensPerMonth", tenant.limits.tokens_per_month),
+    ];
+    for (limit_name, limit) in limits {
+        if let Some(limit) = limit
+            && tokens > limit
+        {
+            return Err(GatewayError::NeverFits {
+                tokens,
+                limit,
+                limit_name,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A request that passed authentication and parsing, with the model it may call.
 struct Accepted {
     tenant: Arc<TenantPolicy>,
     parsed: ParsedRequest,
-    /// Completion tokens reserved and sent to the engine as the bound.
-    completion_tokens: u64,
+    /// The completion bound of each of the `n` choices.
+    completion: CompletionBound,
+    /// Tokens reserved: the prompt bound plus `n` completion bounds.
+    tokens: u64,
 }
 
 /// One completion request, from the client's headers to the relayed response. Every refusal
@@ -318,15 +379,7 @@ async fn serve(
     let shared = &state.shared;
     let config = shared.config.load();
     let (request, wake) = accept(shared, &config, endpoint, &headers, body, labels).await?;
-    let reservation = Unanswered::new(
-        shared
-            .limiter
-            .admit(
-                &request.tenant,
-                request.parsed.prompt_tokens_bound + request.completion_tokens,
-            )
-            .await?,
-    );
+    let reservation = Unanswered::new(shared.limiter.admit(&request.tenant, request.tokens).await?);
     let config = match wake {
         Some(variant) => wake_and_wait(shared, &request.parsed.model, &variant).await?,
         None => config.clone(),
@@ -370,12 +423,17 @@ async fn accept(
     let parsed = parse(endpoint, &bytes)?;
     let route = find_route(config, &parsed.model, &tenant)?;
     labels.model = route.served_name.clone();
-    let completion_tokens = completion_bound(&parsed, &tenant, route)?;
+    let completion = completion_bound(&parsed, &tenant, route)?;
+    let tokens = parsed
+        .prompt_tokens_bound
+        .saturating_add(completion.tokens.saturating_mul(parsed.choices));
+    check_fits(tokens, &tenant)?;
     let wake = cold_start(route, shared.waker.as_ref())?;
     let accepted = Accepted {
         tenant,
         parsed,
-        completion_tokens,
+        completion,
+        tokens,
     };
     Ok((accepted, wake))
 }
@@ -466,7 +524,7 @@ async fn dispatch(
         (HEADER_REQUEST_ID, request_id.to_string()),
     ];
     let upstream_headers = engine_headers(headers, &hearth);
-    let body = bytes::Bytes::from(request.parsed.engine_body(request.completion_tokens));
+    let body = bytes::Bytes::from(request.parsed.engine_body(request.completion.tier_cap));
     let upstream = Upstream {
         client: &shared.client,
         router: &*shared.options.router,

@@ -192,22 +192,7 @@ impl Engine for LocalEngine {
         if prompt.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
-        let limit = self.max_context_tokens;
-        let max_tokens = request
-            .max_tokens
-            .unwrap_or_else(|| limit.saturating_sub(prompt.len()).max(1));
-        if max_tokens == 0 {
-            return Err(EngineError::InvalidRequest(
-                "`max_tokens` must be at least 1".into(),
-            ));
-        }
-        if prompt.len() + max_tokens > limit {
-            return Err(EngineError::ContextLengthExceeded {
-                prompt_tokens: prompt.len(),
-                max_tokens,
-                limit,
-            });
-        }
+        let max_tokens = completion_budget(prompt.len(), request.max_tokens, self.max_context_tokens)?;
         let mut stop_token_ids = request.stop_token_ids;
         if !request.ignore_eos {
             stop_token_ids.extend_from_slice(self.tokenizer.end_of_generation());
@@ -239,5 +224,58 @@ impl Engine for LocalEngine {
 impl Drop for LocalEngine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The completion tokens a request may generate: its `max_tokens`, else the context left after
+/// the prompt (as vLLM does). Refused when it is 0 or when prompt plus completion exceed the
+/// context, however large the number (no sum overflows).
+fn completion_budget(
+    prompt_tokens: usize,
+    requested: Option<usize>,
+    limit: usize,
+) -> Result<usize, EngineError> {
+    let max_tokens = requested.unwrap_or_else(|| limit.saturating_sub(prompt_tokens).max(1));
+    if max_tokens == 0 {
+        return Err(EngineError::InvalidRequest(
+            "`max_tokens` must be at least 1".into(),
+        ));
+    }
+    if prompt_tokens
+        .checked_add(max_tokens)
+        .is_none_or(|total| total > limit)
+    {
+        return Err(EngineError::ContextLengthExceeded {
+            prompt_tokens,
+            max_tokens,
+            limit,
+        });
+    }
+    Ok(max_tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_budgets_default_to_the_context_left_and_never_overflow() {
+        assert_eq!(completion_budget(100, None, 2048).ok(), Some(1948));
+        assert_eq!(completion_budget(100, Some(64), 2048).ok(), Some(64));
+        assert!(matches!(
+            completion_budget(100, Some(usize::MAX), 2048),
+            Err(EngineError::ContextLengthExceeded {
+                max_tokens: usize::MAX,
+                ..
+            })
+        ));
+        assert!(matches!(
+            completion_budget(100, Some(1949), 2048),
+            Err(EngineError::ContextLengthExceeded { .. })
+        ));
+        assert!(matches!(
+            completion_budget(1, Some(0), 2048),
+            Err(EngineError::InvalidRequest(_))
+        ));
     }
 }
