@@ -106,9 +106,13 @@ unit-test: deps python-deps
 	  HEARTH_LLAMA_SPM_VOCAB="$$llama_cpp/models/ggml-vocab-llama-spm.gguf" \
 	  scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) test --workspace --exclude hearth-e2e
 
+# The binaries the suites run, built by the same command as unit-test's (features unified with
+# the tests'), so no second copy of the dependency graph is compiled.
+TEST_BINARIES := $(CARGO) test --workspace --exclude hearth-e2e --no-run
+
 # Local mode driven by the official openai client, exactly as a user would (binaries from unit-test).
 local-test: python-deps
-	$(CARGO) build -p hearth-operator -p runtime-node
+	$(TEST_BINARIES)
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(VPY) -m pytest -q tests/local
 
 # The GGUF and safetensors parsers under libFuzzer, briefly (runtime-node/fuzz; longer runs:
@@ -149,9 +153,11 @@ cluster: deps python-deps cluster-tools
 # The cluster test (tests/cluster/): the chart installed by Helm on a real control plane, the
 # README's quickstart run as written, then each scenario. Binaries from unit-test's build.
 cluster-test: python-deps cluster-tools
-	$(CARGO) build -p hearth-operator -p runtime-node
+	$(TEST_BINARIES)
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" e2e/cluster/netns.sh $(VPY) -m pytest -q --durations=25 tests/cluster
 
+# CI builds each crate once: incremental state would only take disk (gigabytes) for no reuse.
+test: export CARGO_INCREMENTAL := 0
 test: deps python-deps fmt clippy cuda-check check-generated fuzz-smoke unit-test chart-test local-test cluster-test
 	@echo "make test: all checks passed"
 

@@ -19,6 +19,9 @@ pub const LABEL_TENANT: &str = "hearth.dev/tenant";
 pub const LABEL_API_KEY: &str = "hearth.dev/api-key";
 /// Label on pods that run the meter sidecar, so the billing aggregator can find them.
 pub const LABEL_METERED: &str = "hearth.dev/metered";
+/// Label of the pods allowed through a model's NetworkPolicy (the gateway and the operator,
+/// whose billing pulls the meters), in the namespace the operator is told.
+pub const LABEL_MODEL_ACCESS: &str = "hearth.dev/model-access";
 
 /// Annotation on every child the operator applies: a hash of the object it last applied. The
 /// server echoes annotations back unchanged, so an equal hash means "nothing of ours changed"
@@ -41,6 +44,8 @@ pub const HEADER_TIER: &str = "x-hearth-tier";
 pub const HEADER_PRIORITY: &str = "x-hearth-priority";
 /// Header carrying the request id end to end.
 pub const HEADER_REQUEST_ID: &str = "x-hearth-request-id";
+/// The gateway's credential toward a model's meter (its proxy token).
+pub const HEADER_GATEWAY_TOKEN: &str = "x-hearth-gateway-token";
 
 /// Name of the engine container in a runtime pod.
 pub const CONTAINER_ENGINE: &str = "engine";

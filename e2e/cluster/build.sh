@@ -22,6 +22,10 @@ for tool in "${tools[@]}"; do [ -x "$bin/$tool" ] || complete=0; done
 if [ "$complete" = 1 ]; then echo "$bin"; exit 0; fi
 
 mkdir -p "$bin"
+# Go's module and build caches for this build only (about 7 GB), removed once everything is in
+# place: the binaries are the cache. A failed build keeps them, so a rerun resumes.
+go_work="$cache/go"
+export GOMODCACHE="$go_work/mod" GOCACHE="$go_work/build" GOFLAGS="${GOFLAGS:-} -modcacherw"
 kube_version="$(cd "$here/plane" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 [ -n "$kube_version" ] || { echo "build.sh: no k8s.io/kubernetes version in plane/go.mod" >&2; exit 1; }
 minor="$(echo "$kube_version" | cut -d. -f2)"
@@ -51,4 +55,5 @@ if [ ! -f "$cache/crds/.complete" ]; then
   chmod -R u+w "$cache/crds"
   touch "$cache/crds/.complete"
 fi
+rm -rf "$go_work"
 echo "$bin"

@@ -614,3 +614,37 @@ async fn a_client_sending_a_body_past_the_limit_reads_the_413_instead_of_a_reset
     }
     server.abort();
 }
+
+#[tokio::test]
+async fn each_request_carries_its_models_meter_token_and_never_the_clients() {
+    use hearth_tenancy::meter_tokens::{MeterCredential, MeterRootKey};
+    let key = MeterRootKey::new(MeterCredential::Proxy, b"root-key-of-this-install-0123456789").expect("key");
+    let base = setup(&basic(""), &["acme"], FakeBackend::start("a").await).await;
+    let options = GatewayOptions {
+        meter_key: Some(key.clone()),
+        ..GatewayOptions::default()
+    };
+    let state = GatewayState::new(base.source.load().expect("config"), options);
+    let mut request = chat("key-acme", chat_body("m", Some(1), false));
+    request
+        .headers_mut()
+        .insert("x-hearth-gateway-token", "forged".parse().expect("value"));
+    let response = app(state).oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = &base.backend.seen()[0].headers;
+    let token = seen.get("x-hearth-gateway-token").and_then(|v| v.to_str().ok());
+    assert_eq!(token, Some(key.token_for("acme/m").as_str()));
+
+    let without_key = setup(&basic(""), &["acme"], FakeBackend::start("b").await).await;
+    let response = app(without_key.state.clone())
+        .oneshot(chat("key-acme", chat_body("m", Some(1), false)))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        without_key.backend.seen()[0]
+            .headers
+            .get("x-hearth-gateway-token")
+            .is_none()
+    );
+}

@@ -13,17 +13,19 @@ use http::{Method, StatusCode};
 use kube::core::{DeserializeGuard, ObjectList};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use support::{Expect, Seen, scripted, scripted_with_backoff, writes};
+use support::{Expect, Seen, scripted, scripted_with_backoff, scripted_with_settings, writes};
 
 const NS: &str = "/apis/apps/v1/namespaces/ml";
 
-fn paths() -> [String; 5] {
+fn paths() -> [String; 7] {
     [
         format!("{NS}/deployments/llama"),
         "/api/v1/namespaces/ml/services/llama".to_string(),
         "/apis/policy/v1/namespaces/ml/poddisruptionbudgets/llama".to_string(),
         "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers/llama".to_string(),
         "/apis/keda.sh/v1alpha1/namespaces/ml/scaledobjects/llama".to_string(),
+        "/api/v1/namespaces/ml/secrets/llama-meter".to_string(),
+        "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/llama".to_string(),
     ]
 }
 const STATUS: &str = "/apis/hearth.dev/v1alpha1/namespaces/ml/inferencemodels/llama/status";
@@ -66,13 +68,15 @@ fn as_stored(body: &Value) -> Value {
 /// The first reconcile of the HPA-mode model on an empty namespace; `scaled_object` answers the
 /// ScaledObject GET (KEDA installed or not). Every child is applied, then the status.
 async fn first_create_with(scaled_object: fn(&str) -> Expect) -> Vec<Seen> {
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     let (ctx, script) = scripted(vec![
         Expect::get_missing(&deployment),
         Expect::get_missing(&service),
         Expect::get_missing(&pdb),
         Expect::get_missing(&hpa),
         scaled_object(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply(&service),
         Expect::apply(&pdb),
         Expect::apply(&deployment),
@@ -97,7 +101,7 @@ async fn first_reconcile_applies_every_child_with_our_field_manager() {
         assert!(call.uri.contains("fieldManager=hearth-operator"), "{}", call.uri);
         assert!(call.uri.contains("force=true"), "{}", call.uri);
     }
-    let deployment = &seen[7].body;
+    let deployment = &seen[9].body;
     assert_eq!(deployment["kind"], "Deployment");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
@@ -111,12 +115,12 @@ async fn first_reconcile_applies_every_child_with_our_field_manager() {
         deployment["spec"]["template"]["spec"]["initContainers"][0]["name"],
         "meter"
     );
-    let service = &seen[5].body;
+    let service = &seen[7].body;
     assert_eq!(service["spec"]["ports"][0]["targetPort"], 8001);
-    let hpa = &seen[8].body;
+    let hpa = &seen[10].body;
     assert_eq!(hpa["spec"]["maxReplicas"], 4);
 
-    let status = &seen[9].body["status"];
+    let status = &seen[11].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["endpoint"], "http://llama.ml.svc:80/v1");
     let fits = status["conditions"]
@@ -133,31 +137,35 @@ async fn first_reconcile_applies_every_child_with_our_field_manager() {
 #[tokio::test]
 async fn second_reconcile_with_everything_in_place_writes_nothing() {
     let seen = first_create().await;
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     // The server now holds what was applied; the model carries the status that was written.
     let mut model = model_json();
-    model["status"] = seen[9].body["status"].clone();
+    model["status"] = seen[11].body["status"].clone();
     // The status was computed before the Deployment reported ready; recompute once with it.
     let (ctx, script) = scripted(vec![
-        Expect::get(&deployment, as_stored(&seen[7].body)),
-        Expect::get(&service, as_stored(&seen[5].body)),
-        Expect::get(&pdb, as_stored(&seen[6].body)),
-        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get(&deployment, as_stored(&seen[9].body)),
+        Expect::get(&service, as_stored(&seen[7].body)),
+        Expect::get(&pdb, as_stored(&seen[8].body)),
+        Expect::get(&hpa, as_stored(&seen[10].body)),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply_status(STATUS, model_json()),
     ]);
     reconcile(guarded(model.clone()), ctx)
         .await
         .expect("reconcile succeeds");
     let settled = script.await.expect("script ran");
-    model["status"] = settled[5].body["status"].clone();
+    model["status"] = settled[7].body["status"].clone();
 
     let (ctx, script) = scripted(vec![
-        Expect::get(&deployment, as_stored(&seen[7].body)),
-        Expect::get(&service, as_stored(&seen[5].body)),
-        Expect::get(&pdb, as_stored(&seen[6].body)),
-        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get(&deployment, as_stored(&seen[9].body)),
+        Expect::get(&service, as_stored(&seen[7].body)),
+        Expect::get(&pdb, as_stored(&seen[8].body)),
+        Expect::get(&hpa, as_stored(&seen[10].body)),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
     ]);
     reconcile(guarded(model), ctx.clone())
         .await
@@ -173,23 +181,25 @@ async fn second_reconcile_with_everything_in_place_writes_nothing() {
 #[tokio::test]
 async fn spec_change_reapplies_only_what_changed() {
     let seen = first_create().await;
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     let mut model = model_json();
     model["metadata"]["generation"] = json!(2);
     model["spec"]["engine"]["maxBatchSize"] = json!(64);
-    model["status"] = seen[9].body["status"].clone();
+    model["status"] = seen[11].body["status"].clone();
     let (ctx, script) = scripted(vec![
-        Expect::get(&deployment, as_stored(&seen[7].body)),
-        Expect::get(&service, as_stored(&seen[5].body)),
-        Expect::get(&pdb, as_stored(&seen[6].body)),
-        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get(&deployment, as_stored(&seen[9].body)),
+        Expect::get(&service, as_stored(&seen[7].body)),
+        Expect::get(&pdb, as_stored(&seen[8].body)),
+        Expect::get(&hpa, as_stored(&seen[10].body)),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply(&deployment),
         Expect::apply_status(STATUS, model_json()),
     ]);
     reconcile(guarded(model), ctx).await.expect("reconcile succeeds");
     let changed = script.await.expect("script ran");
-    let args = changed[5].body["spec"]["template"]["spec"]["containers"][0]["args"]
+    let args = changed[7].body["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .expect("args")
         .clone();
@@ -198,7 +208,7 @@ async fn spec_change_reapplies_only_what_changed() {
         .position(|a| a == "--max-batch-size")
         .expect("flag present");
     assert_eq!(args[position + 1], "64");
-    assert_eq!(changed[6].body["status"]["observedGeneration"], 2);
+    assert_eq!(changed[8].body["status"]["observedGeneration"], 2);
 }
 
 #[tokio::test]
@@ -307,18 +317,20 @@ fn a_list_with_one_malformed_object_still_yields_the_good_ones() {
 #[tokio::test]
 async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
     let seen = first_create().await;
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     let mut model = model_json();
     model["metadata"]["generation"] = json!(2);
     model["spec"]["autoscaling"]["mode"] = json!("none");
-    model["status"] = seen[9].body["status"].clone();
+    model["status"] = seen[11].body["status"].clone();
     let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200});
     let (ctx, script) = scripted(vec![
-        Expect::get(&deployment, as_stored(&seen[7].body)),
-        Expect::get(&service, as_stored(&seen[5].body)),
-        Expect::get(&pdb, as_stored(&seen[6].body)),
-        Expect::get(&hpa, as_stored(&seen[8].body)),
+        Expect::get(&deployment, as_stored(&seen[9].body)),
+        Expect::get(&service, as_stored(&seen[7].body)),
+        Expect::get(&pdb, as_stored(&seen[8].body)),
+        Expect::get(&hpa, as_stored(&seen[10].body)),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply(&deployment),
         Expect::new(Method::DELETE, &hpa, StatusCode::OK, status),
         Expect::apply_status(STATUS, model_json()),
@@ -328,22 +340,24 @@ async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
         .expect("reconcile succeeds");
     let changed = script.await.expect("script ran");
     assert_eq!(
-        changed[5].body["spec"]["replicas"], 1,
+        changed[7].body["spec"]["replicas"], 1,
         "replicas return to replicas.min"
     );
 
     // An HPA with the same name that this model does not own is left alone.
-    let mut foreign = as_stored(&seen[8].body);
+    let mut foreign = as_stored(&seen[10].body);
     foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
-    let mut applied = as_stored(&changed[5].body);
-    applied["status"] = as_stored(&seen[7].body)["status"].clone();
-    model["status"] = changed[7].body["status"].clone();
+    let mut applied = as_stored(&changed[7].body);
+    applied["status"] = as_stored(&seen[9].body)["status"].clone();
+    model["status"] = changed[9].body["status"].clone();
     let (ctx, script) = scripted(vec![
         Expect::get(&deployment, applied),
-        Expect::get(&service, as_stored(&seen[5].body)),
-        Expect::get(&pdb, as_stored(&seen[6].body)),
+        Expect::get(&service, as_stored(&seen[7].body)),
+        Expect::get(&pdb, as_stored(&seen[8].body)),
         Expect::get(&hpa, foreign),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         // Readiness changed since the last status (the Deployment now reports ready pods).
         Expect::apply_status(STATUS, model_json()),
     ]);
@@ -360,7 +374,7 @@ async fn leaving_hpa_mode_deletes_our_hpa_but_never_someone_elses() {
 async fn a_cluster_without_keda_still_gets_every_child() {
     // A real API server answers a GET in a group it does not serve with plain-text 404.
     let seen = first_create_with(Expect::get_unserved).await;
-    let degraded = condition(&seen[9].body, "Degraded");
+    let degraded = condition(&seen[11].body, "Degraded");
     assert_ne!(
         degraded["reason"], "KedaNotInstalled",
         "an HPA-mode model does not need KEDA"
@@ -369,7 +383,7 @@ async fn a_cluster_without_keda_still_gets_every_child() {
 
 #[tokio::test]
 async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     let mut model = model_json();
     model["spec"]["autoscaling"] = json!({"mode": "keda", "metric": "queueDepth", "target": 4});
     let (ctx, script) = scripted(vec![
@@ -378,6 +392,8 @@ async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
         Expect::get_missing(&pdb),
         Expect::get_missing(&hpa),
         Expect::get_unserved(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply(&service),
         Expect::apply(&pdb),
         Expect::apply(&deployment),
@@ -389,8 +405,8 @@ async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
         .expect("the rest is deployed");
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
     let seen = script.await.expect("script ran");
-    assert_eq!(seen[7].body["kind"], "Deployment");
-    let degraded = condition(&seen[8].body, "Degraded");
+    assert_eq!(seen[9].body["kind"], "Deployment");
+    let degraded = condition(&seen[10].body, "Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "KedaNotInstalled");
     let message = degraded["message"].as_str().expect("message");
@@ -402,7 +418,7 @@ async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
 
 #[tokio::test]
 async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff() {
-    let [deployment, service, pdb, hpa, scaled] = paths();
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
     let denied = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
         "message": "admission webhook \"policy.example\" denied the request: privileged"
@@ -413,6 +429,8 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
         Expect::get_missing(&pdb),
         Expect::get_missing(&hpa),
         Expect::get_missing(&scaled),
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
         Expect::apply(&service),
         Expect::apply(&pdb),
         Expect::new(Method::PATCH, &deployment, StatusCode::FORBIDDEN, denied),
@@ -432,7 +450,7 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
         "{error:?}"
     );
     let seen = script.await.expect("script ran");
-    let degraded = condition(&seen[8].body, "Degraded");
+    let degraded = condition(&seen[10].body, "Degraded");
     assert_eq!(degraded["status"], "True");
     assert_eq!(degraded["reason"], "ApplyFailed");
     assert_eq!(
@@ -455,6 +473,8 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
             Expect::get_missing(&pdb),
             Expect::get_missing(&hpa),
             Expect::get_missing(&scaled),
+            Expect::get_missing(&secret),
+            Expect::get_missing(&policy),
             Expect::apply(&service),
             Expect::apply(&pdb),
             Expect::apply(&deployment),
@@ -468,6 +488,70 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
         .expect("reconcile succeeds");
     script.await.expect("script ran");
     assert_eq!(retry(&ctx), seconds(2));
+}
+
+#[tokio::test]
+async fn with_meter_keys_and_model_access_the_tokens_and_the_policy_come_before_the_pods() {
+    use hearth_controller::context::{ModelAccess, Settings};
+    use hearth_tenancy::meter_tokens::MeterKeys;
+    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
+    let keys = MeterKeys::generate().expect("keys");
+    let settings = Settings {
+        meter_keys: Some(keys.clone()),
+        model_access: Some(ModelAccess {
+            namespace: "hearth-system".into(),
+            metrics_namespace: None,
+        }),
+        ..Settings::default()
+    };
+    let (ctx, script) = scripted_with_settings(
+        vec![
+            Expect::get_missing(&deployment),
+            Expect::get_missing(&service),
+            Expect::get_missing(&pdb),
+            Expect::get_missing(&hpa),
+            Expect::get_missing(&scaled),
+            Expect::get_missing(&secret),
+            Expect::get_missing(&policy),
+            Expect::apply(&service),
+            Expect::apply(&pdb),
+            Expect::apply(&secret),
+            Expect::apply(&policy),
+            Expect::apply(&deployment),
+            Expect::apply(&hpa),
+            Expect::apply_status(STATUS, model_json()),
+        ],
+        settings,
+    );
+    reconcile(guarded(model_json()), ctx)
+        .await
+        .expect("reconcile succeeds");
+    let seen = script.await.expect("script ran");
+    let stored = &seen[9].body;
+    assert_eq!(stored["kind"], "Secret");
+    let tokens = keys.tokens_for("ml/llama");
+    let decoded = |key: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(stored["data"][key].as_str().expect("base64"))
+            .expect("decodes")
+    };
+    assert_eq!(decoded("proxy-token"), tokens.proxy.into_bytes());
+    assert_eq!(decoded("usage-token"), tokens.usage.into_bytes());
+    assert_eq!(stored["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    let network_policy = &seen[10].body;
+    assert_eq!(network_policy["kind"], "NetworkPolicy");
+    assert_eq!(
+        network_policy["spec"]["podSelector"]["matchLabels"]["hearth.dev/model"],
+        "llama"
+    );
+    let meter = &seen[11].body["spec"]["template"]["spec"]["initContainers"][0];
+    assert!(
+        !meter["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--unauthenticated"))
+    );
 }
 
 /// The condition of `type_` in a status PATCH body.

@@ -20,6 +20,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+/// The token the test presents as the gateway.
+const GATEWAY_TOKEN: &str = "gateway-token-for-the-crash-test";
+/// The token the test presents as billing.
+const USAGE_TOKEN: &str = "billing-token-for-the-crash-test";
+
 /// An OpenAI-compatible fake engine: streams five content chunks, a usage chunk and `[DONE]`.
 async fn fake_engine() -> SocketAddr {
     async fn chat(body: axum::body::Bytes) -> Response {
@@ -82,6 +87,8 @@ fn start_meter(port: u16, upstream: SocketAddr, ledger: &Path) -> Child {
         .arg("--ledger-dir")
         .arg(ledger)
         .args(["--segment-bytes", "4096"])
+        .env("HEARTH_METER_PROXY_TOKEN", GATEWAY_TOKEN)
+        .env("HEARTH_METER_USAGE_TOKEN", USAGE_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -107,6 +114,7 @@ async fn request(
     let body = json!({"model": "tiny", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let Ok(request) = http::Request::post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .header("content-type", "application/json")
+        .header("x-hearth-gateway-token", GATEWAY_TOKEN)
         .header("x-hearth-request-id", id)
         .header("x-hearth-tenant", "ns/acme")
         .header("x-hearth-tier", "gold")
@@ -221,6 +229,7 @@ async fn killed_meter_loses_no_completed_request_and_counts_none_twice() {
     let response = client
         .request(
             http::Request::get(format!("http://127.0.0.1:{port}/usage?after=0&limit=10000"))
+                .header("authorization", format!("Bearer {USAGE_TOKEN}"))
                 .body(Body::empty())
                 .expect("request"),
         )

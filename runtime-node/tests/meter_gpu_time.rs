@@ -34,7 +34,12 @@ fn gpu_time_is_recorded_per_interval_and_on_stop() {
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let mut meter = Command::new(env!("CARGO_BIN_EXE_runtime-node"))
-        .args(["meter", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "meter",
+            "--unauthenticated",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--upstream", "http://127.0.0.1:9"])
         .arg("--ledger-dir")
         .arg(&dir)

@@ -30,6 +30,10 @@ HEADER = (
     "# tests/chart/sync_manifests.py; do not edit: change the chart and run that script.\n"
 )
 
+# Chart templates left out of the base: the meters' root keys are random per install, so a
+# kustomize user creates that Secret (manifests/README.md) instead of sharing one committed here.
+NOT_IN_BASE = {"meter-keys-secret.yaml"}
+
 NAMESPACE_YAML = f"""# The namespace of the Hearth control plane (Helm users pass --namespace instead).
 apiVersion: v1
 kind: Namespace
@@ -47,6 +51,8 @@ def base_files() -> dict[str, str]:
     rendered = template(CHART, release=RELEASE, namespace=NAMESPACE)
     files: dict[str, str] = {"namespace.yaml": NAMESPACE_YAML}
     for source, text in sorted(rendered.manifests.items()):
+        if Path(source).name in NOT_IN_BASE:
+            continue
         # Helm's chart-version label has no meaning outside Helm, and kustomize manages these.
         body = re.sub(r"(?m)^[ \t]*helm\.sh/chart: .*\n", "", text)
         body = re.sub(r"(?m)^([ \t]*app\.kubernetes\.io/managed-by:) Helm$", r"\1 kustomize", body)

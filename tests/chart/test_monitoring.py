@@ -169,12 +169,16 @@ def test_pod_monitor_matches_runtime_pods():
     # Prometheus turns a pod label's dots and slashes into underscores.
     model_label = re.search(r'LABEL_MODEL: &str = "([^"]+)"', constants).group(1)
     meta_label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", model_label)
-    ports = {e["port"]: e for e in monitor["spec"]["podMetricsEndpoints"]}
-    assert set(ports) == {"engine", "meter"}
-    for port in ports:
+    endpoints = {(e["port"], e["path"]): e for e in monitor["spec"]["podMetricsEndpoints"]}
+    # The engine's own metrics: on its port when unmetered, through the meter (which passes
+    # `GET /metrics` on without a token) when it listens on the pod's loopback.
+    assert set(endpoints) == {("engine", "/metrics"), ("meter", "/metrics"), ("meter", "/meter/metrics")}
+    assert '"/health" | "/ready" | "/metrics"' in (ROOT / "runtime-node/meter/src/auth.rs").read_text()
+    for port, _ in endpoints:
         assert f'name: Some("{port}".into())' in deployment
-        relabel = ports[port]["relabelings"][0]
-        assert relabel == {"sourceLabels": [meta_label], "targetLabel": "model"}
+    for endpoint in endpoints.values():
+        assert endpoint["relabelings"][0] == {"sourceLabels": [meta_label], "targetLabel": "model"}
+    ports = {"meter": {"path": "/meter/metrics"}}
     # KEDA queries (model/build/scaled_object.rs) select on that `model` label.
     assert 'model=\\"{name}\\"' in (ROOT / "operator/controller/src/model/build/scaled_object.rs").read_text()
     meter_routes = (ROOT / "runtime-node/meter/src/lib.rs").read_text()

@@ -43,7 +43,7 @@ CALL = re.compile(
       | \.delete\([^)]*DeleteParams | \.delete_collection\( | \.evict\( | \.entry\(\s*&
       | Controller::new\( | \.owns\( | \.watches\( | \.owns_stream\( | \.watches_stream\(
       | \bapply_if_changed\( | \bapply_status\( | \bget_optional\( | \breport_invalid_object::< | \binvalid::accept\(
-      | \breflect\(
+      | \breflect\( | \.apply_or_remove\(
     )""",
     re.VERBOSE,
 )
@@ -83,12 +83,15 @@ CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
     ("controller/src/model/dereference.rs", r"apis\.pdbs\.get_opt\(", perms("policy", "poddisruptionbudgets", "get")),
     ("controller/src/model/dereference.rs", r"apis\.hpas\.get_opt\(", perms("autoscaling", "horizontalpodautoscalers", "get")),
     ("controller/src/model/dereference.rs", r"get_optional\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.secrets\.get_opt\(", perms("", "secrets", "get")),
+    ("controller/src/model/dereference.rs", r"apis\.network_policies\.get_opt\(", perms("networking.k8s.io", "networkpolicies", "get")),
     # model/apply.rs: server-side apply of each child, deletion of unwanted optional ones.
     ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.services", perms("", "services", *APPLY)),
     ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.pdbs", perms("policy", "poddisruptionbudgets", *APPLY)),
     ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.deployments", perms("apps", "deployments", *APPLY)),
-    ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.hpas", perms("autoscaling", "horizontalpodautoscalers", *APPLY)),
-    ("controller/src/model/apply.rs", r"apis\.hpas\s*\.delete\(", perms("autoscaling", "horizontalpodautoscalers", "delete")),
+    ("controller/src/model/apply.rs", r"apply_or_remove\(\s*&apis\.hpas", perms("autoscaling", "horizontalpodautoscalers", *APPLY, "delete")),
+    ("controller/src/model/apply.rs", r"apply_or_remove\(\s*&apis\.secrets", perms("", "secrets", *APPLY, "delete")),
+    ("controller/src/model/apply.rs", r"apply_or_remove\(\s*&apis\.network_policies", perms("networking.k8s.io", "networkpolicies", *APPLY, "delete")),
     ("controller/src/model/apply.rs", r"apply_if_changed\(&apis\.scaled_objects", perms("keda.sh", "scaledobjects", *APPLY)),
     ("controller/src/model/apply.rs", r"apis\.scaled_objects\s*\.delete\(", perms("keda.sh", "scaledobjects", "delete")),
     # Status writes.
@@ -108,7 +111,11 @@ CALLS: list[tuple[str, str, tuple[Perm, ...]]] = [
     # tier/mod.rs: counts the Tenants of a Tier.
     ("controller/src/tier/mod.rs", r"tenants\s*\.list\(&ListParams", perms("hearth.dev", "tenants", "list")),
     # billing: meters are pods labelled metered; prices come from Tenants and Tiers.
-    ("billing/src/discovery.rs", r"pods\s*\.list\(&ListParams", perms("", "pods", "list")),
+    ("billing/src/discovery.rs", r"Api::<Pod>::all\(client\.clone\(\)\)\.list\(", perms("", "pods", "list")),
+    # ... and counts a pod only if an InferenceModel owns it through its ReplicaSet and Deployment.
+    ("billing/src/discovery.rs", r"Api::<ReplicaSet>::all", perms("apps", "replicasets", "list")),
+    ("billing/src/discovery.rs", r"Api::<Deployment>::all", perms("apps", "deployments", "list")),
+    ("billing/src/discovery.rs", r"Api::<InferenceModel>::all", perms("hearth.dev", "inferencemodels", "list")),
     ("billing/src/aggregator.rs", r"Api::<Tenant>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tenants", "list")),
     ("billing/src/aggregator.rs", r"Api::<Tier>::all\(client\.clone\(\)\)\s*\.list\(", perms("hearth.dev", "tiers", "list")),
     # leader.rs: the leader-election Lease in the release namespace.
@@ -122,6 +129,8 @@ GENERIC: list[tuple[str, str]] = [
     ("kube/src/ssa.rs", r"api\.patch\(&name, &apply_params\(\), &Patch::Apply"),  # apply_if_changed<K>
     ("kube/src/ssa.rs", r"api\.patch_status\("),  # apply_status<K>
     ("controller/src/model/dereference.rs", r"match api\.get\(name\)"),  # get_optional<K>
+    ("controller/src/model/apply.rs", r"apply_if_changed\(api, &desired"),  # Optional::apply_or_remove<K>
+    ("controller/src/model/apply.rs", r"api\.delete\(name, &DeleteParams"),  # Optional::apply_or_remove<K>
     ("controller/src/invalid.rs", r"api\.patch_status\(name"),  # report_invalid_object<K>
     ("controller/src/invalid.rs", r"report_invalid_object::<K>"),  # accept<K>
     ("gateway/src/cluster.rs", r"reflector::reflector\(writer, watcher\(api"),  # reflect<K>

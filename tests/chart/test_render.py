@@ -4,6 +4,8 @@ and the rendered objects agree with the operator's command line and with each ot
 
 from __future__ import annotations
 
+import base64
+
 import copy
 import json
 import re
@@ -158,6 +160,8 @@ DEFAULT_OBJECTS = {
     ("ClusterRoleBinding", "hearth-gateway"),
     ("Deployment", "hearth-gateway"),
     ("Service", "hearth-gateway"),
+    # The meters' root keys, generated once per install.
+    ("Secret", "hearth-meter-keys"),
 }
 
 
@@ -165,6 +169,37 @@ def test_default_install_is_the_operator_gateway_and_billing():
     assert kinds_and_names(None) == DEFAULT_OBJECTS
     crds = {o["metadata"]["name"] for o in render(None).objects() if o["kind"] == "CustomResourceDefinition"}
     assert crds == {"inferencemodels.hearth.dev", "tenants.hearth.dev", "tiers.hearth.dev"}
+
+
+def test_meter_keys_are_random_per_install_mounted_by_component_and_replaceable(tmp_path):
+    def secret_and_pods(override):
+        objects = render_override(tmp_path, override).objects()
+        by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+        return by_name.get(("Secret", "hearth-meter-keys")), by_name
+
+    first, objects = secret_and_pods({})
+    second, _ = secret_and_pods({})
+    assert first["data"]["proxy"] != second["data"]["proxy"], "each install gets its own keys"
+    assert len(base64.b64decode(first["data"]["usage"])) >= 16
+    operator = objects[("Deployment", "hearth-operator")]["spec"]["template"]
+    gateway = objects[("Deployment", "hearth-gateway")]["spec"]["template"]
+    assert operator["metadata"]["labels"]["hearth.dev/model-access"] == "true"
+    assert gateway["metadata"]["labels"]["hearth.dev/model-access"] == "true"
+    volume = lambda pod: next(v for v in pod["spec"]["volumes"] if v["name"] == "meter-keys")["secret"]
+    assert "items" not in volume(operator), "the operator (billing) holds both keys"
+    assert volume(gateway)["items"] == [{"key": "proxy", "path": "proxy"}], "the gateway never holds billing's key"
+    args = operator["spec"]["containers"][0]["args"]
+    assert "--meter-keys-dir=/etc/hearth/meter-keys" in args
+    assert "--model-access-namespace=hearth-system" in args and "--metrics-namespace=monitoring" in args
+    assert "--meter-proxy-key-file=/etc/hearth/meter-keys/proxy" in gateway["spec"]["containers"][0]["args"]
+
+    own, objects = secret_and_pods(
+        {"meterKeys": {"existingSecret": "mine"}, "networkPolicy": {"models": {"enabled": False}}}
+    )
+    assert own is None and ("Secret", "mine") not in objects
+    operator = objects[("Deployment", "hearth-operator")]["spec"]["template"]
+    assert next(v for v in operator["spec"]["volumes"] if v["name"] == "meter-keys")["secret"]["secretName"] == "mine"
+    assert not any(a.startswith("--model-access-namespace") for a in operator["spec"]["containers"][0]["args"])
 
 
 def test_optional_objects_follow_their_values():

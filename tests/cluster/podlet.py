@@ -17,9 +17,10 @@ one of its nodes the pod runner does what a kubelet does, with the binaries the 
 - writes a kwok PortForward object for the pod, so `kubectl port-forward` reaches its ports
   through the apiserver and kwok's kubelet API as it would on a real node.
 
-Each container process has `podnet.so` preloaded (e2e/cluster/podnet.c): a bind to 0.0.0.0 or
-127.0.0.1 binds the pod IP, and a connect to 127.0.0.1 on the pod's own ports reaches the pod,
-so containers see the network a pod has. An image the runner has no binary for (the CUDA build
+Each container process has `podnet.so` preloaded (e2e/cluster/podnet.c): a bind to 0.0.0.0
+binds the pod IP, a bind to 127.0.0.1 a loopback address only the pod's containers use, and a
+connect to 127.0.0.1 reaches the pod (its declared ports at the pod IP, others on that loopback
+address), so containers see the network a pod has. An image the runner has no binary for (the CUDA build
 on this CPU machine) is reported as `ErrImagePull` with the reason, never run.
 """
 
@@ -269,6 +270,9 @@ class PodRun(threading.Thread):
                 env[item["name"]] = ""
         env["HEARTH_POD_IP"] = self.ip
         env["HEARTH_POD_PORTS"] = ",".join(str(p) for p in self.ports)
+        # The pod's own loopback: 127.x.y.z for pod IP 10.x.y.z (127.0.0.0/8 is all loopback).
+        env["HEARTH_POD_LOOPBACK"] = "127." + self.ip.split(".", 1)[1]
+        env["HEARTH_HOST_PORTS"] = str(self.podlet.api_port)
         env["LD_PRELOAD"] = str(self.podlet.podnet)
         return env
 

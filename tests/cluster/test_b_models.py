@@ -114,7 +114,7 @@ def test_deleting_a_model_collects_its_children(cluster, installed):
     cluster.kubectl("delete", "inferencemodel", "smollm2-wake", "-n", NAMESPACE, "--wait=true")
 
     def gone():
-        left = cluster.kubectl("get", "deployments,services,pdb,hpa,pods", "-n", NAMESPACE,
+        left = cluster.kubectl("get", "deployments,services,pdb,hpa,pods,secrets,networkpolicies", "-n", NAMESPACE,
                                "-l", "hearth.dev/model=smollm2-wake", "-o", "name")
         return left.strip() == "" or None
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -162,6 +163,21 @@ def test_unknown_key_is_refused(local_mode):
     bad = openai.OpenAI(base_url=local_mode["OPENAI_BASE_URL"], api_key="hth_not-a-real-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_the_meter_serves_only_this_runs_gateway_and_billing(local_mode):
+    """The first model's meter (base port + 1) refuses a caller without this run's tokens, even one
+    forging the gateway's attribution headers, and its usage records too."""
+    body = json.dumps({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    forged = urllib.request.Request(
+        "http://127.0.0.1:18101/v1/chat/completions", data=body,
+        headers={"content-type": "application/json", "x-hearth-tenant": "default/spender", "x-hearth-priority": "1000"},
+    )
+    for request in (forged, urllib.request.Request("http://127.0.0.1:18101/usage?after=0")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert json.load(refused.value)["error"]["type"] == "authentication_error"
 
 
 def test_crossing_the_budget_blocks_the_next_request(local_mode):

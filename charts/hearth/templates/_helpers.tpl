@@ -62,6 +62,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-billing" (include "hearth.fullname" .) -}}
 {{- end -}}
 
+{{/* The Secret of the meters' root keys (`proxy`, `usage`): the chart's own or the user's. */}}
+{{- define "hearth.meterKeysName" -}}
+{{- default (printf "%s-meter-keys" (include "hearth.fullname" .)) .Values.meterKeys.existingSecret -}}
+{{- end -}}
+
 {{- define "hearth.leaseName" -}}
 {{- default (printf "%s-operator-leader" (include "hearth.fullname" .)) .Values.operator.leaseName -}}
 {{- end -}}

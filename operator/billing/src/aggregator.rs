@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
 use hearth_crds::tenant::TenantUsage;
 use hearth_crds::{Tenant, Tier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -17,7 +18,11 @@ use super::pricing::{Prices, period_of};
 use super::pull::Puller;
 use super::store::{UsageStore, blocking};
 use super::usage_status::{evaluate, prices_of, write_usage};
+use hearth_tenancy::meter_tokens::MeterRootKey;
 use hearth_tenancy::object_id;
+
+/// Meters pulled at once: one slow meter does not hold up the others.
+const CONCURRENT_PULLS: usize = 8;
 
 /// Usage and `BudgetExceeded` condition per tenant (`namespace/name`), as one pass computed them.
 pub type TenantStatuses = BTreeMap<String, (TenantUsage, Condition)>;
@@ -25,8 +30,14 @@ pub type TenantStatuses = BTreeMap<String, (TenantUsage, Condition)>;
 /// Where the aggregator finds meters.
 #[derive(Clone)]
 pub enum MeterSource {
-    /// Pods labelled as metered, in a cluster.
-    Cluster(Client),
+    /// Metered pods that InferenceModels own, in a cluster; with the usage root key, each
+    /// pull carries billing's token for that model.
+    Cluster {
+        /// The cluster.
+        client: Client,
+        /// Root of billing's meter tokens.
+        usage_key: Option<MeterRootKey>,
+    },
     /// A fixed list (local mode).
     Static(Vec<Meter>),
 }
@@ -64,17 +75,20 @@ impl Aggregator {
         }
     }
 
-    /// Pulls every meter once; a failing meter is logged and retried next pass.
+    /// Pulls every meter once, several at a time; a failing meter is logged and retried next
+    /// pass.
     pub async fn pull_all(&self) -> kube::Result<()> {
         let meters = match &self.meters {
-            MeterSource::Cluster(client) => metered_pods(client).await?,
+            MeterSource::Cluster { client, usage_key } => metered_pods(client, usage_key.as_ref()).await?,
             MeterSource::Static(meters) => meters.clone(),
         };
-        for meter in meters {
-            if let Err(error) = self.puller.pull(&meter.id, &meter.url, true).await {
-                warn!(meter = %meter.id, %error, "pulling a meter failed; retrying next pass");
-            }
-        }
+        futures::stream::iter(meters)
+            .for_each_concurrent(CONCURRENT_PULLS, |meter| async move {
+                if let Err(error) = self.puller.pull(&meter, true).await {
+                    warn!(meter = %meter.id, %error, "pulling a meter failed; retrying next pass");
+                }
+            })
+            .await;
         Ok(())
     }
 

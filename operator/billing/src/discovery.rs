@@ -1,8 +1,18 @@
-//! Finding meters: running pods of InferenceModels with metering on, by their label.
+//! Finding meters: running pods of InferenceModels with metering on. The label only narrows
+//! the search: a pod counts only if its owners lead, through its ReplicaSet and Deployment, to
+//! an InferenceModel, so a pod anyone labels can neither inject usage nor receive billing's
+//! token.
 
+use std::collections::HashMap;
+
+use hearth_crds::InferenceModel;
 use hearth_crds::constants::{LABEL_METERED, PORT_METER};
+use hearth_tenancy::meter_tokens::MeterRootKey;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::{Api, Client};
 
 /// A meter to pull.
@@ -13,15 +23,89 @@ pub struct Meter {
     pub id: String,
     /// Base URL of the meter's API.
     pub url: String,
+    /// Billing's bearer token toward this meter, when meters require one.
+    pub token: Option<String>,
 }
 
-/// Meters of running, metered pods in the cluster.
-pub async fn metered_pods(client: &Client) -> kube::Result<Vec<Meter>> {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_METERED}=true")))
-        .await?;
-    Ok(list.items.iter().filter_map(meter_of).collect())
+/// Meters of running, metered pods that InferenceModels own, each with billing's token for
+/// its model when `usage_key` is set.
+pub async fn metered_pods(client: &Client, usage_key: Option<&MeterRootKey>) -> kube::Result<Vec<Meter>> {
+    let metered = ListParams::default().labels(&format!("{LABEL_METERED}=true"));
+    let pods = Api::<Pod>::all(client.clone()).list(&metered).await?.items;
+    let owners = Owners {
+        replica_sets: by_uid(
+            Api::<ReplicaSet>::all(client.clone())
+                .list_metadata(&metered)
+                .await?
+                .items,
+        ),
+        deployments: by_uid(
+            Api::<Deployment>::all(client.clone())
+                .list_metadata(&metered)
+                .await?
+                .items,
+        ),
+        models: by_uid(
+            Api::<InferenceModel>::all(client.clone())
+                .list_metadata(&ListParams::default())
+                .await?
+                .items,
+        ),
+    };
+    Ok(pods
+        .iter()
+        .filter_map(|pod| {
+            let model = owners.model_of(&pod.metadata)?;
+            let mut meter = meter_of(pod)?;
+            meter.token = usage_key.map(|key| key.token_for(&model));
+            Some(meter)
+        })
+        .collect())
+}
+
+fn by_uid<K>(items: Vec<PartialObjectMeta<K>>) -> HashMap<String, ObjectMeta> {
+    items
+        .into_iter()
+        .filter_map(|item| Some((item.metadata.uid.clone()?, item.metadata)))
+        .collect()
+}
+
+/// The objects a metered pod's ownership may pass through, by uid.
+struct Owners {
+    replica_sets: HashMap<String, ObjectMeta>,
+    deployments: HashMap<String, ObjectMeta>,
+    models: HashMap<String, ObjectMeta>,
+}
+
+/// The controller owner of `meta` of `kind` in `api_group`.
+fn controller<'a>(meta: &'a ObjectMeta, api_group: &str, kind: &str) -> Option<&'a OwnerReference> {
+    meta.owner_references.iter().flatten().find(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == kind
+            && owner.api_version.split('/').next() == Some(api_group)
+    })
+}
+
+impl Owners {
+    /// The owner in `objects` of `meta`, in the same namespace.
+    fn owner<'a>(
+        objects: &'a HashMap<String, ObjectMeta>,
+        meta: &ObjectMeta,
+        api_group: &str,
+        kind: &str,
+    ) -> Option<&'a ObjectMeta> {
+        let owner = objects.get(&controller(meta, api_group, kind)?.uid)?;
+        (owner.namespace == meta.namespace).then_some(owner)
+    }
+
+    /// `namespace/name` of the InferenceModel that owns the pod through its ReplicaSet and
+    /// Deployment.
+    fn model_of(&self, pod: &ObjectMeta) -> Option<String> {
+        let replica_set = Self::owner(&self.replica_sets, pod, "apps", "ReplicaSet")?;
+        let deployment = Self::owner(&self.deployments, replica_set, "apps", "Deployment")?;
+        let model = Self::owner(&self.models, deployment, "hearth.dev", "InferenceModel")?;
+        Some(hearth_tenancy::object_id(model))
+    }
 }
 
 /// The meter of a pod that is running and has an IP.
@@ -45,12 +129,83 @@ pub fn meter_of(pod: &Pod) -> Option<Meter> {
             meta.uid.as_deref()?
         ),
         url: format!("http://{host}:{PORT_METER}"),
+        token: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(kind: &str, name: &str, uid: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {
+        let owners = owner.map(|(api_version, kind, uid)| {
+            serde_json::json!([{"apiVersion": api_version, "kind": kind, "name": "x", "uid": uid, "controller": true}])
+        });
+        serde_json::from_value(serde_json::json!({
+            "name": name, "namespace": "ml", "uid": uid, "ownerReferences": owners, "labels": {"kind": kind}
+        }))
+        .expect("meta")
+    }
+
+    fn owners() -> Owners {
+        let one = |m: ObjectMeta| HashMap::from([(m.uid.clone().expect("uid"), m)]);
+        Owners {
+            replica_sets: one(meta(
+                "rs",
+                "llama-abc",
+                "rs-1",
+                Some(("apps/v1", "Deployment", "dep-1")),
+            )),
+            deployments: one(meta(
+                "dep",
+                "llama",
+                "dep-1",
+                Some(("hearth.dev/v1alpha1", "InferenceModel", "model-1")),
+            )),
+            models: one(meta("model", "llama", "model-1", None)),
+        }
+    }
+
+    #[test]
+    fn only_pods_an_inference_model_owns_are_meters() {
+        let owners = owners();
+        let pod = meta(
+            "pod",
+            "llama-abc-1",
+            "p1",
+            Some(("apps/v1", "ReplicaSet", "rs-1")),
+        );
+        assert_eq!(owners.model_of(&pod).as_deref(), Some("ml/llama"));
+        // A labelled pod of its own, or one claiming an owner that does not exist, is not.
+        assert_eq!(owners.model_of(&meta("pod", "rogue", "p2", None)), None);
+        let forged = meta(
+            "pod",
+            "rogue",
+            "p3",
+            Some(("apps/v1", "ReplicaSet", "rs-unknown")),
+        );
+        assert_eq!(owners.model_of(&forged), None);
+        // A ReplicaSet of a Deployment no model owns.
+        let mut orphan = owners;
+        orphan
+            .deployments
+            .values_mut()
+            .for_each(|d| d.owner_references = None);
+        assert_eq!(orphan.model_of(&pod), None);
+    }
+
+    #[test]
+    fn an_owner_in_another_namespace_does_not_count() {
+        let owners = owners();
+        let mut pod = meta(
+            "pod",
+            "llama-abc-1",
+            "p1",
+            Some(("apps/v1", "ReplicaSet", "rs-1")),
+        );
+        pod.namespace = Some("elsewhere".into());
+        assert_eq!(owners.model_of(&pod), None);
+    }
 
     #[test]
     fn only_running_pods_with_an_ip_are_meters() {
@@ -65,7 +220,8 @@ mod tests {
             meter_of(&pod("Running", Some("10.0.0.7"))),
             Some(Meter {
                 id: "ml/llama-1/u1".into(),
-                url: "http://10.0.0.7:8001".into()
+                url: "http://10.0.0.7:8001".into(),
+                token: None,
             })
         );
         assert_eq!(

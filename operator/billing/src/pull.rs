@@ -10,11 +10,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
+use super::discovery::Meter;
 use super::store::{StoreError, Stored, UsageStore, blocking};
 use hearth_crds::usage::Sequenced;
 
 /// Records asked for per request.
 pub const PAGE: usize = 1000;
+/// Longest wait for one meter call, so a stalled meter cannot hold billing up.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Largest response read from a meter (a page of records is far smaller).
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Pull failures.
 #[derive(Debug, thiserror::Error)]
@@ -62,18 +67,20 @@ impl Puller {
             meter: meter.to_string(),
             message,
         };
-        let response = self
-            .client
-            .request(request)
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .to_bytes();
+            .map_err(|_| failed(format!("no answer within {}s", CALL_TIMEOUT.as_secs())))?
+            .map_err(failed)?;
         if !status.is_success() {
             return Err(failed(format!(
                 "HTTP {status}: {}",
@@ -83,9 +90,15 @@ impl Puller {
         Ok(body)
     }
 
-    /// Pulls everything `meter` (at `base_url`) has after our cursor; `ack` false skips the
-    /// acknowledgement (the crash window, for tests). Returns what was stored in total.
-    pub async fn pull(&self, meter: &str, base_url: &str, ack: bool) -> Result<Stored, PullError> {
+    /// Pulls everything `meter` has after our cursor; `ack` false skips the acknowledgement
+    /// (the crash window, for tests). Returns what was stored in total.
+    pub async fn pull(&self, meter: &Meter, ack: bool) -> Result<Stored, PullError> {
+        let (base_url, bearer) = (&meter.url, meter.token.as_ref().map(|t| format!("Bearer {t}")));
+        let authorized = |builder: http::request::Builder| match &bearer {
+            Some(value) => builder.header(http::header::AUTHORIZATION, value),
+            None => builder,
+        };
+        let meter = meter.id.as_str();
         let failed = |message: String| PullError::Meter {
             meter: meter.to_string(),
             message,
@@ -94,9 +107,11 @@ impl Puller {
         loop {
             let id = meter.to_string();
             let cursor = blocking(&self.store, move |store| store.cursor(&id)).await?;
-            let request = http::Request::get(format!("{base_url}/usage?after={cursor}&limit={PAGE}"))
-                .body(Body::empty())
-                .map_err(|e| failed(e.to_string()))?;
+            let request = authorized(http::Request::get(format!(
+                "{base_url}/usage?after={cursor}&limit={PAGE}"
+            )))
+            .body(Body::empty())
+            .map_err(|e| failed(e.to_string()))?;
             let page: Page = serde_json::from_slice(&self.call(meter, request).await?)
                 .map_err(|e| failed(e.to_string()))?;
             let count = page.records.len();
@@ -112,7 +127,7 @@ impl Puller {
             let acked_behind = count == 0 && cursor > 0 && page.acked.is_some_and(|acked| acked < cursor);
             let next = if count == 0 { cursor } else { page.next };
             if ack && (count > 0 || acked_behind) {
-                let request = http::Request::post(format!("{base_url}/usage/ack"))
+                let request = authorized(http::Request::post(format!("{base_url}/usage/ack")))
                     .header("content-type", "application/json")
                     .body(Body::from(serde_json::json!({"cursor": next}).to_string()))
                     .map_err(|e| failed(e.to_string()))?;
@@ -153,8 +168,12 @@ mod tests {
     async fn serve(meter: FakeMeter) -> String {
         async fn usage(
             State(meter): State<FakeMeter>,
+            headers: http::HeaderMap,
             Query(q): Query<After>,
-        ) -> axum::Json<serde_json::Value> {
+        ) -> Result<axum::Json<serde_json::Value>, http::StatusCode> {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer usage-token") {
+                return Err(http::StatusCode::UNAUTHORIZED);
+            }
             let records: Vec<&Sequenced> = meter
                 .records
                 .iter()
@@ -163,7 +182,9 @@ mod tests {
                 .collect();
             let next = records.last().map_or(q.after, |r| r.sequence);
             let acked = meter.acks.lock().expect("lock").last().copied().unwrap_or(0);
-            axum::Json(serde_json::json!({"records": records, "next": next, "acked": acked}))
+            Ok(axum::Json(
+                serde_json::json!({"records": records, "next": next, "acked": acked}),
+            ))
         }
         async fn ack(State(meter): State<FakeMeter>, axum::Json(body): axum::Json<serde_json::Value>) {
             meter
@@ -199,9 +220,27 @@ mod tests {
         let path = fresh_store_path("pull");
         let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&path).expect("store"));
         let puller = Puller::new(store.clone());
+        let at = |id: &str, token: Option<&str>| Meter {
+            id: id.into(),
+            url: url.clone(),
+            token: token.map(String::from),
+        };
+        let error = puller
+            .pull(&at("meter-a", None), true)
+            .await
+            .expect_err("no token");
+        assert!(error.to_string().contains("401"), "{error}");
+        let error = puller
+            .pull(&at("meter-a", Some("other")), true)
+            .await
+            .expect_err("wrong token");
+        assert!(error.to_string().contains("401"), "{error}");
 
         // Crash window: stored, never acknowledged.
-        let first = puller.pull("meter-a", &url, false).await.expect("pull");
+        let first = puller
+            .pull(&at("meter-a", Some("usage-token")), false)
+            .await
+            .expect("pull");
         assert_eq!(
             first,
             Stored {
@@ -211,12 +250,18 @@ mod tests {
         );
         assert!(meter.acks.lock().expect("lock").is_empty());
         // After "restart" the cursor is durable: nothing new, and the missed ack goes out.
-        let again = puller.pull("meter-a", &url, true).await.expect("pull");
+        let again = puller
+            .pull(&at("meter-a", Some("usage-token")), true)
+            .await
+            .expect("pull");
         assert_eq!(again, Stored::default());
         assert_eq!(*meter.acks.lock().expect("lock"), vec![2500]);
         // The same ledger delivered again under another meter id (a pod renamed, a restored
         // backup): every record is a duplicate.
-        let duplicate = puller.pull("meter-a-restarted", &url, true).await.expect("pull");
+        let duplicate = puller
+            .pull(&at("meter-a-restarted", Some("usage-token")), true)
+            .await
+            .expect("pull");
         assert_eq!(
             duplicate,
             Stored {

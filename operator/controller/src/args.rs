@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hearth_tenancy::meter_tokens::MeterKeys;
+
+use crate::context::ModelAccess;
+
 /// Options of `hearth-operator controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
@@ -62,4 +66,41 @@ pub struct ControllerArgs {
     /// `/api/v1/events`); unset, nothing is exported.
     #[arg(long, env = "HEARTH_BILLING_CLOUDEVENTS_SINK")]
     pub billing_cloudevents_sink: Option<String>,
+    /// Folder holding the meters' root keys, files `proxy` and `usage` (the chart mounts its
+    /// meter-keys Secret there): each model's meter tokens derive from them.
+    #[arg(long, env = "HEARTH_METER_KEYS_DIR")]
+    pub meter_keys_dir: Option<PathBuf>,
+    /// Run meters without tokens (only where nothing but the gateway and billing can reach
+    /// model pods); without it `--meter-keys-dir` is required.
+    #[arg(long)]
+    pub unauthenticated_meters: bool,
+    /// Namespace of the gateway and the operator: each model gets a NetworkPolicy admitting
+    /// only pods there labelled `hearth.dev/model-access: "true"`. Unset, no policy is made.
+    #[arg(long, env = "HEARTH_MODEL_ACCESS_NAMESPACE")]
+    pub model_access_namespace: Option<String>,
+    /// Namespace whose pods may also scrape models' metrics through that policy (Prometheus).
+    #[arg(long, env = "HEARTH_METRICS_NAMESPACE")]
+    pub metrics_namespace: Option<String>,
+}
+
+impl ControllerArgs {
+    /// The meters' root keys: read from `--meter-keys-dir`, or none with
+    /// `--unauthenticated-meters`.
+    pub fn meter_keys(&self) -> anyhow::Result<Option<MeterKeys>> {
+        match (&self.meter_keys_dir, self.unauthenticated_meters) {
+            (Some(dir), _) => Ok(Some(MeterKeys::read_dir(dir).map_err(anyhow::Error::msg)?)),
+            (None, true) => Ok(None),
+            (None, false) => anyhow::bail!(
+                "--meter-keys-dir (HEARTH_METER_KEYS_DIR) is required: meters check tokens derived from its keys; pass --unauthenticated-meters only where nothing else can reach model pods"
+            ),
+        }
+    }
+
+    /// Who models' NetworkPolicies admit, if policies are on.
+    pub fn model_access(&self) -> Option<ModelAccess> {
+        self.model_access_namespace.as_ref().map(|namespace| ModelAccess {
+            namespace: namespace.clone(),
+            metrics_namespace: self.metrics_namespace.clone(),
+        })
+    }
 }

@@ -3,10 +3,20 @@
 
 use std::sync::Arc;
 
+use hearth_tenancy::meter_tokens::MeterKeys;
 use kube::Client;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+
+/// Who may reach models through their NetworkPolicies, as the operator is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelAccess {
+    /// Namespace of the gateway and the operator (pods labelled `hearth.dev/model-access`).
+    pub namespace: String,
+    /// Namespace whose pods may scrape the engine's and the meter's metrics, if any.
+    pub metrics_namespace: Option<String>,
+}
 
 /// Settings the builders need that do not come from a CR.
 #[derive(Debug, Clone)]
@@ -17,6 +27,10 @@ pub struct Settings {
     pub runtime_cuda_image: String,
     /// Prometheus URL KEDA queries.
     pub prometheus_url: String,
+    /// Root keys of the meters' tokens; `None` runs meters unauthenticated.
+    pub meter_keys: Option<MeterKeys>,
+    /// Who a model's NetworkPolicy admits; `None` creates no policy.
+    pub model_access: Option<ModelAccess>,
 }
 
 impl Default for Settings {
@@ -25,6 +39,8 @@ impl Default for Settings {
             runtime_image: hearth_crds::constants::DEFAULT_RUNTIME_IMAGE.to_string(),
             runtime_cuda_image: hearth_crds::constants::DEFAULT_RUNTIME_CUDA_IMAGE.to_string(),
             prometheus_url: "http://prometheus-operated.monitoring.svc:9090".to_string(),
+            meter_keys: None,
+            model_access: None,
         }
     }
 }

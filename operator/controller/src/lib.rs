@@ -40,6 +40,7 @@ use hearth_billing::postgres::PostgresStore;
 use hearth_billing::store::{EmbeddedStore, UsageStore};
 use hearth_kube::leader::LeaseLock;
 use hearth_shutdown::Shutdown;
+use hearth_tenancy::meter_tokens::MeterRootKey;
 
 use crate::context::{Context, Settings};
 use crate::http::{HealthState, app};
@@ -50,6 +51,7 @@ const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hearth-operator";
 
 /// Runs the controllers until `shutdown` fires or until leadership is lost.
 pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    let meter_keys = args.meter_keys()?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -83,14 +85,18 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()>
     }
     info!(%identity, "leading; starting controllers");
     let stop = keep_leading(lock, shutdown);
-    start_billing(&args, client.clone(), &billing_front).await?;
+    let usage_key = meter_keys.as_ref().map(|keys| keys.usage.clone());
+    start_billing(&args, client.clone(), &billing_front, usage_key).await?;
+    let model_access = args.model_access();
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
         Settings {
             runtime_image: args.runtime_image,
             runtime_cuda_image: args.runtime_cuda_image,
+            model_access,
             prometheus_url: args.prometheus_url,
+            meter_keys,
         },
     ));
     run_controllers(&client, ctx, stop).await;
@@ -235,6 +241,7 @@ async fn start_billing(
     args: &ControllerArgs,
     client: Client,
     front: &billing::front::BillingFront,
+    usage_key: Option<MeterRootKey>,
 ) -> anyhow::Result<()> {
     if let Some(parent) = args.billing_store.parent() {
         std::fs::create_dir_all(parent)?;
@@ -254,7 +261,10 @@ async fn start_billing(
     }
     let aggregator = Aggregator::new(
         store.clone(),
-        MeterSource::Cluster(client.clone()),
+        MeterSource::Cluster {
+            client: client.clone(),
+            usage_key,
+        },
         Some(client.clone()),
     );
     let api = billing::http::app(BillingState {

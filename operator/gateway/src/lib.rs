@@ -30,6 +30,7 @@ pub mod server;
 pub mod stream;
 pub mod wake;
 
+use hearth_tenancy::meter_tokens::{MeterCredential, MeterRootKey};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,12 +129,22 @@ pub struct GatewayArgs {
     /// Longest wait for Redis per admission, in milliseconds, before failing closed.
     #[arg(long, default_value_t = 250)]
     pub redis_timeout_ms: u64,
+    /// File holding the root key the meters' proxy tokens derive from (the chart mounts it from
+    /// its meter-keys Secret); without it no token is sent and meters that need one answer 401.
+    #[arg(long, env = "HEARTH_METER_PROXY_KEY_FILE")]
+    pub meter_proxy_key_file: Option<PathBuf>,
 }
 
 impl GatewayArgs {
-    /// The tunables these flags describe.
-    pub fn options(&self) -> GatewayOptions {
-        GatewayOptions {
+    /// The tunables these flags describe; fails on an unreadable or too short meter key.
+    pub fn options(&self) -> anyhow::Result<GatewayOptions> {
+        let meter_key = self
+            .meter_proxy_key_file
+            .as_deref()
+            .map(|path| MeterRootKey::read(MeterCredential::Proxy, path))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(GatewayOptions {
             max_body_bytes: self.max_body_bytes,
             queue: QueueLimits {
                 max_queue: self.max_queue,
@@ -142,7 +153,8 @@ impl GatewayArgs {
             },
             upstream_timeout: Duration::from_secs(self.upstream_timeout_seconds),
             router: self.router.clone(),
-        }
+            meter_key,
+        })
     }
 }
 
@@ -207,7 +219,7 @@ async fn start_cluster(args: &GatewayArgs) -> anyhow::Result<(GatewayState, toki
             Duration::from_secs(args.scale_from_zero_timeout_seconds),
         ))
     });
-    let state = GatewayState::with_parts(ConfigHandle::default(), args.options(), limiter(args)?, waker);
+    let state = GatewayState::with_parts(ConfigHandle::default(), args.options()?, limiter(args)?, waker);
     state.set_ready(false);
     let (stores, changes) = cluster::watch(&client, args.namespace.as_deref());
     let task = tokio::spawn(cluster::rebuild_on_change(
@@ -264,7 +276,10 @@ mod tests {
             "PrefixAffinity { slack: 2 }"
         );
         let chosen = Cli::try_parse_from(["gateway", "--router", "least-outstanding"]).expect("parses");
-        assert_eq!(format!("{:?}", chosen.args.options().router), "LeastOutstanding");
+        assert_eq!(
+            format!("{:?}", chosen.args.options().unwrap().router),
+            "LeastOutstanding"
+        );
         let refused = Cli::try_parse_from(["gateway", "--router", "random"])
             .err()
             .expect("refused");

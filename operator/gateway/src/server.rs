@@ -15,7 +15,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use hearth_crds::constants::{HEADER_PRIORITY, HEADER_REQUEST_ID, HEADER_TENANT, HEADER_TIER};
+use hearth_crds::constants::{
+    HEADER_GATEWAY_TOKEN, HEADER_PRIORITY, HEADER_REQUEST_ID, HEADER_TENANT, HEADER_TIER,
+};
+use hearth_tenancy::meter_tokens::MeterRootKey;
 use tracing::Instrument;
 
 use super::admission::Admission;
@@ -46,6 +49,8 @@ pub struct GatewayOptions {
     pub upstream_timeout: Duration,
     /// Chooses the replica of a model that takes a request.
     pub router: Arc<dyn router::Router>,
+    /// Root key of the meters' proxy tokens; each request carries its model's token.
+    pub meter_key: Option<MeterRootKey>,
 }
 
 impl Default for GatewayOptions {
@@ -55,6 +60,7 @@ impl Default for GatewayOptions {
             queue: QueueLimits::default(),
             upstream_timeout: Duration::from_secs(600),
             router: default_router(),
+            meter_key: None,
         }
     }
 }
@@ -517,12 +523,15 @@ async fn dispatch(
     }
     tracing::debug!(variant = %choice.variant, "variant chosen");
     let tenant = &request.tenant;
-    let hearth = [
+    let mut hearth = vec![
         (HEADER_TENANT, tenant.id.to_string()),
         (HEADER_TIER, tenant.tier.name.to_string()),
         (HEADER_PRIORITY, tenant.tier.priority.to_string()),
         (HEADER_REQUEST_ID, request_id.to_string()),
     ];
+    if let Some(key) = &shared.options.meter_key {
+        hearth.push((HEADER_GATEWAY_TOKEN, key.token_for(&choice.variant)));
+    }
     let upstream_headers = engine_headers(headers, &hearth);
     let body = bytes::Bytes::from(request.parsed.engine_body(request.completion.tier_cap));
     let upstream = Upstream {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hearth_crds::InferenceModel;
 use hearth_node_contract::spec::serve_args;
+use hearth_tenancy::meter_tokens::MeterTokens;
 use tokio::process::{Child, Command};
 
 /// A running engine process.
@@ -89,31 +90,43 @@ pub fn engine_args(model: &InferenceModel, path: PathBuf, port: u16) -> Vec<Stri
     args
 }
 
-/// Starts `runtime-node meter` on `port` in front of the engine on `engine_port`.
+/// Where a local meter listens and what it fronts.
+pub struct MeterPorts<'a> {
+    /// Served name of the model (for messages).
+    pub served_name: &'a str,
+    /// The meter's port on 127.0.0.1.
+    pub port: u16,
+    /// The engine's port on 127.0.0.1.
+    pub engine_port: u16,
+}
+
+/// Starts `runtime-node meter` in front of the engine, checking `tokens` (passed in its
+/// environment, never on its command line).
 pub fn start_meter(
     binary: &Path,
-    served_name: &str,
-    port: u16,
-    engine_port: u16,
+    ports: &MeterPorts<'_>,
     ledger: &Path,
+    tokens: &MeterTokens,
 ) -> anyhow::Result<Engine> {
-    ensure_port_free(port)?;
+    ensure_port_free(ports.port)?;
     let child = Command::new(binary)
         .args([
             "meter",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", ports.port),
             "--upstream",
-            &format!("http://127.0.0.1:{engine_port}"),
+            &format!("http://127.0.0.1:{}", ports.engine_port),
         ])
         .arg("--ledger-dir")
         .arg(ledger)
+        .env("HEARTH_METER_PROXY_TOKEN", &tokens.proxy)
+        .env("HEARTH_METER_USAGE_TOKEN", &tokens.usage)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting the meter ({})", binary.display()))?;
     Ok(Engine {
-        served_name: served_name.to_string(),
-        port,
+        served_name: ports.served_name.to_string(),
+        port: ports.port,
         child,
     })
 }

@@ -23,6 +23,7 @@ use hearth_billing::http::BillingState;
 use hearth_billing::store::{EmbeddedStore, UsageStore};
 use hearth_gateway::{ConfigHandle, GatewayArgs, GatewayOptions, GatewayState};
 use hearth_shutdown::Shutdown;
+use hearth_tenancy::meter_tokens::MeterKeys;
 
 use source::LocalSource;
 
@@ -31,6 +32,8 @@ const BILLING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A model served locally: its engine, the meter in front, and where clients reach it.
 pub struct LocalModel {
+    /// `namespace/name` of its InferenceModel (what its meter tokens derive from).
+    pub id: String,
     /// The engine process.
     pub engine: engines::Engine,
     /// The meter process.
@@ -55,7 +58,7 @@ pub async fn run_gateway(args: GatewayArgs, shutdown: Shutdown) -> anyhow::Resul
         tracing::warn!(model = %name, "--backend names a servedName no InferenceModel declares; ignored");
     }
     let limiter = hearth_gateway::limiter(&args)?;
-    let state = GatewayState::with_parts(ConfigHandle::new(config), args.options(), limiter, None);
+    let state = GatewayState::with_parts(ConfigHandle::new(config), args.options()?, limiter, None);
     let interval = Duration::from_millis(args.reload_interval_ms);
     let task = tokio::spawn(source.watch(state.clone(), interval));
     hearth_gateway::serve_until(&args, state, task, shutdown).await
@@ -85,22 +88,23 @@ pub async fn run(args: LocalArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let binary = engines::runtime_node_binary(args.runtime_node_bin.as_deref())?;
     // Loading can take minutes; a Ctrl-C meanwhile stops the processes started so far (they
     // are killed when dropped).
+    let keys = MeterKeys::generate().map_err(anyhow::Error::msg)?;
     let models = tokio::select! {
-        started = start_models(&args, &binary, &config) => started?,
+        started = start_models(&args, &binary, &config, &keys) => started?,
         () = shutdown.wait() => {
             println!("stopped before every model was ready");
             return Ok(());
         }
     };
 
-    let statuses = start_billing(&args, &models, &config).await?;
-    let (gateway, stop_gateway) = start_gateway(&args, &models, &config, &all_keys, statuses).await?;
+    let statuses = start_billing(&args, &models, &config, &keys).await?;
+    let (gateway, stop_gateway) = start_gateway(&args, &models, &config, &all_keys, statuses, &keys).await?;
     print_usage(&args, &models, &all_keys);
     shutdown.wait().await;
     // Stop taking requests, let in-flight ones finish, then stop the engines and meters.
     let _ = stop_gateway.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), gateway).await;
-    for LocalModel { engine, meter } in models {
+    for LocalModel { engine, meter, .. } in models {
         // The engine drains first, then its meter records the last responses.
         stop(engine).await;
         stop(meter).await;
@@ -116,6 +120,7 @@ async fn start_billing(
     args: &LocalArgs,
     models: &[LocalModel],
     config: &config::LocalConfig,
+    keys: &MeterKeys,
 ) -> anyhow::Result<Arc<statuses::LocalStatuses>> {
     std::fs::create_dir_all(&args.state_dir)?;
     let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&args.state_dir.join("billing.redb"))?);
@@ -124,6 +129,7 @@ async fn start_billing(
         .map(|m| Meter {
             id: format!("local/{}", m.engine.served_name),
             url: format!("http://127.0.0.1:{}", m.meter.port),
+            token: Some(keys.usage.token_for(&m.id)),
         })
         .collect();
     let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
@@ -155,6 +161,7 @@ async fn start_gateway(
     config: &config::LocalConfig,
     all_keys: &[keys::LocalKey],
     statuses: Arc<statuses::LocalStatuses>,
+    meter_keys: &MeterKeys,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<std::io::Result<()>>,
     tokio::sync::oneshot::Sender<()>,
@@ -172,7 +179,10 @@ async fn start_gateway(
     statuses.apply(&mut gateway_config);
     let state = GatewayState::new(
         source::gateway_config(&gateway_config, all_keys, &backends),
-        GatewayOptions::default(),
+        GatewayOptions {
+            meter_key: Some(meter_keys.proxy.clone()),
+            ..GatewayOptions::default()
+        },
     );
     let gateway_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.gateway_port))
         .await
@@ -227,6 +237,7 @@ async fn start_models(
     args: &LocalArgs,
     binary: &std::path::Path,
     config: &config::LocalConfig,
+    keys: &MeterKeys,
 ) -> anyhow::Result<Vec<LocalModel>> {
     let mut models = Vec::new();
     for (index, (_, model)) in config.models.iter().enumerate() {
@@ -239,13 +250,24 @@ async fn start_models(
             .state_dir
             .join("ledger")
             .join(model.metadata.name.as_deref().unwrap_or("model"));
-        let mut meter = engines::start_meter(binary, &engine.served_name, meter_port, engine_port, &ledger)?;
+        let id = hearth_tenancy::object_id(&model.metadata);
+        let tokens = keys.tokens_for(&id);
+        let mut meter = engines::start_meter(
+            binary,
+            &engines::MeterPorts {
+                served_name: &engine.served_name,
+                port: meter_port,
+                engine_port,
+            },
+            &ledger,
+            &tokens,
+        )?;
         engines::wait_ready(&mut meter, "/meter/health", Duration::from_secs(30)).await?;
         println!(
             "model {} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}",
             engine.served_name
         );
-        models.push(LocalModel { engine, meter });
+        models.push(LocalModel { id, engine, meter });
     }
     Ok(models)
 }

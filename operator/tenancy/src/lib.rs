@@ -6,5 +6,6 @@ pub mod budget;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod meter_tokens;
 
 pub use ids::{child_name, object_id};

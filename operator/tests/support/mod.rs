@@ -108,11 +108,27 @@ pub fn scripted_with_backoff(
     expectations: Vec<Expect>,
     backoff: Arc<Backoff>,
 ) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
+    scripted_with(expectations, backoff, Settings::default())
+}
+
+/// As [`scripted`], with the operator's `settings`.
+pub fn scripted_with_settings(
+    expectations: Vec<Expect>,
+    settings: Settings,
+) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
+    scripted_with(expectations, Arc::new(Backoff::default()), settings)
+}
+
+fn scripted_with(
+    expectations: Vec<Expect>,
+    backoff: Arc<Backoff>,
+    settings: Settings,
+) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Seen>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Arc::new(Context {
         backoff,
-        ..Context::new(client, Metrics::new(), Settings::default())
+        ..Context::new(client, Metrics::new(), settings)
     });
     let script = tokio::spawn(async move {
         let mut seen = Vec::new();

@@ -2,6 +2,7 @@
 //! records every metered response's usage in a crash-safe ledger and serves the records to the
 //! billing aggregator by cursor.
 
+pub mod auth;
 pub mod gpu_time;
 pub mod ledger;
 pub mod proxy;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hearth_shutdown::Shutdown;
@@ -25,6 +26,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use serde_json::json;
 
+use self::auth::MeterAuth;
 use self::ledger::Ledger;
 
 pub use hearth_crds::constants::{HEADER_REQUEST_ID, HEADER_TENANT, HEADER_TIER};
@@ -56,6 +58,39 @@ pub struct MeterArgs {
     /// Seconds of GPU time per record (a crash loses at most one interval).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub gpu_record_seconds: u64,
+    /// The gateway's token: requests without it in `x-hearth-gateway-token` get 401 (the
+    /// operator mounts it from the model's meter Secret).
+    #[arg(long, env = "HEARTH_METER_PROXY_TOKEN", hide_env_values = true)]
+    pub proxy_token: Option<String>,
+    /// Billing's token: `/usage` and `/usage/ack` need it as `Authorization: Bearer`.
+    #[arg(long, env = "HEARTH_METER_USAGE_TOKEN", hide_env_values = true)]
+    pub usage_token: Option<String>,
+    /// Serve without tokens, for a meter that only trusted callers can reach.
+    #[arg(long)]
+    pub unauthenticated: bool,
+}
+
+impl MeterArgs {
+    /// The tokens the meter checks: both are required unless `--unauthenticated`.
+    fn auth(&self) -> anyhow::Result<MeterAuth> {
+        let token = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(Arc::from)
+        };
+        let auth = MeterAuth {
+            proxy: token(&self.proxy_token),
+            usage: token(&self.usage_token),
+        };
+        if !self.unauthenticated && (auth.proxy.is_none() || auth.usage.is_none()) {
+            anyhow::bail!(
+                "the meter needs HEARTH_METER_PROXY_TOKEN and HEARTH_METER_USAGE_TOKEN (the operator mounts them from the model's meter Secret), or --unauthenticated where only trusted callers can reach it"
+            );
+        }
+        Ok(auth)
+    }
 }
 
 /// The meter's metrics.
@@ -106,6 +141,8 @@ pub struct MeterState {
     pub ledger: Ledger,
     /// Metrics.
     pub metrics: MeterMetrics,
+    /// Who may call it.
+    pub auth: MeterAuth,
     request_counter: Arc<AtomicU64>,
 }
 
@@ -117,8 +154,14 @@ impl MeterState {
             client: Client::builder(TokioExecutor::new()).build(no_delay_connector()),
             ledger,
             metrics: MeterMetrics::new(),
+            auth: MeterAuth::default(),
             request_counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same state, checking `auth`'s tokens.
+    pub fn with_auth(self, auth: MeterAuth) -> Self {
+        Self { auth, ..self }
     }
 
     /// A request id for requests that arrive without one (not through the gateway).
@@ -151,7 +194,14 @@ fn default_limit() -> usize {
     1000
 }
 
-async fn usage(State(state): State<MeterState>, Query(query): Query<UsageQuery>) -> Response {
+async fn usage(
+    State(state): State<MeterState>,
+    headers: HeaderMap,
+    Query(query): Query<UsageQuery>,
+) -> Response {
+    if let Err(refused) = state.auth.check_usage(&headers) {
+        return refused.into_response();
+    }
     match state.ledger.read_after(query.after, query.limit.clamp(1, 10_000)) {
         Ok(records) => {
             let next = records.last().map_or(query.after, |r| r.sequence);
@@ -172,7 +222,14 @@ struct AckBody {
     cursor: u64,
 }
 
-async fn ack(State(state): State<MeterState>, axum::Json(body): axum::Json<AckBody>) -> Response {
+async fn ack(
+    State(state): State<MeterState>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<AckBody>,
+) -> Response {
+    if let Err(refused) = state.auth.check_usage(&headers) {
+        return refused.into_response();
+    }
     match state.ledger.ack(body.cursor).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
@@ -211,8 +268,9 @@ pub async fn serve(args: MeterArgs) -> anyhow::Result<()> {
             "--served-name (HEARTH_SERVED_NAME) is required when --gpus is above 0: GPU time is billed to it"
         );
     }
+    let auth = args.auth()?;
     let ledger = Ledger::open(&args.ledger_dir, args.segment_bytes)?;
-    let state = MeterState::new(&args.upstream, ledger);
+    let state = MeterState::new(&args.upstream, ledger).with_auth(auth);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, upstream = %args.upstream, "meter listening");
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::MeterState;
 use super::ledger::Appended;
 use super::usage::{UsageTap, estimate_prompt_tokens};
+use hearth_crds::constants::HEADER_GATEWAY_TOKEN;
 use hearth_crds::usage::{UNATTRIBUTED, UsageRecord};
 
 /// Largest request body the meter forwards (the engine enforces its own, smaller limit).
@@ -78,6 +79,12 @@ struct Pending {
 /// [`metered_body`], which records its usage.
 pub async fn forward(State(state): State<MeterState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(refused) = state
+        .auth
+        .check_proxy(&parts.method, parts.uri.path(), &parts.headers)
+    {
+        return refused.into_response();
+    }
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -142,7 +149,7 @@ async fn send_upstream(
     };
     let mut upstream_request = http::Request::builder().method(parts.method.clone()).uri(uri);
     for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::HOST {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::HOST && name != HEADER_GATEWAY_TOKEN {
             upstream_request = upstream_request.header(name, value);
         }
     }

@@ -4,6 +4,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DeleteParams;
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::build::Children;
 use super::dereference::{ChildApis, Existing};
@@ -28,6 +31,45 @@ fn owned_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
         .iter()
         .flatten()
         .any(|owner| owner.uid == owner_uid)
+}
+
+/// Applies or removes one optional child.
+struct Optional<'a> {
+    owner_uid: &'a str,
+    count: &'a (dyn Fn(bool, &'static str) + Sync),
+}
+
+impl Optional<'_> {
+    /// Applies `desired` when wanted; otherwise deletes `current`, but only if this model owns it.
+    async fn apply_or_remove<K>(
+        &self,
+        api: &Api<K>,
+        desired: Option<K>,
+        current: Option<&K>,
+        kind: &'static str,
+    ) -> Result<()>
+    where
+        K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    {
+        match (desired, current) {
+            (Some(desired), current) => {
+                let (_, written) = hearth_kube::ssa::apply_if_changed(api, &desired, current)
+                    .await
+                    .map_err(write_of(kind))?;
+                (self.count)(written, kind);
+            }
+            (None, Some(current)) if owned_by(current.meta(), self.owner_uid) => {
+                if let Some(name) = &current.meta().name {
+                    api.delete(name, &DeleteParams::default())
+                        .await
+                        .map_err(|source| Error::Apply { kind, source })?;
+                    (self.count)(true, kind);
+                }
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
 }
 
 /// Names the child whose write failed, so the status and the log can say which.
@@ -59,6 +101,8 @@ pub async fn apply(
         pdb,
         hpa,
         scaled_object,
+        meter_secret,
+        network_policy,
     } = children;
     let count = |written: bool, kind: &'static str| {
         if written {
@@ -74,32 +118,39 @@ pub async fn apply(
         .await
         .map_err(write_of("PodDisruptionBudget"))?;
     count(written, "PodDisruptionBudget");
+    // The pods' Secret and NetworkPolicy go first: no pod starts without its tokens or unguarded.
+    let optional = Optional {
+        owner_uid,
+        count: &count,
+    };
+    optional
+        .apply_or_remove(
+            &apis.secrets,
+            meter_secret,
+            existing.meter_secret.as_ref(),
+            "Secret",
+        )
+        .await?;
+    optional
+        .apply_or_remove(
+            &apis.network_policies,
+            network_policy,
+            existing.network_policy.as_ref(),
+            "NetworkPolicy",
+        )
+        .await?;
     let (deployment, written) =
         hearth_kube::ssa::apply_if_changed(&apis.deployments, &deployment, existing.deployment.as_ref())
             .await
             .map_err(write_of("Deployment"))?;
     count(written, "Deployment");
-    match (hpa, &existing.hpa) {
-        (Some(hpa), current) => {
-            let (_, written) = hearth_kube::ssa::apply_if_changed(&apis.hpas, &hpa, current.as_ref())
-                .await
-                .map_err(write_of("HorizontalPodAutoscaler"))?;
-            count(written, "HorizontalPodAutoscaler");
-        }
-        (None, Some(current)) if owned_by(&current.metadata, owner_uid) => {
-            if let Some(name) = &current.metadata.name {
-                apis.hpas
-                    .delete(name, &DeleteParams::default())
-                    .await
-                    .map_err(|source| Error::Apply {
-                        kind: "HorizontalPodAutoscaler",
-                        source,
-                    })?;
-                count(true, "HorizontalPodAutoscaler");
-            }
-        }
-        (None, _) => {}
-    }
+    let optional = Optional {
+        owner_uid,
+        count: &count,
+    };
+    optional
+        .apply_or_remove(&apis.hpas, hpa, existing.hpa.as_ref(), "HorizontalPodAutoscaler")
+        .await?;
     let mut keda_not_installed = false;
     match (scaled_object, &existing.scaled_object) {
         (Some(_), _) if !existing.scaled_objects_served => keda_not_installed = true,

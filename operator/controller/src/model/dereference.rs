@@ -3,13 +3,14 @@
 use hearth_crds::InferenceModel;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DynamicObject;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
-use super::build::scaled_object_resource;
+use super::build::{meter_secret_name, scaled_object_resource};
 use hearth_kube::error::{Error, Result};
 
 /// The model's children as the cluster has them.
@@ -27,6 +28,10 @@ pub struct Existing {
     pub scaled_object: Option<DynamicObject>,
     /// False when the cluster does not serve KEDA's ScaledObject API (KEDA is not installed).
     pub scaled_objects_served: bool,
+    /// The meters' token Secret.
+    pub meter_secret: Option<Secret>,
+    /// The NetworkPolicy.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Typed and dynamic APIs for every child kind in the model's namespace.
@@ -41,6 +46,10 @@ pub struct ChildApis {
     pub hpas: Api<HorizontalPodAutoscaler>,
     /// KEDA ScaledObjects.
     pub scaled_objects: Api<DynamicObject>,
+    /// Secrets (the meters' tokens).
+    pub secrets: Api<Secret>,
+    /// NetworkPolicies.
+    pub network_policies: Api<NetworkPolicy>,
 }
 
 impl ChildApis {
@@ -52,6 +61,8 @@ impl ChildApis {
             pdbs: Api::namespaced(client.clone(), namespace),
             hpas: Api::namespaced(client.clone(), namespace),
             scaled_objects: Api::namespaced_with(client.clone(), namespace, &scaled_object_resource()),
+            secrets: Api::namespaced(client.clone(), namespace),
+            network_policies: Api::namespaced(client.clone(), namespace),
         }
     }
 }
@@ -85,6 +96,8 @@ where
 }
 
 /// Reads every child of `model` (one GET each; a missing KEDA API reads as "no object").
+/// The meter Secret and the NetworkPolicy are read even when not wanted, so the apply step can
+/// remove ones this model made earlier.
 pub async fn dereference(apis: &ChildApis, model: &InferenceModel) -> Result<Existing> {
     let name = model
         .metadata
@@ -99,6 +112,9 @@ pub async fn dereference(apis: &ChildApis, model: &InferenceModel) -> Result<Exi
         Optional::Served(object) => (object, true),
         Optional::NotServed => (None, false),
     };
+    let secret_name = meter_secret_name(model).ok_or(Error::MissingMetadata("name"))?;
+    let meter_secret = apis.secrets.get_opt(&secret_name).await?;
+    let network_policy = apis.network_policies.get_opt(name).await?;
     Ok(Existing {
         deployment,
         service,
@@ -106,6 +122,8 @@ pub async fn dereference(apis: &ChildApis, model: &InferenceModel) -> Result<Exi
         hpa,
         scaled_object,
         scaled_objects_served,
+        meter_secret,
+        network_policy,
     })
 }
 

@@ -13,13 +13,15 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, SleepAction, Toleration, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::engines::{engine_args, engine_image, launcher, model_location};
+use super::meter_secret::{PROXY_TOKEN_KEY, USAGE_TOKEN_KEY, meter_secret_name};
 use super::{child_meta, labels, selector_labels};
 use crate::context::Settings;
 use hearth_kube::error::Result;
@@ -130,6 +132,19 @@ fn build_engine_container(
     mounts: Vec<VolumeMount>,
 ) -> Container {
     let probes = launcher(model.spec.engine.kind).probe_paths();
+    // Behind a meter the engine listens on the pod's loopback: the kubelet probes it through
+    // the meter, which passes these GETs on without a token.
+    let (probe_port, ports) = if model.spec.metering.enabled {
+        (PORT_METER, None)
+    } else {
+        let port = ContainerPort {
+            name: Some("engine".into()),
+            container_port: PORT_ENGINE,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        };
+        (PORT_ENGINE, Some(vec![port]))
+    };
     Container {
         name: CONTAINER_ENGINE.into(),
         image: Some(engine_image(model, settings)),
@@ -139,17 +154,12 @@ fn build_engine_container(
             env("HF_HOME", "/models/.hf"),
             pod_name_env(),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("engine".into()),
-            container_port: PORT_ENGINE,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports,
         resources: Some(build_engine_resources(model)),
         // Loading weights can take many minutes: the startup probe allows up to 30 of them.
-        startup_probe: Some(http_probe(probes.health, PORT_ENGINE, 10, 180)),
-        liveness_probe: Some(http_probe(probes.health, PORT_ENGINE, 10, 3)),
-        readiness_probe: Some(http_probe(probes.ready, PORT_ENGINE, 5, 2)),
+        startup_probe: Some(http_probe(probes.health, probe_port, 10, 180)),
+        liveness_probe: Some(http_probe(probes.health, probe_port, 10, 3)),
+        readiness_probe: Some(http_probe(probes.ready, probe_port, 5, 2)),
         lifecycle: Some(Lifecycle {
             // Keep serving while endpoints controllers drop the pod; the engine then drains on SIGTERM.
             pre_stop: Some(LifecycleHandler {
@@ -172,24 +182,33 @@ fn build_meter_sidecar(model: &InferenceModel, settings: &Settings) -> Container
         Some(_) => model.spec.parallelism.gpu_count(),
         None => 0,
     };
+    let mut env_vars = vec![
+        env("HEARTH_GPUS", &gpus.to_string()),
+        env("HEARTH_SERVED_NAME", &model.spec.served_name),
+        pod_name_env(),
+    ];
+    let mut args = vec![
+        "meter".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{PORT_METER}"),
+        "--upstream".into(),
+        format!("http://127.0.0.1:{PORT_ENGINE}"),
+        "--ledger-dir".into(),
+        LEDGER_MOUNT.into(),
+    ];
+    match (&settings.meter_keys, meter_secret_name(model)) {
+        (Some(_), Some(secret)) => {
+            env_vars.push(secret_env("HEARTH_METER_PROXY_TOKEN", &secret, PROXY_TOKEN_KEY));
+            env_vars.push(secret_env("HEARTH_METER_USAGE_TOKEN", &secret, USAGE_TOKEN_KEY));
+        }
+        _ => args.push("--unauthenticated".into()),
+    }
     Container {
-        env: Some(vec![
-            env("HEARTH_GPUS", &gpus.to_string()),
-            env("HEARTH_SERVED_NAME", &model.spec.served_name),
-            pod_name_env(),
-        ]),
+        env: Some(env_vars),
         name: CONTAINER_METER.into(),
         image: Some(settings.runtime_image.clone()),
         restart_policy: Some("Always".into()),
-        args: Some(vec![
-            "meter".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{PORT_METER}"),
-            "--upstream".into(),
-            format!("http://127.0.0.1:{PORT_ENGINE}"),
-            "--ledger-dir".into(),
-            LEDGER_MOUNT.into(),
-        ]),
+        args: Some(args),
         ports: Some(vec![ContainerPort {
             name: Some("meter".into()),
             container_port: PORT_METER,
@@ -340,6 +359,22 @@ fn pod_name_env() -> EnvVar {
     }
 }
 
+/// An environment variable from `key` of Secret `secret` (the value never enters the pod spec).
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -460,6 +495,13 @@ mod tests {
             .and_then(|p| p.http_get.as_ref())
             .expect("readiness");
         assert_eq!(readiness.path.as_deref(), Some("/ready"));
+        // The engine listens on the pod's loopback: probes go through the meter's port, and
+        // the engine declares no port of its own.
+        assert_eq!(
+            (startup.port.clone(), readiness.port.clone()),
+            (IntOrString::Int(8001), IntOrString::Int(8001))
+        );
+        assert!(engine.ports.is_none());
         assert!(engine.liveness_probe.is_some());
         assert_eq!(
             engine
@@ -482,6 +524,46 @@ mod tests {
         assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(pod_security.run_as_user, Some(65532));
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn meters_take_their_tokens_from_the_models_secret_or_run_open_only_when_told() {
+        use hearth_tenancy::meter_tokens::MeterKeys;
+        let meter = |settings: &Settings| {
+            let deployment = build_runtime_deployment(&representative(), settings, None).expect("builds");
+            pod_spec(&deployment).init_containers.as_ref().expect("sidecars")[0].clone()
+        };
+        let keyed = Settings {
+            meter_keys: Some(MeterKeys::generate().expect("keys")),
+            ..Settings::default()
+        };
+        let with_keys = meter(&keyed);
+        let env = with_keys.env.expect("env");
+        for (name, key) in [
+            ("HEARTH_METER_PROXY_TOKEN", PROXY_TOKEN_KEY),
+            ("HEARTH_METER_USAGE_TOKEN", USAGE_TOKEN_KEY),
+        ] {
+            let var = env.iter().find(|v| v.name == name).expect("token variable");
+            assert!(var.value.is_none(), "a token never sits in the pod spec");
+            let from = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .expect("secret ref");
+            assert_eq!((from.name.as_str(), from.key.as_str()), ("llama-meter", key));
+        }
+        assert!(
+            !with_keys
+                .args
+                .expect("args")
+                .contains(&"--unauthenticated".to_string())
+        );
+        let open = meter(&Settings::default());
+        assert!(
+            open.args
+                .expect("args")
+                .contains(&"--unauthenticated".to_string())
+        );
     }
 
     #[test]

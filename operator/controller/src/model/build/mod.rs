@@ -4,6 +4,8 @@
 mod deployment;
 mod engines;
 mod hpa;
+mod meter_secret;
+mod network_policy;
 mod pdb;
 mod scaled_object;
 mod service;
@@ -15,7 +17,8 @@ use hearth_crds::constants::{APP_NAME, LABEL_METERED, LABEL_MODEL, LABEL_SERVED_
 use hearth_crds::inference_model::AutoscalingMode;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -26,6 +29,8 @@ pub use engines::{
     EngineLauncher, ModelLocation, ProbePaths, engine_args, engine_image, launcher, model_location,
 };
 pub use hpa::build_hpa;
+pub use meter_secret::{PROXY_TOKEN_KEY, USAGE_TOKEN_KEY, build_meter_secret, meter_secret_name};
+pub use network_policy::build_network_policy;
 pub use pdb::build_pdb;
 pub use scaled_object::{build_scaled_object, scaled_object_resource};
 pub use service::{build_service, endpoint_url};
@@ -48,6 +53,10 @@ pub struct Children {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// Present in `keda` mode.
     pub scaled_object: Option<DynamicObject>,
+    /// The meters' tokens; present when metering is on and the operator has meter keys.
+    pub meter_secret: Option<Secret>,
+    /// Admits only Hearth's pods; present when the operator is told who they are.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds every child; `current_replicas` is the Deployment's replica count as the cluster has
@@ -67,6 +76,15 @@ pub fn build_children(
             .transpose()?,
         scaled_object: (mode == AutoscalingMode::Keda)
             .then(|| build_scaled_object(model, settings))
+            .transpose()?,
+        meter_secret: match &settings.meter_keys {
+            Some(keys) if model.spec.metering.enabled => Some(build_meter_secret(model, keys)?),
+            _ => None,
+        },
+        network_policy: settings
+            .model_access
+            .as_ref()
+            .map(|access| build_network_policy(model, access))
             .transpose()?,
     })
 }

@@ -23,7 +23,7 @@ impl EngineLauncher for LlamaCpp {
             "--alias".into(),
             spec.served_name.clone(),
             "--host".into(),
-            "0.0.0.0".into(),
+            super::engine_host(model).into(),
             "--port".into(),
             PORT_ENGINE.to_string(),
             "--parallel".into(),

@@ -37,7 +37,7 @@ pub trait EngineLauncher: Sync {
     /// The image when `engine.image` is not set.
     fn default_image(&self, model: &InferenceModel, settings: &Settings) -> String;
     /// The engine's arguments (before `engine.args`): only flags that engine defines, with the
-    /// weights at `location` and listening on every address at the engine port.
+    /// weights at `location`, listening on [`engine_host`] at the engine port.
     fn args(&self, model: &InferenceModel, location: &ModelLocation) -> Vec<String>;
     /// Where its probes look.
     fn probe_paths(&self) -> ProbePaths;
@@ -57,6 +57,16 @@ pub fn engine_args(model: &InferenceModel, location: &ModelLocation) -> Vec<Stri
     let mut args = launcher(model.spec.engine.kind).args(model, location);
     args.extend(model.spec.engine.args.iter().cloned());
     args
+}
+
+/// The address the engine listens on: only the pod's loopback behind a meter, so the meter is
+/// the one way in; every address when unmetered (the Service targets the engine then).
+pub fn engine_host(model: &InferenceModel) -> &'static str {
+    if model.spec.metering.enabled {
+        "127.0.0.1"
+    } else {
+        "0.0.0.0"
+    }
 }
 
 /// The engine container's image: the spec's `engine.image`, else its kind's default.

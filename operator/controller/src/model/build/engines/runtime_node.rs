@@ -23,7 +23,7 @@ impl EngineLauncher for RuntimeNode {
 
     fn args(&self, model: &InferenceModel, location: &ModelLocation) -> Vec<String> {
         let mut serve = serve_args(model, location.model_arg.clone().into());
-        serve.host = "0.0.0.0".into();
+        serve.host = super::engine_host(model).into();
         serve.port = u16::try_from(PORT_ENGINE).unwrap_or(8000);
         if location.downloads {
             serve.model_cache = Some(MODEL_MOUNT.into());
@@ -75,8 +75,19 @@ mod tests {
                 parsed.served_name.as_deref(),
                 Some(model.spec.served_name.as_str())
             );
-            assert_eq!((parsed.host.as_str(), parsed.port), ("0.0.0.0", 8000));
+            // Behind the meter the engine listens on the pod's loopback only.
+            assert!(model.spec.metering.enabled);
+            assert_eq!((parsed.host.as_str(), parsed.port), ("127.0.0.1", 8000));
         }
+        let unmetered = parse(
+            "metadata: {name: u, namespace: n}\nspec: {servedName: u, source: {uri: 'file:///m.gguf'}, metering: {enabled: false}}\n",
+        );
+        let parsed =
+            parse_with_runtime_node(&engine_args(&unmetered, &model_location(&unmetered))).expect("parses");
+        assert_eq!(
+            parsed.host, "0.0.0.0",
+            "the Service targets an unmetered engine directly"
+        );
         let exact = parse_with_runtime_node(&engine_args(&cpu, &model_location(&cpu))).expect("parses");
         assert!(exact.no_prefix_caching);
         assert_eq!(exact.model.device, DeviceSpec::Cpu);
@@ -109,7 +120,7 @@ mod tests {
         let settings = Settings {
             runtime_image: "cpu-image".into(),
             runtime_cuda_image: "cuda-image".into(),
-            prometheus_url: String::new(),
+            ..Settings::default()
         };
         let cpu = parse(
             "metadata: {name: c, namespace: n}\nspec: {servedName: c, source: {uri: 'file:///m.gguf'}}\n",

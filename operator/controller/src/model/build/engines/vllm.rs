@@ -28,7 +28,7 @@ impl EngineLauncher for Vllm {
             "--served-model-name".into(),
             spec.served_name.clone(),
             "--host".into(),
-            "0.0.0.0".into(),
+            super::engine_host(model).into(),
             "--port".into(),
             PORT_ENGINE.to_string(),
             "--tensor-parallel-size".into(),
