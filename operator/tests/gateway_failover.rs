@@ -122,6 +122,7 @@ async fn a_killed_backend_loses_no_request_before_its_first_byte() {
     );
     write_key(&dir.path().join("keys"), "acme", "main", "key-acme");
     let port = free_port();
+    let metrics_port = free_port();
     let gateway = Command::new(env!("CARGO_BIN_EXE_hearth-operator"))
         .args([
             "--log-format",
@@ -131,6 +132,8 @@ async fn a_killed_backend_loses_no_request_before_its_first_byte() {
             "local",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .arg("--config")
         .arg(&config_dir)
@@ -161,6 +164,22 @@ async fn a_killed_backend_loses_no_request_before_its_first_byte() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(up, "gateway did not come up");
+    // Metrics live on their own port, not the public one.
+    let get = |port: u16| {
+        hyper::Request::get(format!("http://127.0.0.1:{port}/metrics"))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let public = client
+        .request(get(gateway.port))
+        .await
+        .expect("public port answers");
+    assert_eq!(public.status(), 404);
+    let metrics = client
+        .request(get(metrics_port))
+        .await
+        .expect("metrics port answers");
+    assert_eq!(metrics.status(), 200);
 
     // Warm-up: both backends serve, streams arrive whole.
     let mut served_by = std::collections::BTreeSet::new();
@@ -214,7 +233,7 @@ async fn a_killed_backend_loses_no_request_before_its_first_byte() {
     }
     eprintln!("streams cut by the kill after their first byte: {interrupted} of 10");
     assert!(interrupted <= 10);
-    let metrics_request = hyper::Request::get(format!("http://127.0.0.1:{port}/metrics"))
+    let metrics_request = hyper::Request::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .body(Full::new(Bytes::new()))
         .expect("request");
     let metrics = client

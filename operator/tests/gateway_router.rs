@@ -419,7 +419,20 @@ async fn editing_a_tier_takes_effect_without_restart_and_metrics_count_it() {
     }
     watcher.abort();
     assert_eq!(status, StatusCode::OK);
-    let metrics = app(setup.state.clone())
+    let public = app(setup.state.clone())
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(
+        public.status(),
+        StatusCode::NOT_FOUND,
+        "tenants' names stay off the public port"
+    );
+    let metrics = hearth_gateway::metrics_app(setup.state.clone())
         .oneshot(
             axum::http::Request::get("/metrics")
                 .body(axum::body::Body::empty())

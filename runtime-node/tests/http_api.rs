@@ -23,6 +23,8 @@ const LIMIT: usize = 64;
 struct FakeEngine {
     last: Mutex<Option<GenerateRequest>>,
     seeds: Mutex<Vec<Option<u64>>>,
+    /// Its scheduler has stopped.
+    dead: bool,
 }
 
 impl Engine for FakeEngine {
@@ -35,7 +37,11 @@ impl Engine for FakeEngine {
     }
 
     fn is_ready(&self) -> bool {
-        true
+        !self.dead
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.dead
     }
 
     fn submit(&self, request: GenerateRequest) -> Result<GenerationStream, EngineError> {
@@ -355,6 +361,19 @@ async fn health_ready_and_metrics() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_engine_whose_scheduler_stopped_fails_health_so_the_pod_restarts() {
+    let dead = Arc::new(FakeEngine {
+        dead: true,
+        ..FakeEngine::default()
+    });
+    for path in ["/health", "/ready"] {
+        let (status, body) = send(dead.clone(), Request::get(path).body(Body::empty()).expect("req")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(json_body(&body)["error"]["message"].is_string(), "{body}");
     }
 }
 

@@ -30,9 +30,10 @@ HEADER = (
     "# tests/chart/sync_manifests.py; do not edit: change the chart and run that script.\n"
 )
 
-# Chart templates left out of the base: the meters' root keys are random per install, so a
-# kustomize user creates that Secret (manifests/README.md) instead of sharing one committed here.
-NOT_IN_BASE = {"meter-keys-secret.yaml"}
+# Chart templates left out of the base: the meters' root keys and the invoice token are random
+# per install, so a kustomize user creates those Secrets (manifests/README.md) instead of sharing
+# ones committed here.
+NOT_IN_BASE = {"meter-keys-secret.yaml", "billing-token-secret.yaml"}
 
 NAMESPACE_YAML = f"""# The namespace of the Hearth control plane (Helm users pass --namespace instead).
 apiVersion: v1

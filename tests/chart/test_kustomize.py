@@ -42,8 +42,9 @@ def rbac_rules(objects: dict) -> dict[str, list]:
     return {f"{k[0]}/{k[2]}": o["rules"] for k, o in objects.items() if o["kind"] in ("ClusterRole", "Role")}
 
 
-# What a kustomize user creates: the meters' root keys (random per install; manifests/README.md).
-USER_CREATED = {("Secret", "hearth-system", "hearth-meter-keys")}
+# What a kustomize user creates: the meters' root keys and the invoice token (random per install;
+# manifests/README.md).
+USER_CREATED = {("Secret", "hearth-system", "hearth-meter-keys"), ("Secret", "hearth-system", "hearth-billing-token")}
 
 
 def assert_same_install(chart: dict, kustomized: dict, what: str) -> None:

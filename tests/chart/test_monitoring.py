@@ -159,8 +159,22 @@ def test_metrics_and_labels_exist_in_the_code():
             assert label in known_labels, f"{where}: label {label} is not on any Hearth metric"
 
 
+def test_gateway_metrics_are_scraped_from_their_own_port_never_the_service():
+    objects = render(MONITORING).objects()
+    monitor = next(o for o in objects if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "hearth-gateway")
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["podMetricsEndpoints"]] == [("metrics", "/metrics")]
+    gateway = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "hearth-gateway")
+    container = gateway["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert f"--metrics-listen=0.0.0.0:{ports['metrics']}" in container["args"]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "hearth-gateway")
+    assert all(p["targetPort"] != "metrics" and p["port"] != ports["metrics"] for p in service["spec"]["ports"])
+
+
 def test_pod_monitor_matches_runtime_pods():
-    monitor = next(o for o in render(MONITORING).objects() if o["kind"] == "PodMonitor")
+    monitor = next(
+        o for o in render(MONITORING).objects() if o["kind"] == "PodMonitor" and o["metadata"]["name"] == "hearth-runtime"
+    )
     constants = (ROOT / "crds/src/constants.rs").read_text()
     deployment = (ROOT / "operator/controller/src/model/build/deployment.rs").read_text()
     app_name = re.search(r'APP_NAME: &str = "([^"]+)"', constants).group(1)

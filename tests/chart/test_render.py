@@ -160,8 +160,9 @@ DEFAULT_OBJECTS = {
     ("ClusterRoleBinding", "hearth-gateway"),
     ("Deployment", "hearth-gateway"),
     ("Service", "hearth-gateway"),
-    # The meters' root keys, generated once per install.
+    # The meters' root keys and the invoice token, generated once per install.
     ("Secret", "hearth-meter-keys"),
+    ("Secret", "hearth-billing-token"),
 }
 
 
@@ -192,6 +193,8 @@ def test_meter_keys_are_random_per_install_mounted_by_component_and_replaceable(
     assert "--meter-keys-dir=/etc/hearth/meter-keys" in args
     assert "--model-access-namespace=hearth-system" in args and "--metrics-namespace=monitoring" in args
     assert "--meter-proxy-key-file=/etc/hearth/meter-keys/proxy" in gateway["spec"]["containers"][0]["args"]
+    assert "--billing-token-file=/etc/hearth/billing-token/token" in args
+    assert not any(v["name"] == "billing-token" for v in gateway["spec"]["volumes"]), "the gateway never reads invoices"
 
     own, objects = secret_and_pods(
         {"meterKeys": {"existingSecret": "mine"}, "networkPolicy": {"models": {"enabled": False}}}
@@ -210,7 +213,7 @@ def test_optional_objects_follow_their_values():
     monitoring = kinds_and_names(ci / "monitoring-on.yaml") - DEFAULT_OBJECTS
     assert monitoring == {
         ("ServiceMonitor", "hearth-operator"),
-        ("ServiceMonitor", "hearth-gateway"),
+        ("PodMonitor", "hearth-gateway"),
         ("PodMonitor", "hearth-runtime"),
         ("PrometheusRule", "hearth"),
         ("ConfigMap", "hearth-dashboard-operator"),

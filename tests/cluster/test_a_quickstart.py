@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 
 import openai
@@ -71,9 +72,32 @@ def test_openai_client_through_the_gateway_is_metered_and_billed(cluster, instal
     assert published["completionTokens"] > 0 and published["promptTokens"] > 0
 
     (operator_ip,) = endpoint_ips(cluster, "hearth-system", "hearth-billing")
-    with urllib.request.urlopen(f"http://{operator_ip}:8090/billing/invoices/hearth-demo/hobbyist", timeout=10) as reply:
+    url = f"http://{operator_ip}:8090/billing/invoices/hearth-demo/hobbyist"
+    try:
+        urllib.request.urlopen(url, timeout=10)
+    except urllib.error.HTTPError as error:
+        assert error.code == 401, "invoices need the billing token"
+    else:
+        raise AssertionError("an invoice was served without the billing token")
+    token = base64.b64decode(cluster.get("secret", "hearth-billing-token", "-n", "hearth-system")["data"]["token"]).decode()
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
         invoice = json.loads(reply.read())
     assert json.dumps(invoice).count("smollm2-135m") >= 1, invoice
+
+
+def test_gateway_metrics_are_on_their_own_port_only(cluster, installed):
+    (ip,) = endpoint_ips(cluster, "hearth-system", "hearth-gateway")
+    try:
+        urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=10)
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+    else:
+        raise AssertionError("the public port serves /metrics")
+    with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=10) as reply:
+        assert "hearth_gateway_requests_total" in reply.read().decode()
+    service = cluster.get("service", "hearth-gateway", "-n", "hearth-system")
+    assert [p["port"] for p in service["spec"]["ports"]] == [80], "no metrics port on the Service"
 
 
 def test_a_wrong_key_gets_an_openai_shaped_401(cluster, installed):

@@ -67,6 +67,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-meter-keys" (include "hearth.fullname" .)) .Values.meterKeys.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret of the invoice readers' token (`token`): the chart's own or the user's. */}}
+{{- define "hearth.billingTokenName" -}}
+{{- default (printf "%s-billing-token" (include "hearth.fullname" .)) .Values.billing.existingTokenSecret -}}
+{{- end -}}
+
 {{- define "hearth.leaseName" -}}
 {{- default (printf "%s-operator-leader" (include "hearth.fullname" .)) .Values.operator.leaseName -}}
 {{- end -}}

@@ -2,7 +2,8 @@
 //! but the billing Service selects every replica: a standby forwards each request to the
 //! leader, whose address it reads from the leader-election Lease, so an invoice request never
 //! fails because it landed on a standby. Without a live leader the answer is 503 with
-//! `Retry-After`.
+//! `Retry-After`. With a token every request needs it as `Authorization: Bearer` (401 otherwise),
+//! checked here and again by the leader it is forwarded to.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 
 use hearth_kube::leader::LeaseLock;
@@ -53,6 +55,7 @@ pub struct BillingFront {
     local: Arc<OnceLock<Router>>,
     leader: Arc<dyn LeaderBilling>,
     client: Client<HttpConnector, Body>,
+    token: Option<Arc<str>>,
 }
 
 impl BillingFront {
@@ -62,6 +65,15 @@ impl BillingFront {
             local: Arc::default(),
             leader,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            token: None,
+        }
+    }
+
+    /// The same front, answering only requests that carry `token` as a bearer token.
+    pub fn with_token(self, token: &str) -> Self {
+        Self {
+            token: Some(token.into()),
+            ..self
         }
     }
 
@@ -85,7 +97,23 @@ fn unavailable(message: &str) -> Response {
         .into_response()
 }
 
+/// Whether `request` carries `expected` as its bearer token (compared in constant time).
+fn authorized(request: &Request, expected: &str) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
+}
+
 async fn dispatch(State(front): State<BillingFront>, request: Request) -> Response {
+    if let Some(expected) = &front.token
+        && !authorized(&request, expected)
+    {
+        let error = json!({"error": {"message": "invoices need the billing token as a bearer token", "type": "authentication_error", "code": null}});
+        return (StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+    }
     if let Some(api) = front.local.get() {
         return match api.clone().oneshot(request).await {
             Ok(response) => response,
@@ -103,9 +131,11 @@ async fn dispatch(State(front): State<BillingFront>, request: Request) -> Respon
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let forwarded = axum::http::Request::get(format!("{}{path}", leader.trim_end_matches('/')))
-        .body(Body::empty())
-        .map_err(|error| error.to_string());
+    let mut forwarded = axum::http::Request::get(format!("{}{path}", leader.trim_end_matches('/')));
+    if let Some(credential) = request.headers().get(header::AUTHORIZATION) {
+        forwarded = forwarded.header(header::AUTHORIZATION, credential);
+    }
+    let forwarded = forwarded.body(Body::empty()).map_err(|error| error.to_string());
     let response = match forwarded {
         Ok(forwarded) => front.client.request(forwarded).await.map_err(|e| e.to_string()),
         Err(error) => Err(error),
@@ -173,6 +203,49 @@ mod tests {
         );
         let (_, body) = get_text(front.app(), "/billing/invoices/ns/acme").await;
         assert_eq!(body, "served here");
+    }
+
+    #[tokio::test]
+    async fn with_a_token_invoices_need_it_and_the_leader_gets_it_forwarded() {
+        let leader_api = Router::new().route(
+            "/billing/invoices/{ns}/{tenant}",
+            get(|headers: axum::http::HeaderMap| async move {
+                format!("{:?}", headers.get(header::AUTHORIZATION))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, leader_api).await });
+        let front = BillingFront::new(Arc::new(Fixed(Mutex::new(Some(format!("http://{address}"))))))
+            .with_token("invoice-token");
+        let (status, body) = get_text(front.clone().app(), "/billing/invoices/ns/acme").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let with = |token: &str| {
+            Request::get("/billing/invoices/ns/acme")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request")
+        };
+        let wrong = front
+            .clone()
+            .app()
+            .oneshot(with("guess"))
+            .await
+            .expect("infallible");
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let right = front
+            .app()
+            .oneshot(with("invoice-token"))
+            .await
+            .expect("infallible");
+        assert_eq!(right.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(right.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        assert!(
+            String::from_utf8_lossy(&bytes).contains("Bearer invoice-token"),
+            "forwarded with the token"
+        );
     }
 
     #[tokio::test]

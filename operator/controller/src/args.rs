@@ -7,6 +7,9 @@ use hearth_tenancy::meter_tokens::MeterKeys;
 
 use crate::context::ModelAccess;
 
+/// Shortest invoice token accepted, in bytes.
+const MIN_BILLING_TOKEN_BYTES: usize = 16;
+
 /// Options of `hearth-operator controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
@@ -81,6 +84,14 @@ pub struct ControllerArgs {
     /// Namespace whose pods may also scrape models' metrics through that policy (Prometheus).
     #[arg(long, env = "HEARTH_METRICS_NAMESPACE")]
     pub metrics_namespace: Option<String>,
+    /// File holding the token invoice readers send as `Authorization: Bearer` (the chart mounts
+    /// its billing-token Secret there).
+    #[arg(long, env = "HEARTH_BILLING_TOKEN_FILE")]
+    pub billing_token_file: Option<PathBuf>,
+    /// Serve invoices to anyone who reaches the billing port; without it `--billing-token-file`
+    /// is required.
+    #[arg(long)]
+    pub unauthenticated_invoices: bool,
 }
 
 impl ControllerArgs {
@@ -94,6 +105,28 @@ impl ControllerArgs {
                 "--meter-keys-dir (HEARTH_METER_KEYS_DIR) is required: meters check tokens derived from its keys; pass --unauthenticated-meters only where nothing else can reach model pods"
             ),
         }
+    }
+
+    /// The invoice readers' token: read from `--billing-token-file`, or none with
+    /// `--unauthenticated-invoices`.
+    pub fn billing_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.billing_token_file else {
+            anyhow::ensure!(
+                self.unauthenticated_invoices,
+                "--billing-token-file (HEARTH_BILLING_TOKEN_FILE) is required: invoices name tenants and their spend; pass --unauthenticated-invoices only where nothing else reaches the billing port"
+            );
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading --billing-token-file {}: {e}", path.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(
+            token.len() >= MIN_BILLING_TOKEN_BYTES,
+            "--billing-token-file {} holds {} bytes; at least {MIN_BILLING_TOKEN_BYTES} are required",
+            path.display(),
+            token.len()
+        );
+        Ok(Some(token.to_string()))
     }
 
     /// Who models' NetworkPolicies admit, if policies are on.

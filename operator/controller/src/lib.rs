@@ -52,6 +52,7 @@ const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=hearth-operator";
 /// Runs the controllers until `shutdown` fires or until leadership is lost.
 pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let meter_keys = args.meter_keys()?;
+    let billing_token = args.billing_token()?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -74,7 +75,7 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()>
     if let Some(url) = &args.billing_advertise_url {
         lock = lock.with_annotation(billing::front::BILLING_URL_ANNOTATION, url);
     }
-    let billing_front = serve_billing_front(&args, lease(&identity)).await?;
+    let billing_front = serve_billing_front(&args, lease(&identity), billing_token.as_deref()).await?;
     // A standby replica is healthy and ready to take over.
     ready.store(true, Ordering::Relaxed);
     info!(%identity, "waiting for leadership");
@@ -119,8 +120,12 @@ async fn serve_health(args: &ControllerArgs, metrics: Metrics, ready: Arc<Atomic
 async fn serve_billing_front(
     args: &ControllerArgs,
     lease: LeaseLock,
+    token: Option<&str>,
 ) -> anyhow::Result<billing::front::BillingFront> {
-    let billing_front = billing::front::BillingFront::new(Arc::new(lease));
+    let mut billing_front = billing::front::BillingFront::new(Arc::new(lease));
+    if let Some(token) = token {
+        billing_front = billing_front.with_token(token);
+    }
     let billing_listener = tokio::net::TcpListener::bind(args.billing_addr).await?;
     let front_app = billing_front.clone().app();
     tokio::spawn(async move {

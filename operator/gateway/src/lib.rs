@@ -40,7 +40,7 @@ pub use config::{Config, ConfigHandle};
 pub use error::GatewayError;
 pub use limiter::Limiter;
 pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};
-pub use server::{GatewayOptions, GatewayState, app};
+pub use server::{GatewayOptions, GatewayState, app, metrics_app};
 
 use scheduler::QueueLimits;
 
@@ -60,6 +60,10 @@ pub struct GatewayArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
+    /// Address of `/metrics`, apart from the public port: its labels name tenants and replica
+    /// addresses.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub metrics_listen: std::net::SocketAddr,
     /// Configuration source: `cluster` (the default, what the chart runs: watches the API
     /// server, needs a kubeconfig or in-cluster service account) or `local` (`--config`,
     /// `--keys-dir` and `--backend`, for running next to local engines without a cluster).
@@ -197,8 +201,14 @@ pub async fn serve_until(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, source = ?args.source, "gateway listening");
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-listen {}: {e}", args.metrics_listen))?;
+    tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, source = ?args.source, "gateway listening");
+    let metrics_server = axum::serve(metrics_listener, metrics_app(state.clone()));
+    let metrics = tokio::spawn(async move { metrics_server.await });
     let served = serve(listener, state, async move { shutdown.wait().await }).await;
+    metrics.abort();
     source_task.abort();
     Ok(served?)
 }

@@ -148,17 +148,22 @@ impl GatewayState {
     }
 }
 
-/// The gateway's routes.
+/// The gateway's public routes: the OpenAI API and the kubelet's probes. Metrics, which name
+/// tenants and replica addresses, are on [`metrics_app`]'s own port.
 pub fn app(state: GatewayState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// `/metrics` alone, served on the metrics port.
+pub fn metrics_app(state: GatewayState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn metrics(State(state): State<GatewayState>) -> impl IntoResponse {

@@ -170,6 +170,10 @@ impl Engine for LocalEngine {
         self.alive.load(Ordering::SeqCst)
     }
 
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
     fn submit(&self, request: GenerateRequest) -> Result<GenerationStream, EngineError> {
         let arrived = Instant::now();
         let prompt = match &request.prompt {

@@ -174,6 +174,11 @@ pub trait Engine: Send + Sync + 'static {
     fn max_context_tokens(&self) -> usize;
     /// Whether the model is loaded and the engine accepts work.
     fn is_ready(&self) -> bool;
+    /// False once the engine can never serve again (its scheduler stopped): `/health` then
+    /// fails so the pod is restarted.
+    fn is_alive(&self) -> bool {
+        true
+    }
     /// Starts `request`; errors are the request's fault or the engine being down.
     fn submit(&self, request: GenerateRequest) -> Result<GenerationStream, EngineError>;
 }

@@ -105,6 +105,16 @@ struct Scheduler {
     arrivals: u64,
 }
 
+/// Clears the engine's alive flag when the scheduler stops for any reason, a panic included,
+/// so `/health` fails and the kubelet restarts the pod instead of it answering 503 forever.
+pub struct StopsWithScheduler(pub Arc<AtomicBool>);
+
+impl Drop for StopsWithScheduler {
+    fn drop(&mut self) {
+        self.0.store(false, AtomicOrdering::SeqCst);
+    }
+}
+
 /// Runs until the request channel closes and all work is done.
 pub fn run(
     model: Llama,
@@ -115,6 +125,7 @@ pub fn run(
     metrics: EngineMetrics,
     alive: Arc<AtomicBool>,
 ) {
+    let _stops = StopsWithScheduler(alive);
     let mut s = Scheduler {
         model,
         tokenizer,
@@ -168,7 +179,6 @@ pub fn run(
     }
     s.metrics.running.set(0);
     s.metrics.waiting.set(0);
-    alive.store(false, AtomicOrdering::SeqCst);
 }
 
 impl Scheduler {
@@ -393,5 +403,23 @@ impl Scheduler {
         for seq in finished {
             self.retire(seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_scheduler_clears_the_alive_flag() {
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let crashed = std::thread::spawn(move || {
+            let _stops = StopsWithScheduler(flag);
+            panic!("a bug in a step");
+        })
+        .join();
+        assert!(crashed.is_err());
+        assert!(!alive.load(AtomicOrdering::SeqCst));
     }
 }

@@ -84,8 +84,12 @@ async fn models(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-async fn health() -> &'static str {
-    "ok"
+async fn health(State(state): State<AppState>) -> Response {
+    if state.engine.is_alive() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        ApiError::unavailable("the engine's scheduler has stopped").into_response()
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
