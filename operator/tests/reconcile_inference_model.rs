@@ -30,6 +30,23 @@ fn paths() -> [String; 7] {
 }
 const STATUS: &str = "/apis/hearth.dev/v1alpha1/namespaces/ml/inferencemodels/llama/status";
 
+/// The reads of a first reconcile in an empty namespace, with `scaled` answering the
+/// ScaledObject GET, followed by the calls in `then`.
+fn first_reconcile_reads(scaled: Expect, then: impl IntoIterator<Item = Expect>) -> Vec<Expect> {
+    let [deployment, service, pdb, hpa, _, secret, policy] = paths();
+    let mut script = vec![
+        Expect::get_missing(&deployment),
+        Expect::get_missing(&service),
+        Expect::get_missing(&pdb),
+        Expect::get_missing(&hpa),
+        scaled,
+        Expect::get_missing(&secret),
+        Expect::get_missing(&policy),
+    ];
+    script.extend(then);
+    script
+}
+
 fn model_json() -> Value {
     json!({
         "apiVersion": "hearth.dev/v1alpha1",
@@ -68,21 +85,17 @@ fn as_stored(body: &Value) -> Value {
 /// The first reconcile of the HPA-mode model on an empty namespace; `scaled_object` answers the
 /// ScaledObject GET (KEDA installed or not). Every child is applied, then the status.
 async fn first_create_with(scaled_object: fn(&str) -> Expect) -> Vec<Seen> {
-    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
-    let (ctx, script) = scripted(vec![
-        Expect::get_missing(&deployment),
-        Expect::get_missing(&service),
-        Expect::get_missing(&pdb),
-        Expect::get_missing(&hpa),
+    let [deployment, service, pdb, hpa, scaled, _, _] = paths();
+    let (ctx, script) = scripted(first_reconcile_reads(
         scaled_object(&scaled),
-        Expect::get_missing(&secret),
-        Expect::get_missing(&policy),
-        Expect::apply(&service),
-        Expect::apply(&pdb),
-        Expect::apply(&deployment),
-        Expect::apply(&hpa),
-        Expect::apply_status(STATUS, model_json()),
-    ]);
+        [
+            Expect::apply(&service),
+            Expect::apply(&pdb),
+            Expect::apply(&deployment),
+            Expect::apply(&hpa),
+            Expect::apply_status(STATUS, model_json()),
+        ],
+    ));
     let action = reconcile(guarded(model_json()), ctx)
         .await
         .expect("reconcile succeeds");
@@ -383,23 +396,19 @@ async fn a_cluster_without_keda_still_gets_every_child() {
 
 #[tokio::test]
 async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
-    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
+    let [deployment, service, pdb, _, scaled, _, _] = paths();
     let mut model = model_json();
     model["spec"]["autoscaling"] = json!({"mode": "keda", "metric": "queueDepth", "target": 4});
-    let (ctx, script) = scripted(vec![
-        Expect::get_missing(&deployment),
-        Expect::get_missing(&service),
-        Expect::get_missing(&pdb),
-        Expect::get_missing(&hpa),
+    let (ctx, script) = scripted(first_reconcile_reads(
         Expect::get_unserved(&scaled),
-        Expect::get_missing(&secret),
-        Expect::get_missing(&policy),
-        Expect::apply(&service),
-        Expect::apply(&pdb),
-        Expect::apply(&deployment),
-        // No ScaledObject write: the API is not there.
-        Expect::apply_status(STATUS, model_json()),
-    ]);
+        [
+            Expect::apply(&service),
+            Expect::apply(&pdb),
+            Expect::apply(&deployment),
+            // No ScaledObject write: the API is not there.
+            Expect::apply_status(STATUS, model_json()),
+        ],
+    ));
     let action = reconcile(guarded(model), ctx)
         .await
         .expect("the rest is deployed");
@@ -418,24 +427,20 @@ async fn keda_mode_without_keda_deploys_the_rest_and_says_what_to_install() {
 
 #[tokio::test]
 async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff() {
-    let [deployment, service, pdb, hpa, scaled, secret, policy] = paths();
+    let [deployment, service, pdb, hpa, scaled, _, _] = paths();
     let denied = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
         "message": "admission webhook \"policy.example\" denied the request: privileged"
     });
-    let (ctx, script) = scripted(vec![
-        Expect::get_missing(&deployment),
-        Expect::get_missing(&service),
-        Expect::get_missing(&pdb),
-        Expect::get_missing(&hpa),
+    let (ctx, script) = scripted(first_reconcile_reads(
         Expect::get_missing(&scaled),
-        Expect::get_missing(&secret),
-        Expect::get_missing(&policy),
-        Expect::apply(&service),
-        Expect::apply(&pdb),
-        Expect::new(Method::PATCH, &deployment, StatusCode::FORBIDDEN, denied),
-        Expect::apply_status(STATUS, model_json()),
-    ]);
+        [
+            Expect::apply(&service),
+            Expect::apply(&pdb),
+            Expect::new(Method::PATCH, &deployment, StatusCode::FORBIDDEN, denied),
+            Expect::apply_status(STATUS, model_json()),
+        ],
+    ));
     let error = reconcile(guarded(model_json()), ctx.clone())
         .await
         .expect_err("the write failed");
@@ -467,20 +472,16 @@ async fn a_failed_write_is_named_in_the_status_and_retried_with_growing_backoff(
 
     // A reconcile that succeeds resets the object's backoff.
     let (ctx, script) = scripted_with_backoff(
-        vec![
-            Expect::get_missing(&deployment),
-            Expect::get_missing(&service),
-            Expect::get_missing(&pdb),
-            Expect::get_missing(&hpa),
+        first_reconcile_reads(
             Expect::get_missing(&scaled),
-            Expect::get_missing(&secret),
-            Expect::get_missing(&policy),
-            Expect::apply(&service),
-            Expect::apply(&pdb),
-            Expect::apply(&deployment),
-            Expect::apply(&hpa),
-            Expect::apply_status(STATUS, model_json()),
-        ],
+            [
+                Expect::apply(&service),
+                Expect::apply(&pdb),
+                Expect::apply(&deployment),
+                Expect::apply(&hpa),
+                Expect::apply_status(STATUS, model_json()),
+            ],
+        ),
         ctx.backoff.clone(),
     );
     reconcile(guarded(model_json()), ctx.clone())
@@ -505,22 +506,18 @@ async fn with_meter_keys_and_model_access_the_tokens_and_the_policy_come_before_
         ..Settings::default()
     };
     let (ctx, script) = scripted_with_settings(
-        vec![
-            Expect::get_missing(&deployment),
-            Expect::get_missing(&service),
-            Expect::get_missing(&pdb),
-            Expect::get_missing(&hpa),
+        first_reconcile_reads(
             Expect::get_missing(&scaled),
-            Expect::get_missing(&secret),
-            Expect::get_missing(&policy),
-            Expect::apply(&service),
-            Expect::apply(&pdb),
-            Expect::apply(&secret),
-            Expect::apply(&policy),
-            Expect::apply(&deployment),
-            Expect::apply(&hpa),
-            Expect::apply_status(STATUS, model_json()),
-        ],
+            [
+                Expect::apply(&service),
+                Expect::apply(&pdb),
+                Expect::apply(&secret),
+                Expect::apply(&policy),
+                Expect::apply(&deployment),
+                Expect::apply(&hpa),
+                Expect::apply_status(STATUS, model_json()),
+            ],
+        ),
         settings,
     );
     reconcile(guarded(model_json()), ctx)
