@@ -59,6 +59,9 @@ pub mod reason {
     pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
     /// The API server refused or failed a write of a child; the message names the child.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// An older InferenceModel in another namespace holds the `servedName`: this one is not
+    /// served until the name is free or changed.
+    pub const SERVED_NAME_CONFLICT: &str = "ServedNameConflict";
 }
 
 /// Builds a condition for `generation`, keeping `lastTransitionTime` from `previous` when the

@@ -36,6 +36,9 @@ pub const RESOURCE_GPU: &str = "nvidia.com/gpu";
 /// Key inside an API-key Secret that holds the key itself.
 pub const SECRET_KEY_FIELD: &str = "api-key";
 
+/// Most choices (`n`) one request may ask for: the gateway refuses more, and billing bounds a
+/// record's completion tokens by the model's context times this.
+pub const MAX_CHOICES: u64 = 128;
 /// Header the gateway sets with the authenticated tenant (`namespace/name`).
 pub const HEADER_TENANT: &str = "x-hearth-tenant";
 /// Header the gateway sets with the tenant's tier name.

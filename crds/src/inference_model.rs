@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("self.source.uri == oldSelf.source.uri || self.source.allowUriChange").message("source.uri is immutable; set source.allowUriChange: true to replace the model in place"))]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceModelSpec {
-    /// The OpenAI model id clients send; several InferenceModels may share one (canary/A-B).
+    /// The OpenAI model id clients send. Several InferenceModels in one namespace may share one
+    /// (canary/A-B); the name belongs to the namespace of its oldest InferenceModel, and one in
+    /// another namespace asking for it gets `Ready=False`, reason `ServedNameConflict`.
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub served_name: String,
     /// Traffic weight against other InferenceModels with the same `servedName`.
@@ -57,7 +59,8 @@ pub struct InferenceModelSpec {
     /// Who scales the replicas.
     #[serde(default)]
     pub autoscaling: Autoscaling,
-    /// Tier names allowed to call this model; empty means every tier.
+    /// Tier names this InferenceModel serves; empty means every tier. Each variant of a
+    /// shared `servedName` serves only its own tiers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<String>,
     /// Billing sidecar settings.

@@ -40,6 +40,24 @@ pub struct UsageRecord {
     /// GPU-milliseconds held (GPUs × wall time); only on [`GPU_TIME`] records.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gpu_milliseconds: u64,
+    /// Why billing did not bill this record to its tenant (it failed billing's checks); set by
+    /// billing when it stores the record, never taken from a meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+/// Tenant whose totals hold the records billing rejected, so they are counted but billed to
+/// no one.
+pub const REJECTED: &str = "rejected";
+
+impl UsageRecord {
+    /// The tenant this record's tokens count toward: its own, or [`REJECTED`].
+    pub fn billed_tenant(&self) -> &str {
+        match self.rejected {
+            Some(_) => REJECTED,
+            None => &self.tenant,
+        }
+    }
 }
 
 fn is_zero(value: &u64) -> bool {

@@ -1,11 +1,13 @@
 //! Leader election against a scripted API server: take a free lease, respect a live holder,
-//! take over an expired one, and lose a race gracefully.
+//! take over one that stayed unchanged for its lease duration (timed on our own monotonic
+//! clock, whatever its `renewTime` says), lose a race gracefully, and step down when renewals
+//! fail.
 
 mod support;
 
 use std::time::Duration;
 
-use hearth_kube::leader::LeaseLock;
+use hearth_kube::leader::{LeadershipLost, LeaseClock, LeaseLock};
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -22,21 +24,42 @@ fn lease(holder: &str, renewed: &str) -> Value {
     })
 }
 
-fn now() -> Timestamp {
+fn wall() -> Timestamp {
     "2026-11-25T10:00:00Z".parse().expect("timestamp")
 }
 
-async fn attempt(expectations: Vec<Expect>) -> (bool, Vec<support::Seen>) {
+/// The clocks `seconds` after the first attempt (the wall clock stands still: no decision
+/// may depend on it).
+fn at(start: tokio::time::Instant, seconds: u64) -> LeaseClock {
+    LeaseClock {
+        wall: wall(),
+        monotonic: start + Duration::from_secs(seconds),
+    }
+}
+
+fn lock(client: kube::Client) -> LeaseLock {
+    LeaseLock::new(client, "hearth-system", "leader", "me", Duration::from_secs(15))
+}
+
+/// One attempt per entry of `seconds` by one lock, against `expectations`.
+async fn attempts(expectations: Vec<Expect>, seconds: &[u64]) -> (Vec<bool>, Vec<support::Seen>) {
     let (ctx, script) = scripted(expectations);
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        "hearth-system",
-        "leader",
-        "me",
-        Duration::from_secs(15),
-    );
-    let held = lock.try_acquire_or_renew(now()).await.expect("no API error");
+    let lock = lock(ctx.client.clone());
+    let start = tokio::time::Instant::now();
+    let mut held = Vec::new();
+    for &second in seconds {
+        held.push(
+            lock.try_acquire_or_renew(at(start, second))
+                .await
+                .expect("no API error"),
+        );
+    }
     (held, script.await.expect("script ran"))
+}
+
+async fn attempt(expectations: Vec<Expect>) -> (bool, Vec<support::Seen>) {
+    let (held, seen) = attempts(expectations, &[0]).await;
+    (held[0], seen)
 }
 
 #[tokio::test]
@@ -63,14 +86,22 @@ async fn live_lease_of_another_holder_is_left_alone() {
 }
 
 #[tokio::test]
-async fn expired_lease_is_taken_over_with_optimistic_locking() {
-    let (held, seen) = attempt(vec![
-        Expect::get(LEASE, lease("other", "2026-11-25T09:59:00.000000Z")),
-        Expect::new(Method::PUT, LEASE, StatusCode::OK, Value::Null),
-    ])
+async fn a_lease_unchanged_for_its_duration_is_taken_over_with_optimistic_locking() {
+    // Its renewTime is an hour old by our wall clock: that alone proves nothing (clocks
+    // differ), so the first sighting waits; unchanged 15 s later on our own clock, it is taken.
+    let stale = lease("other", "2026-11-25T09:00:00.000000Z");
+    let (held, seen) = attempts(
+        vec![
+            Expect::get(LEASE, stale.clone()),
+            Expect::get(LEASE, stale.clone()),
+            Expect::get(LEASE, stale),
+            Expect::new(Method::PUT, LEASE, StatusCode::OK, Value::Null),
+        ],
+        &[0, 14, 15],
+    )
     .await;
-    assert!(held);
-    let body = &seen[1].body;
+    assert_eq!(held, [false, false, true]);
+    let body = &seen[3].body;
     assert_eq!(
         body["metadata"]["resourceVersion"], "7",
         "replace is conditional on the version read"
@@ -80,14 +111,92 @@ async fn expired_lease_is_taken_over_with_optimistic_locking() {
 }
 
 #[tokio::test]
+async fn a_lease_that_keeps_changing_is_never_taken_even_with_an_old_renew_time() {
+    let mut renewed = lease("other", "2026-11-25T09:00:00.000000Z");
+    let mut script = Vec::new();
+    for version in 1..=4 {
+        renewed["metadata"]["resourceVersion"] = json!(version.to_string());
+        script.push(Expect::get(LEASE, renewed.clone()));
+    }
+    let (held, _) = attempts(script, &[0, 10, 20, 30]).await;
+    assert_eq!(
+        held, [false; 4],
+        "a holder whose Lease changes is live, whatever our clock says"
+    );
+}
+
+#[tokio::test]
 async fn losing_the_race_is_not_an_error() {
     let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"});
-    let (held, _) = attempt(vec![
-        Expect::get(LEASE, lease("other", "2026-11-25T09:59:00.000000Z")),
-        Expect::new(Method::PUT, LEASE, StatusCode::CONFLICT, conflict),
-    ])
+    let stale = lease("other", "2026-11-25T09:59:00.000000Z");
+    let (held, _) = attempts(
+        vec![
+            Expect::get(LEASE, stale.clone()),
+            Expect::get(LEASE, stale),
+            Expect::new(Method::PUT, LEASE, StatusCode::CONFLICT, conflict),
+        ],
+        &[0, 15],
+    )
     .await;
-    assert!(!held);
+    assert_eq!(held, [false, false]);
+}
+
+#[tokio::test]
+async fn a_leader_whose_renewals_fail_steps_down_within_the_renew_deadline() {
+    let failure = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcdserver: request timed out"});
+    let (ctx, script) = scripted(vec![Expect::new(
+        Method::GET,
+        LEASE,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        failure,
+    )]);
+    // A 3 s lease: renew every second, step down 2 s after the last success.
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        "hearth-system",
+        "leader",
+        "me",
+        Duration::from_secs(3),
+    );
+    let acquired = tokio::time::Instant::now();
+    let lost = tokio::time::timeout(Duration::from_secs(5), lock.keep_renewing(acquired))
+        .await
+        .expect("it stops on its own");
+    let waited = acquired.elapsed();
+    match lost {
+        LeadershipLost::RenewDeadlinePassed(Some(error)) => {
+            assert!(error.contains("request timed out"), "{error}")
+        }
+        other => panic!("expected the renew deadline to pass, got {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "stepped down after {waited:?}: before the 3 s a standby waits"
+    );
+    script.await.expect("script ran");
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_was_taken_stops_at_the_next_renewal() {
+    let (ctx, script) = scripted(vec![Expect::get(
+        LEASE,
+        lease("other", "2026-11-25T10:00:00.000000Z"),
+    )]);
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        "hearth-system",
+        "leader",
+        "me",
+        Duration::from_secs(3),
+    );
+    let lost = tokio::time::timeout(
+        Duration::from_secs(5),
+        lock.keep_renewing(tokio::time::Instant::now()),
+    )
+    .await
+    .expect("it stops on its own");
+    assert_eq!(lost, LeadershipLost::TakenOver);
+    script.await.expect("script ran");
 }
 
 #[tokio::test]
@@ -111,18 +220,16 @@ fn annotated_lease(holder: &str, renewed: &str) -> Value {
 #[tokio::test]
 async fn the_leader_advertises_its_billing_address_on_the_lease() {
     let (ctx, script) = scripted(vec![
-        Expect::get(LEASE, lease("other", "2026-11-25T09:59:00.000000Z")),
-        Expect::new(Method::PUT, LEASE, StatusCode::OK, Value::Null),
+        Expect::get_missing(LEASE),
+        Expect::new(Method::POST, LEASES, StatusCode::CREATED, Value::Null),
     ]);
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        "hearth-system",
-        "leader",
-        "me",
-        Duration::from_secs(15),
-    )
-    .with_annotation("hearth.dev/billing-url", "http://10.0.0.9:8090");
-    assert!(lock.try_acquire_or_renew(now()).await.expect("no API error"));
+    let lock = lock(ctx.client.clone()).with_annotation("hearth.dev/billing-url", "http://10.0.0.9:8090");
+    let start = tokio::time::Instant::now();
+    assert!(
+        lock.try_acquire_or_renew(at(start, 0))
+            .await
+            .expect("no API error")
+    );
     let seen = script.await.expect("script ran");
     assert_eq!(
         seen[1].body["metadata"]["annotations"]["hearth.dev/billing-url"],
@@ -132,34 +239,25 @@ async fn the_leader_advertises_its_billing_address_on_the_lease() {
 
 #[tokio::test]
 async fn standbys_read_the_address_of_a_live_leader_only() {
+    let live = annotated_lease("other", "2026-11-25T09:59:55.000000Z");
     let (ctx, script) = scripted(vec![
-        Expect::get(LEASE, annotated_lease("other", "2026-11-25T09:59:55.000000Z")),
-        Expect::get(LEASE, annotated_lease("other", "2026-11-25T09:59:00.000000Z")),
+        Expect::get(LEASE, live.clone()),
+        Expect::get(LEASE, live),
         Expect::get_missing(LEASE),
     ]);
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        "hearth-system",
-        "leader",
-        "me",
-        Duration::from_secs(15),
-    );
+    let lock = lock(ctx.client.clone());
+    let start = tokio::time::Instant::now();
     let key = "hearth.dev/billing-url";
-    let live = lock
-        .live_holder_annotation(key, now())
-        .await
-        .expect("no API error");
-    assert_eq!(live.as_deref(), Some("http://10.0.0.7:8090"));
-    let expired = lock
-        .live_holder_annotation(key, now())
-        .await
-        .expect("no API error");
-    assert_eq!(expired, None, "an expired leader is not forwarded to");
+    let read = |seconds| lock.live_holder_annotation(key, start + Duration::from_secs(seconds));
     assert_eq!(
-        lock.live_holder_annotation(key, now())
-            .await
-            .expect("no API error"),
-        None
+        read(0).await.expect("no API error").as_deref(),
+        Some("http://10.0.0.7:8090")
     );
+    assert_eq!(
+        read(15).await.expect("no API error"),
+        None,
+        "a leader whose Lease stood still for its duration is not forwarded to"
+    );
+    assert_eq!(read(16).await.expect("no API error"), None);
     script.await.expect("script ran");
 }

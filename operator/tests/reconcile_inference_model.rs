@@ -561,3 +561,32 @@ fn condition(body: &Value, type_: &str) -> Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {body}"))
         .clone()
 }
+
+#[tokio::test]
+async fn a_served_name_held_in_another_namespace_gets_a_conflict_and_no_children() {
+    let mut holder = model_json();
+    holder["metadata"] = json!({"name": "llama", "namespace": "team-a", "uid": "uid-0",
+        "creationTimestamp": "2026-01-01T00:00:00Z"});
+    let mut model = model_json();
+    model["metadata"]["creationTimestamp"] = json!("2026-06-01T00:00:00Z");
+    let (writer_ctx, script) = scripted(vec![Expect::apply_status(STATUS, model_json())]);
+    let (reader, mut writer) = kube::runtime::reflector::store::<DeserializeGuard<InferenceModel>>();
+    for object in [holder, model.clone()] {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+            serde_json::from_value(object).expect("guard"),
+        ));
+    }
+    let ctx = Arc::new(hearth_controller::context::Context {
+        models: Some(reader),
+        ..(*writer_ctx).clone()
+    });
+    let action = reconcile(guarded(model), ctx).await.expect("not an error");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+    let seen = script.await.expect("script ran");
+    assert_eq!(seen.len(), 1, "only the status: no child is read or written");
+    let ready = condition(&seen[0].body, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ServedNameConflict");
+    let message = ready["message"].as_str().expect("message");
+    assert!(message.contains("held by team-a/llama"), "{message}");
+}

@@ -124,3 +124,21 @@ def test_deleting_a_model_collects_its_children(cluster, installed):
         gateway_client(cluster, tenant_key(cluster, NAMESPACE, "acme", "production")).chat.completions.create(
             model="smollm2-wake", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
         )
+
+
+def test_a_served_name_held_in_another_namespace_is_refused_not_joined(cluster, installed):
+    # smollm2-135m is served from hearth-demo; a newer model elsewhere asks for the same name,
+    # open to every tier.
+    cluster.kubectl("create", "namespace", "team-elsewhere")
+    intruder = model("smollm2-135m", {"servedName": "smollm2-135m", "tiers": [],
+                                      "source": {"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}})
+    intruder["metadata"]["namespace"] = "team-elsewhere"
+    apply(cluster, intruder)
+    ready = cluster.wait_for("ServedNameConflict", lambda: (
+        c := cluster.condition("inferencemodel", "smollm2-135m", "team-elsewhere", "Ready")) and c["reason"] == "ServedNameConflict" and c)
+    assert ready["status"] == "False"
+    assert "held by hearth-demo/smollm2-135m" in ready["message"], ready["message"]
+    assert cluster.kubectl("get", "deployment", "smollm2-135m", "-n", "team-elsewhere", check=False) == ""
+    # The holder is untouched and still serves.
+    assert condition_is(cluster, "inferencemodel", "smollm2-135m", "Ready", "True")
+    cluster.kubectl("delete", "namespace", "team-elsewhere", "--wait=false")

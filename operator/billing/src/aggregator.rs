@@ -16,6 +16,7 @@ use tracing::warn;
 use super::discovery::{Meter, metered_pods};
 use super::pricing::{Prices, period_of};
 use super::pull::Puller;
+use super::sanity::KnownTenants;
 use super::store::{UsageStore, blocking};
 use super::usage_status::{evaluate, prices_of, write_usage};
 use hearth_tenancy::meter_tokens::MeterRootKey;
@@ -75,16 +76,16 @@ impl Aggregator {
         }
     }
 
-    /// Pulls every meter once, several at a time; a failing meter is logged and retried next
-    /// pass.
-    pub async fn pull_all(&self) -> kube::Result<()> {
+    /// Pulls every meter once, several at a time, billing records only to `tenants`; a
+    /// failing meter is logged and retried next pass.
+    pub async fn pull_all(&self, tenants: &KnownTenants) -> kube::Result<()> {
         let meters = match &self.meters {
             MeterSource::Cluster { client, usage_key } => metered_pods(client, usage_key.as_ref()).await?,
             MeterSource::Static(meters) => meters.clone(),
         };
         futures::stream::iter(meters)
             .for_each_concurrent(CONCURRENT_PULLS, |meter| async move {
-                if let Err(error) = self.puller.pull(&meter, true).await {
+                if let Err(error) = self.puller.pull(&meter, tenants, true).await {
                     warn!(meter = %meter.id, %error, "pulling a meter failed; retrying next pass");
                 }
             })
@@ -146,11 +147,11 @@ impl Aggregator {
     }
 
     async fn pass(&self, client: &Client) -> kube::Result<()> {
-        self.pull_all().await?;
         let tenants = Api::<Tenant>::all(client.clone())
             .list(&ListParams::default())
             .await?
             .items;
+        self.pull_all(&KnownTenants::listed_now(&tenants)).await?;
         let tiers = Api::<Tier>::all(client.clone())
             .list(&ListParams::default())
             .await?

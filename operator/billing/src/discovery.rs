@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::sanity::RecordBounds;
 use hearth_crds::InferenceModel;
 use hearth_crds::constants::{LABEL_METERED, PORT_METER};
 use hearth_tenancy::meter_tokens::MeterRootKey;
@@ -12,7 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::ListParams;
-use kube::core::PartialObjectMeta;
+use kube::core::{ObjectList, PartialObjectMeta};
 use kube::{Api, Client};
 
 /// A meter to pull.
@@ -25,6 +26,8 @@ pub struct Meter {
     pub url: String,
     /// Billing's bearer token toward this meter, when meters require one.
     pub token: Option<String>,
+    /// The most one record of this meter's model may count, when its model is known.
+    pub bounds: Option<RecordBounds>,
 }
 
 /// Meters of running, metered pods that InferenceModels own, each with billing's token for
@@ -32,25 +35,31 @@ pub struct Meter {
 pub async fn metered_pods(client: &Client, usage_key: Option<&MeterRootKey>) -> kube::Result<Vec<Meter>> {
     let metered = ListParams::default().labels(&format!("{LABEL_METERED}=true"));
     let pods = Api::<Pod>::all(client.clone()).list(&metered).await?.items;
+    let models = Api::<InferenceModel>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let bounds: HashMap<String, RecordBounds> = models
+        .iter()
+        .map(|model| {
+            (
+                hearth_tenancy::object_id(&model.metadata),
+                RecordBounds::of(model),
+            )
+        })
+        .collect();
     let owners = Owners {
-        replica_sets: by_uid(
+        replica_sets: by_uid(metadata_of(
             Api::<ReplicaSet>::all(client.clone())
                 .list_metadata(&metered)
-                .await?
-                .items,
-        ),
-        deployments: by_uid(
+                .await?,
+        )),
+        deployments: by_uid(metadata_of(
             Api::<Deployment>::all(client.clone())
                 .list_metadata(&metered)
-                .await?
-                .items,
-        ),
-        models: by_uid(
-            Api::<InferenceModel>::all(client.clone())
-                .list_metadata(&ListParams::default())
-                .await?
-                .items,
-        ),
+                .await?,
+        )),
+        models: by_uid(models.into_iter().map(|model| model.metadata)),
     };
     Ok(pods
         .iter()
@@ -58,15 +67,20 @@ pub async fn metered_pods(client: &Client, usage_key: Option<&MeterRootKey>) -> 
             let model = owners.model_of(&pod.metadata)?;
             let mut meter = meter_of(pod)?;
             meter.token = usage_key.map(|key| key.token_for(&model));
+            meter.bounds = bounds.get(&model).copied();
             Some(meter)
         })
         .collect())
 }
 
-fn by_uid<K>(items: Vec<PartialObjectMeta<K>>) -> HashMap<String, ObjectMeta> {
+fn metadata_of<K: Clone>(list: ObjectList<PartialObjectMeta<K>>) -> impl Iterator<Item = ObjectMeta> {
+    list.items.into_iter().map(|item| item.metadata)
+}
+
+fn by_uid(items: impl IntoIterator<Item = ObjectMeta>) -> HashMap<String, ObjectMeta> {
     items
         .into_iter()
-        .filter_map(|item| Some((item.metadata.uid.clone()?, item.metadata)))
+        .filter_map(|meta| Some((meta.uid.clone()?, meta)))
         .collect()
 }
 
@@ -130,6 +144,7 @@ pub fn meter_of(pod: &Pod) -> Option<Meter> {
         ),
         url: format!("http://{host}:{PORT_METER}"),
         token: None,
+        bounds: None,
     })
 }
 
@@ -222,6 +237,7 @@ mod tests {
                 id: "ml/llama-1/u1".into(),
                 url: "http://10.0.0.7:8001".into(),
                 token: None,
+                bounds: None,
             })
         );
         assert_eq!(

@@ -35,7 +35,7 @@ impl LeaderBilling for LeaseLock {
     fn leader_url(&self) -> BoxFuture<'_, Option<String>> {
         Box::pin(async move {
             match self
-                .live_holder_annotation(BILLING_URL_ANNOTATION, k8s_openapi::jiff::Timestamp::now())
+                .live_holder_annotation(BILLING_URL_ANNOTATION, tokio::time::Instant::now())
                 .await
             {
                 Ok(url) => url,

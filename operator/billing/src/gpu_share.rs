@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use hearth_crds::usage::GPU_TIME;
+use hearth_crds::usage::{GPU_TIME, UsageRecord};
 use serde::{Deserialize, Serialize};
 
 /// Totals for one tenant, model and period.
@@ -25,6 +25,19 @@ pub struct Totals {
     /// GPU-milliseconds: held by the model's pods (under [`GPU_TIME`]), or a tenant's share.
     #[serde(default)]
     pub gpu_milliseconds: u64,
+}
+
+impl Totals {
+    /// Counts one more record, saturating so no record can wrap a total.
+    pub fn add(&mut self, record: &UsageRecord) {
+        self.requests = self.requests.saturating_add(1);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(record.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(record.completion_tokens);
+        self.estimated_requests = self
+            .estimated_requests
+            .saturating_add(u64::from(record.estimated));
+        self.gpu_milliseconds = self.gpu_milliseconds.saturating_add(record.gpu_milliseconds);
+    }
 }
 
 fn tokens(totals: &Totals) -> u128 {

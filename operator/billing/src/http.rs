@@ -112,6 +112,7 @@ mod tests {
             started_at_ms: 1_795_000_000_000,
             finished_at_ms: 1_795_000_000_000,
             gpu_milliseconds: 0,
+            rejected: None,
         };
         store
             .store_batch("m", &[Sequenced { sequence: 1, record }], 1)

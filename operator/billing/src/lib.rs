@@ -12,5 +12,6 @@ pub mod invoice;
 pub mod postgres;
 pub mod pricing;
 pub mod pull;
+pub mod sanity;
 pub mod store;
 pub mod usage_status;

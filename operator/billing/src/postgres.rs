@@ -104,7 +104,7 @@ impl UsageStore for PostgresStore {
                        gpu_milliseconds = hearth_usage_totals.gpu_milliseconds + EXCLUDED.gpu_milliseconds",
                     &[
                         &period,
-                        &record.tenant,
+                        &record.billed_tenant(),
                         &record.model,
                         &to_i64(record.prompt_tokens),
                         &to_i64(record.completion_tokens),
@@ -214,8 +214,8 @@ mod tests {
         crate::store::tests::store_suite(&store);
         assert_eq!(
             store.outbox(100).expect("outbox").len(),
-            7,
-            "each new record queued for export once"
+            8,
+            "each new record queued for export once, rejected ones included"
         );
         let keys: Vec<u64> = store
             .outbox(2)
@@ -224,6 +224,6 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         store.remove_from_outbox(&keys).expect("removed");
-        assert_eq!(store.outbox(100).expect("outbox").len(), 5);
+        assert_eq!(store.outbox(100).expect("outbox").len(), 6);
     }
 }

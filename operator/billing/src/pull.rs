@@ -11,8 +11,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
 use super::discovery::Meter;
+use super::sanity::{KnownTenants, RecordChecks, Verdict};
 use super::store::{StoreError, Stored, UsageStore, blocking};
-use hearth_crds::usage::Sequenced;
+use hearth_crds::usage::{Sequenced, UsageRecord};
 
 /// Records asked for per request.
 pub const PAGE: usize = 1000;
@@ -90,54 +91,113 @@ impl Puller {
         Ok(body)
     }
 
-    /// Pulls everything `meter` has after our cursor; `ack` false skips the acknowledgement
-    /// (the crash window, for tests). Returns what was stored in total.
-    pub async fn pull(&self, meter: &Meter, ack: bool) -> Result<Stored, PullError> {
-        let (base_url, bearer) = (&meter.url, meter.token.as_ref().map(|t| format!("Bearer {t}")));
-        let authorized = |builder: http::request::Builder| match &bearer {
-            Some(value) => builder.header(http::header::AUTHORIZATION, value),
-            None => builder,
+    /// Pulls everything `meter` has after our cursor, judging each record against `tenants`
+    /// and the meter's model; `ack` false skips the acknowledgement (the crash window, for
+    /// tests). Returns what was stored in total.
+    pub async fn pull(&self, meter: &Meter, tenants: &KnownTenants, ack: bool) -> Result<Stored, PullError> {
+        let checks = RecordChecks {
+            tenants,
+            bounds: meter.bounds,
         };
-        let meter = meter.id.as_str();
-        let failed = |message: String| PullError::Meter {
-            meter: meter.to_string(),
-            message,
+        let calls = MeterCalls {
+            puller: self,
+            meter,
+            bearer: meter.token.as_ref().map(|t| format!("Bearer {t}")),
         };
         let mut total = Stored::default();
         loop {
-            let id = meter.to_string();
+            let id = meter.id.clone();
             let cursor = blocking(&self.store, move |store| store.cursor(&id)).await?;
-            let request = authorized(http::Request::get(format!(
-                "{base_url}/usage?after={cursor}&limit={PAGE}"
-            )))
-            .body(Body::empty())
-            .map_err(|e| failed(e.to_string()))?;
-            let page: Page = serde_json::from_slice(&self.call(meter, request).await?)
-                .map_err(|e| failed(e.to_string()))?;
+            let page = calls.page_after(cursor).await?;
             let count = page.records.len();
-            let stored = if count == 0 {
-                Stored::default()
-            } else {
-                let (id, records, next) = (meter.to_string(), page.records, page.next);
-                blocking(&self.store, move |store| store.store_batch(&id, &records, next)).await?
+            let (records, undecided) = judged(&checks, &meter.id, page.records);
+            let next = match (undecided, records.last()) {
+                (false, Some(_)) => page.next,
+                (true, Some(last)) => last.sequence,
+                (_, None) => cursor,
             };
-            total.inserted += stored.inserted;
-            total.duplicates += stored.duplicates;
-            // Also re-send an ack the meter missed (we crashed after storing, before acking).
-            let acked_behind = count == 0 && cursor > 0 && page.acked.is_some_and(|acked| acked < cursor);
-            let next = if count == 0 { cursor } else { page.next };
-            if ack && (count > 0 || acked_behind) {
-                let request = authorized(http::Request::post(format!("{base_url}/usage/ack")))
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::json!({"cursor": next}).to_string()))
-                    .map_err(|e| failed(e.to_string()))?;
-                self.call(meter, request).await?;
+            if !records.is_empty() {
+                let id = meter.id.clone();
+                let stored =
+                    blocking(&self.store, move |store| store.store_batch(&id, &records, next)).await?;
+                total.inserted += stored.inserted;
+                total.duplicates += stored.duplicates;
             }
-            if count < PAGE {
+            // Also re-send an ack the meter missed (we crashed after storing, before acking).
+            let acked_behind = cursor > 0 && page.acked.is_some_and(|acked| acked < cursor);
+            if ack && (next > cursor || acked_behind) {
+                calls.acknowledge(next).await?;
+            }
+            if undecided || count < PAGE {
                 return Ok(total);
             }
         }
     }
+}
+
+/// The calls to one meter, with billing's token.
+struct MeterCalls<'a> {
+    puller: &'a Puller,
+    meter: &'a Meter,
+    bearer: Option<String>,
+}
+
+impl MeterCalls<'_> {
+    fn request(&self, builder: http::request::Builder, body: Body) -> Result<http::Request<Body>, PullError> {
+        let builder = match &self.bearer {
+            Some(value) => builder.header(http::header::AUTHORIZATION, value),
+            None => builder,
+        };
+        builder.body(body).map_err(|e| self.failed(e.to_string()))
+    }
+
+    fn failed(&self, message: String) -> PullError {
+        PullError::Meter {
+            meter: self.meter.id.clone(),
+            message,
+        }
+    }
+
+    async fn page_after(&self, cursor: u64) -> Result<Page, PullError> {
+        let url = format!("{}/usage?after={cursor}&limit={PAGE}", self.meter.url);
+        let request = self.request(http::Request::get(url), Body::empty())?;
+        serde_json::from_slice(&self.puller.call(&self.meter.id, request).await?)
+            .map_err(|e| self.failed(e.to_string()))
+    }
+
+    async fn acknowledge(&self, cursor: u64) -> Result<(), PullError> {
+        let request = self.request(
+            http::Request::post(format!("{}/usage/ack", self.meter.url))
+                .header("content-type", "application/json"),
+            Body::from(serde_json::json!({"cursor": cursor}).to_string()),
+        )?;
+        self.puller.call(&self.meter.id, request).await.map(drop)
+    }
+}
+
+/// The records of `page` billing can judge now, each with its verdict, and whether the page
+/// stopped early at one it cannot judge yet; a rejected record is logged by request id and
+/// reason.
+fn judged(checks: &RecordChecks<'_>, meter: &str, page: Vec<Sequenced>) -> (Vec<Sequenced>, bool) {
+    let mut records = Vec::with_capacity(page.len());
+    for Sequenced { sequence, record } in page {
+        let record = match checks.verdict(&record) {
+            Verdict::Undecided => return (records, true),
+            Verdict::Billed => UsageRecord {
+                rejected: None,
+                ..record
+            },
+            Verdict::Rejected(reason) => {
+                tracing::warn!(meter, request_id = %record.request_id, %reason, "usage record rejected; kept unbilled");
+                UsageRecord {
+                    rejected: Some(reason),
+                    ..record
+                }
+            }
+        };
+        records.push(Sequenced { sequence, record });
+    }
+    (records, false)
 }
 
 #[cfg(test)]
@@ -224,21 +284,27 @@ mod tests {
             id: id.into(),
             url: url.clone(),
             token: token.map(String::from),
+            bounds: None,
+        };
+        let tenants = KnownTenants::listed_now(&[]);
+        let tenants = KnownTenants {
+            ids: ["ns/acme".to_string()].into(),
+            ..tenants
         };
         let error = puller
-            .pull(&at("meter-a", None), true)
+            .pull(&at("meter-a", None), &tenants, true)
             .await
             .expect_err("no token");
         assert!(error.to_string().contains("401"), "{error}");
         let error = puller
-            .pull(&at("meter-a", Some("other")), true)
+            .pull(&at("meter-a", Some("other")), &tenants, true)
             .await
             .expect_err("wrong token");
         assert!(error.to_string().contains("401"), "{error}");
 
         // Crash window: stored, never acknowledged.
         let first = puller
-            .pull(&at("meter-a", Some("usage-token")), false)
+            .pull(&at("meter-a", Some("usage-token")), &tenants, false)
             .await
             .expect("pull");
         assert_eq!(
@@ -251,7 +317,7 @@ mod tests {
         assert!(meter.acks.lock().expect("lock").is_empty());
         // After "restart" the cursor is durable: nothing new, and the missed ack goes out.
         let again = puller
-            .pull(&at("meter-a", Some("usage-token")), true)
+            .pull(&at("meter-a", Some("usage-token")), &tenants, true)
             .await
             .expect("pull");
         assert_eq!(again, Stored::default());
@@ -259,7 +325,7 @@ mod tests {
         // The same ledger delivered again under another meter id (a pod renamed, a restored
         // backup): every record is a duplicate.
         let duplicate = puller
-            .pull(&at("meter-a-restarted", Some("usage-token")), true)
+            .pull(&at("meter-a-restarted", Some("usage-token")), &tenants, true)
             .await
             .expect("pull");
         assert_eq!(
@@ -275,6 +341,68 @@ mod tests {
             (totals["llama"].requests, totals["llama"].prompt_tokens),
             (2500, 25_000)
         );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn records_billing_cannot_bill_are_kept_unbilled_and_a_new_tenant_waits_for_the_next_list() {
+        let at_ms = 1_795_000_000_000;
+        let mut records = vec![
+            record("req-1", "ns/acme", "llama", 10, 1, at_ms),
+            record("req-2", "ns/deleted", "llama", 7, 1, at_ms),
+            record("req-3", "ns/made-since", "llama", 5, 1, at_ms + 3_600_000),
+            record("req-4", "ns/acme", "llama", 10, 1, at_ms + 3_600_000),
+        ];
+        for (i, r) in records.iter_mut().enumerate() {
+            r.sequence = i as u64 + 1;
+        }
+        let meter = FakeMeter {
+            records: Arc::new(records),
+            ..FakeMeter::default()
+        };
+        let url = serve(meter.clone()).await;
+        let path = fresh_store_path("pull-sanity");
+        let store: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&path).expect("store"));
+        let puller = Puller::new(store.clone());
+        let meter_a = Meter {
+            id: "meter-a".into(),
+            url,
+            token: Some("usage-token".into()),
+            bounds: None,
+        };
+        let listed = |ids: &[&str], listed_at_ms| KnownTenants {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            listed_at_ms,
+        };
+        // Listed an hour after req-1 and req-2 finished, before req-3 did.
+        let first = puller
+            .pull(&meter_a, &listed(&["ns/acme"], at_ms + 3_600_000), true)
+            .await
+            .expect("pull");
+        assert_eq!(
+            first.inserted, 2,
+            "req-3's tenant may be newer than the list: it waits"
+        );
+        assert_eq!(*meter.acks.lock().expect("lock"), vec![2]);
+        let totals = |tenant: &str| store.totals(tenant, "2026-11").expect("totals");
+        assert_eq!(totals("ns/acme")["llama"].prompt_tokens, 10);
+        assert_eq!(totals(hearth_crds::usage::REJECTED)["llama"].prompt_tokens, 7);
+        assert!(
+            totals("ns/deleted").is_empty(),
+            "nothing billed to a tenant that does not exist"
+        );
+        // The next list has the new tenant: the rest is billed.
+        let second = puller
+            .pull(
+                &meter_a,
+                &listed(&["ns/acme", "ns/made-since"], at_ms + 7_200_000),
+                true,
+            )
+            .await
+            .expect("pull");
+        assert_eq!(second.inserted, 2);
+        assert_eq!(*meter.acks.lock().expect("lock"), vec![2, 4]);
+        assert_eq!(totals("ns/made-since")["llama"].prompt_tokens, 5);
         let _ = std::fs::remove_file(&path);
     }
 }

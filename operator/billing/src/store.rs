@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use super::gpu_share::{Totals, tenant_totals};
 use super::pricing::period_of;
 #[cfg(any(doc, test))]
-use hearth_crds::usage::GPU_TIME;
+use hearth_crds::usage::{GPU_TIME, REJECTED};
 use hearth_crds::usage::{Sequenced, UsageRecord};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -136,16 +136,16 @@ impl UsageStore for EmbeddedStore {
                     continue;
                 }
                 by_id.insert(record.request_id.as_str(), serde_json::to_vec(record)?.as_slice())?;
-                let key = totals_key(&period_of(record.finished_at_ms), &record.tenant, &record.model);
+                let key = totals_key(
+                    &period_of(record.finished_at_ms),
+                    record.billed_tenant(),
+                    &record.model,
+                );
                 let mut total: Totals = match totals.get(key.as_str())? {
                     Some(bytes) => serde_json::from_slice(bytes.value())?,
                     None => Totals::default(),
                 };
-                total.requests += 1;
-                total.prompt_tokens += record.prompt_tokens;
-                total.completion_tokens += record.completion_tokens;
-                total.estimated_requests += u64::from(record.estimated);
-                total.gpu_milliseconds += record.gpu_milliseconds;
+                total.add(record);
                 totals.insert(key.as_str(), serde_json::to_vec(&total)?.as_slice())?;
                 if self.export {
                     outbox.insert(next_outbox, serde_json::to_vec(record)?.as_slice())?;
@@ -245,6 +245,7 @@ pub(crate) mod tests {
                 started_at_ms: at_ms,
                 finished_at_ms: at_ms,
                 gpu_milliseconds: 0,
+                rejected: None,
             },
         }
     }
@@ -302,6 +303,12 @@ pub(crate) mod tests {
             5
         );
         assert_eq!(store.period_totals("2026-11").expect("totals").len(), 2);
+        // A rejected record is kept and counted under `rejected`, never under its tenant.
+        let mut refused = record("r", "ns/other", "llama", 7, 0, DEC);
+        refused.record.rejected = Some("promptTokens 7 exceed the model's context".into());
+        store.store_batch("meter-1", &[refused], 5).expect("stores");
+        let december = |tenant: &str| store.totals(tenant, "2026-12").expect("totals")["llama"].prompt_tokens;
+        assert_eq!((december("ns/other"), december(REJECTED)), (5, 7));
 
         // GPU time: two intervals of llama's pod, shared 3:1 between acme (330 tokens) and
         // beta (110 tokens).

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use hearth_crds::InferenceModel;
 use hearth_tenancy::meter_tokens::MeterKeys;
 use kube::Client;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
@@ -56,6 +59,9 @@ pub struct Context {
     pub settings: Settings,
     /// Retry delays of objects whose reconcile is failing.
     pub backoff: Arc<Backoff>,
+    /// Every InferenceModel, as the model controller's watch sees them, to settle who holds a
+    /// served name; without it each model counts as its name's holder.
+    pub models: Option<Store<DeserializeGuard<InferenceModel>>>,
 }
 
 impl Context {
@@ -66,6 +72,7 @@ impl Context {
             metrics,
             settings,
             backoff: Arc::new(Backoff::default()),
+            models: None,
         }
     }
 }

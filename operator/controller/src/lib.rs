@@ -38,7 +38,7 @@ use hearth_billing::aggregator::{Aggregator, MeterSource};
 use hearth_billing::http::BillingState;
 use hearth_billing::postgres::PostgresStore;
 use hearth_billing::store::{EmbeddedStore, UsageStore};
-use hearth_kube::leader::LeaseLock;
+use hearth_kube::leader::{LeadershipLost, LeaseClock, LeaseLock};
 use hearth_shutdown::Shutdown;
 use hearth_tenancy::meter_tokens::MeterRootKey;
 
@@ -79,13 +79,13 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> anyhow::Result<()>
     // A standby replica is healthy and ready to take over.
     ready.store(true, Ordering::Relaxed);
     info!(%identity, "waiting for leadership");
-    let acquire = || lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now());
-    if !wait_for_leadership(acquire, lock.renew_interval(), &shutdown).await {
+    let acquire = || lock.try_acquire_or_renew(LeaseClock::now());
+    let Some(acquired) = wait_for_leadership(acquire, lock.renew_interval(), &shutdown).await else {
         info!("shutting down before leading");
         return Ok(());
-    }
+    };
     info!(%identity, "leading; starting controllers");
-    let stop = keep_leading(lock, shutdown);
+    let stop = keep_leading(lock, acquired, shutdown);
     let usage_key = meter_keys.as_ref().map(|keys| keys.usage.clone());
     start_billing(&args, client.clone(), &billing_front, usage_key).await?;
     let model_access = args.model_access();
@@ -136,31 +136,27 @@ async fn serve_billing_front(
     Ok(billing_front)
 }
 
-/// Renews the lease in the background; the returned future resolves on shutdown or when the
-/// lease is lost, so a single leader writes.
+/// Renews the lease in the background; the returned future resolves on shutdown or when
+/// leadership ends (taken over, or not renewed in time), so a single leader writes.
 fn keep_leading(
     lock: LeaseLock,
+    acquired: tokio::time::Instant,
     shutdown: Shutdown,
 ) -> futures::future::Shared<futures::future::BoxFuture<'static, ()>> {
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(lock.renew_interval()).await;
-            match lock
-                .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(error) => warn!(%error, "lease renewal failed"),
-            }
-        }
-        let _ = lost_tx.send(());
+        let _ = lost_tx.send(lock.keep_renewing(acquired).await);
     });
     async move {
         tokio::select! {
             () = shutdown.wait() => info!("shutting down"),
-            _ = lost_rx => error!("leadership lost; stopping so a single leader writes"),
+            lost = lost_rx => match lost {
+                Ok(LeadershipLost::RenewDeadlinePassed(last_error)) => error!(
+                    ?last_error,
+                    "no lease renewal succeeded within the renew deadline; stepping down so a single leader writes"
+                ),
+                _ => error!("leadership taken over; stopping so a single leader writes"),
+            },
         }
     }
     .boxed()
@@ -174,17 +170,22 @@ where
 {
     let managed = || watcher::Config::default().labels(MANAGED_SELECTOR);
 
-    let models = Controller::new(
+    let model_controller = Controller::new(
         Api::<DeserializeGuard<InferenceModel>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), managed())
-    .owns(Api::<Service>::all(client.clone()), managed())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
-    .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), managed())
-    .graceful_shutdown_on(stop.clone())
-    .run(model::reconcile, model::error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    );
+    let model_ctx = Arc::new(Context {
+        models: Some(model_controller.store()),
+        ..(*ctx).clone()
+    });
+    let models = model_controller
+        .owns(Api::<Deployment>::all(client.clone()), managed())
+        .owns(Api::<Service>::all(client.clone()), managed())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed())
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), managed())
+        .graceful_shutdown_on(stop.clone())
+        .run(model::reconcile, model::error_policy, model_ctx)
+        .for_each(|_| futures::future::ready(()));
 
     let tenant_controller = Controller::new(
         Api::<DeserializeGuard<Tenant>>::all(client.clone()),
@@ -298,18 +299,23 @@ pub fn tenants_of_tier(
         .collect()
 }
 
-/// The standby loop: tries `acquire` every `interval` until it takes the lease (true) or
-/// `shutdown` fires (false). The shutdown ends the wait as promptly during a lease call as
+/// The standby loop: tries `acquire` every `interval` until it takes the lease (the instant
+/// the successful attempt was sent) or `shutdown` fires (`None`). The shutdown ends the wait as promptly during a lease call as
 /// during the sleep between calls.
-pub async fn wait_for_leadership<F, Fut>(mut acquire: F, interval: Duration, shutdown: &Shutdown) -> bool
+pub async fn wait_for_leadership<F, Fut>(
+    mut acquire: F,
+    interval: Duration,
+    shutdown: &Shutdown,
+) -> Option<tokio::time::Instant>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = hearth_kube::Result<bool>>,
 {
     let attempts = async {
         loop {
+            let sent = tokio::time::Instant::now();
             match acquire().await {
-                Ok(true) => return,
+                Ok(true) => return sent,
                 Ok(false) => {}
                 Err(error) => warn!(%error, "lease check failed"),
             }
@@ -318,8 +324,8 @@ where
     };
     tokio::select! {
         biased;
-        () = shutdown.wait() => false,
-        () = attempts => true,
+        () = shutdown.wait() => None,
+        acquired = attempts => Some(acquired),
     }
 }
 
@@ -378,7 +384,7 @@ mod tests {
         )
         .await
         .expect("the standby wait ends within a second of the shutdown");
-        assert!(!leading);
+        assert!(leading.is_none());
         assert_eq!(
             attempts.load(Ordering::SeqCst),
             1,
@@ -398,6 +404,6 @@ mod tests {
         )
         .await
         .expect("leads after the second try");
-        assert!(leading);
+        assert!(leading.is_some());
     }
 }

@@ -63,6 +63,7 @@ mod tests {
             weight,
             replicas: vec![format!("http://{id}:1")],
             scale: None,
+            tiers: Default::default(),
         }
     }
 

@@ -84,6 +84,15 @@ pub struct Variant {
     /// Set when the gateway owns the replica count (`autoscaling.mode: gateway`) and so may
     /// wake the model from zero.
     pub scale: Option<ScaleTarget>,
+    /// Tiers this variant serves (its `spec.tiers`); empty means every tier.
+    pub tiers: BTreeSet<String>,
+}
+
+impl Variant {
+    /// Whether this variant may serve a request of `tier`.
+    pub fn serves(&self, tier: &str) -> bool {
+        self.tiers.is_empty() || self.tiers.contains(tier)
+    }
 }
 
 /// A served model: who may call it and its variants (one per InferenceModel sharing the name).
@@ -91,8 +100,6 @@ pub struct Variant {
 pub struct ModelRoute {
     /// The OpenAI model id.
     pub served_name: String,
-    /// Tiers allowed to call it; empty means every tier.
-    pub tiers: BTreeSet<String>,
     /// The InferenceModels serving this name, in `namespace/name` order.
     pub variants: Vec<Variant>,
     /// Requests one replica takes at once before the gateway queues (the engine's batch size).
@@ -103,11 +110,11 @@ pub struct ModelRoute {
 }
 
 impl ModelRoute {
-    /// Whether a tier may call this model (the model's `tiers` and the tier's `models` both
-    /// allow it; empty lists allow everything).
+    /// Whether a tier may call this model: the tier's `models` allow it (empty allows
+    /// everything) and at least one variant serves the tier.
     pub fn allows(&self, tier: &TierPolicy) -> bool {
-        (self.tiers.is_empty() || self.tiers.contains(&*tier.name))
-            && (tier.models.is_empty() || tier.models.contains(&self.served_name))
+        (tier.models.is_empty() || tier.models.contains(&self.served_name))
+            && self.variants.iter().any(|variant| variant.serves(&tier.name))
     }
 
     /// Ready replicas over every variant.
@@ -221,15 +228,19 @@ fn scale_target(model: &InferenceModel) -> Option<ScaleTarget> {
     })
 }
 
-/// Groups InferenceModels by served name, one [`Variant`] each. The name is open to every tier
-/// as soon as one of its models is; otherwise the allowed tiers add up.
+/// Groups InferenceModels by served name, one [`Variant`] each, from the namespace that holds
+/// the name only (see [`hearth_tenancy::served_names`]); each variant serves its own `tiers`,
+/// so a variant can never open another one to more tiers.
 fn model_routes(
     models: &[InferenceModel],
     replicas_of: &dyn Fn(&InferenceModel) -> Vec<String>,
 ) -> BTreeMap<String, ModelRoute> {
+    let holders = hearth_tenancy::served_names::holders(models);
     let mut routes: BTreeMap<String, ModelRoute> = BTreeMap::new();
-    let mut open_to_all = BTreeSet::new();
-    let mut sorted: Vec<&InferenceModel> = models.iter().collect();
+    let mut sorted: Vec<&InferenceModel> = models
+        .iter()
+        .filter(|m| holders.get(&m.spec.served_name).is_some_and(|h| h.admits(m)))
+        .collect();
     sorted.sort_by_key(|m| object_id(&m.metadata));
     for model in sorted {
         let spec = &model.spec;
@@ -237,7 +248,6 @@ fn model_routes(
             .entry(spec.served_name.clone())
             .or_insert_with(|| ModelRoute {
                 served_name: spec.served_name.clone(),
-                tiers: BTreeSet::new(),
                 variants: Vec::new(),
                 max_in_flight_per_replica: spec.engine.max_batch_size.max(1),
                 max_context_tokens: spec.engine.max_context_tokens,
@@ -247,16 +257,8 @@ fn model_routes(
             weight: spec.weight,
             replicas: replicas_of(model),
             scale: scale_target(model),
+            tiers: spec.tiers.iter().cloned().collect(),
         });
-        if spec.tiers.is_empty() {
-            open_to_all.insert(spec.served_name.clone());
-        }
-        route.tiers.extend(spec.tiers.iter().cloned());
-    }
-    for name in open_to_all {
-        if let Some(route) = routes.get_mut(&name) {
-            route.tiers.clear();
-        }
     }
     routes
 }
@@ -296,5 +298,46 @@ impl ConfigHandle {
     /// A receiver that wakes on every later [`Self::store`].
     pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
         self.current.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(namespace: &str, name: &str, created: i64, tiers: &[&str]) -> InferenceModel {
+        let created = k8s_openapi::jiff::Timestamp::from_second(created)
+            .expect("time")
+            .to_string();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth.dev/v1alpha1", "kind": "InferenceModel",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+            "spec": {"servedName": "chat", "tiers": tiers, "source": {"uri": "hf://org/m"}},
+        }))
+        .expect("model")
+    }
+
+    #[test]
+    fn a_served_name_is_served_from_its_holder_s_namespace_only() {
+        let models = [
+            model("team-a", "chat", 100, &["gold"]),
+            model("team-a", "chat-canary", 300, &["gold"]),
+            // Newer, in another namespace, open to every tier: neither joins nor widens.
+            model("intruder", "chat", 200, &[]),
+        ];
+        let routes = model_routes(&models, &|_| vec!["http://10.0.0.1:8001".into()]);
+        let ids: Vec<&str> = routes["chat"].variants.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["team-a/chat", "team-a/chat-canary"]);
+        let tier = |name: &str| TierPolicy {
+            name: name.into(),
+            priority: 0,
+            weight: 1,
+            models: Vec::new(),
+        };
+        assert!(routes["chat"].allows(&tier("gold")));
+        assert!(
+            !routes["chat"].allows(&tier("free")),
+            "tiers: [] elsewhere opened it"
+        );
     }
 }

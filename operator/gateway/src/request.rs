@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::error::GatewayError;
+use hearth_crds::constants::MAX_CHOICES;
 
 /// Bytes per token assumed by the prompt bound. Llama-family BPE vocabularies average about four
 /// bytes of English or code per token, so `bytes / 3` over-reserves ordinary text; text that
@@ -191,6 +192,12 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     let choices = match read_u64(&body, "n")? {
         None => 1,
         Some((_, 0)) => return Err(invalid("'n' must be at least 1.", Some("n"))),
+        Some((_, n)) if n > MAX_CHOICES => {
+            return Err(invalid(
+                format!("'n' is {n}; at most {MAX_CHOICES} choices may be asked for."),
+                Some("n"),
+            ));
+        }
         Some((_, n)) => n,
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -282,6 +289,9 @@ mod tests {
         assert_eq!(error.body()["error"]["param"], "n");
         let parsed = parse(Endpoint::Chat, br#"{"model":"m","n":3,"messages":[]}"#).expect("valid");
         assert_eq!(parsed.choices, 3);
+        let error = parse(Endpoint::Chat, br#"{"model":"m","n":129,"messages":[]}"#).expect_err("too many");
+        assert_eq!(error.body()["error"]["param"], "n");
+        assert!(error.to_string().contains("at most 128"), "{error}");
         let null_user = br#"{"model":"m","messages":[{"role":"user","content":null}]}"#;
         let error = parse(Endpoint::Chat, null_user).expect_err("a user message needs content");
         assert_eq!(error.body()["error"]["param"], "messages");

@@ -93,13 +93,14 @@ impl Runtimes {
         self.with(route, |runtime| runtime.scheduler.clone())
     }
 
-    /// Chooses the variant for one request by weight. A variant with no ready replica is never
-    /// served from; when the weights pick one, it is reported as `cold` and the choice is made
-    /// again among the variants that have replicas. `None` when no variant has any.
-    pub fn choose(&self, route: &ModelRoute) -> Option<Choice> {
+    /// Chooses the variant for one request of `tier` by weight, among the variants that serve
+    /// the tier. A variant with no ready replica is never served from; when the weights pick
+    /// one, it is reported as `cold` and the choice is made again among the variants that have
+    /// replicas. `None` when no such variant has any.
+    pub fn choose(&self, route: &ModelRoute, tier: &str) -> Option<Choice> {
         self.with(route, |runtime| {
-            let first = runtime.split.pick(&route.variants, &|_| true)?;
-            let warm = |v: &Variant| !v.replicas.is_empty();
+            let first = runtime.split.pick(&route.variants, &|v| v.serves(tier))?;
+            let warm = |v: &Variant| v.serves(tier) && !v.replicas.is_empty();
             let (chosen, cold) = if warm(&route.variants[first]) {
                 (first, None)
             } else {
@@ -138,7 +139,6 @@ mod tests {
     fn route(variants: Vec<Variant>) -> ModelRoute {
         ModelRoute {
             served_name: "m".into(),
-            tiers: BTreeSet::new(),
             variants,
             max_in_flight_per_replica: 4,
             max_context_tokens: 1024,
@@ -151,6 +151,7 @@ mod tests {
             weight,
             replicas: urls.iter().map(|u| (*u).to_string()).collect(),
             scale: None,
+            tiers: BTreeSet::new(),
         }
     }
 
@@ -161,7 +162,7 @@ mod tests {
             variant("n/canary", 1, &[]),
             variant("n/stable", 1, &["http://s:1"]),
         ]);
-        let choices: Vec<Choice> = (0..4).filter_map(|_| runtimes.choose(&route)).collect();
+        let choices: Vec<Choice> = (0..4).filter_map(|_| runtimes.choose(&route, "gold")).collect();
         assert_eq!(choices.len(), 4);
         assert!(choices.iter().all(|c| c.variant == "n/stable"));
         assert!(
@@ -171,7 +172,7 @@ mod tests {
         );
         assert!(
             runtimes
-                .choose(&self::route(vec![variant("n/a", 1, &[])]))
+                .choose(&self::route(vec![variant("n/a", 1, &[])]), "gold")
                 .is_none()
         );
     }
@@ -180,11 +181,33 @@ mod tests {
     fn replicas_keep_their_counters_across_swaps() {
         let runtimes = Runtimes::new(QueueLimits::default());
         let before = route(vec![variant("n/a", 1, &["http://a:1"])]);
-        let first = runtimes.choose(&before).expect("choice").replicas[0].clone();
+        let first = runtimes.choose(&before, "gold").expect("choice").replicas[0].clone();
         let _busy = first.start();
         let after = route(vec![variant("n/a", 1, &["http://a:1", "http://b:1"])]);
-        let kept = runtimes.choose(&after).expect("choice");
+        let kept = runtimes.choose(&after, "gold").expect("choice");
         assert_eq!(kept.replicas.len(), 2);
         assert_eq!(kept.replicas[0].in_flight(), 1);
+    }
+
+    #[test]
+    fn a_variant_serves_only_its_own_tiers() {
+        let runtimes = Runtimes::new(QueueLimits::default());
+        let mut premium = variant("n/premium", 1, &["http://p:1"]);
+        premium.tiers = BTreeSet::from(["gold".to_string()]);
+        let route = route(vec![premium, variant("n/open", 1, &["http://o:1"])]);
+        let free: Vec<String> = (0..4)
+            .filter_map(|_| runtimes.choose(&route, "free"))
+            .map(|c| c.variant)
+            .collect();
+        assert_eq!(
+            free,
+            vec!["n/open"; 4],
+            "the open variant does not widen the premium one"
+        );
+        let gold: Vec<String> = (0..4)
+            .filter_map(|_| runtimes.choose(&route, "gold"))
+            .map(|c| c.variant)
+            .collect();
+        assert!(gold.contains(&"n/premium".to_string()) && gold.contains(&"n/open".to_string()));
     }
 }

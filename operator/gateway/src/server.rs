@@ -520,7 +520,7 @@ async fn dispatch(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<Answer, GatewayError> {
-    let Some(choice) = shared.runtimes.choose(route) else {
+    let Some(choice) = shared.runtimes.choose(route, &request.tenant.tier.name) else {
         return Err(GatewayError::NoReplicas(route.served_name.clone()));
     };
     if let (Some(cold), Some(waker)) = (&choice.cold, &shared.waker) {

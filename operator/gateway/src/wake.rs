@@ -251,6 +251,7 @@ mod tests {
                 replicas: 1,
                 at_zero,
             }),
+            tiers: Default::default(),
         }
     }
 

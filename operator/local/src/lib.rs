@@ -20,6 +20,7 @@ use std::time::Duration;
 use hearth_billing::aggregator::{Aggregator, MeterSource, TenantStatuses};
 use hearth_billing::discovery::Meter;
 use hearth_billing::http::BillingState;
+use hearth_billing::sanity::{KnownTenants, RecordBounds};
 use hearth_billing::store::{EmbeddedStore, UsageStore};
 use hearth_gateway::{ConfigHandle, GatewayArgs, GatewayOptions, GatewayState};
 use hearth_shutdown::Shutdown;
@@ -130,6 +131,11 @@ async fn start_billing(
             id: format!("local/{}", m.engine.served_name),
             url: format!("http://127.0.0.1:{}", m.meter.port),
             token: Some(keys.usage.token_for(&m.id)),
+            bounds: config
+                .models
+                .iter()
+                .find(|(_, model)| hearth_tenancy::object_id(&model.metadata) == m.id)
+                .map(|(_, model)| RecordBounds::of(model)),
         })
         .collect();
     let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
@@ -292,11 +298,12 @@ async fn publish_from(
 async fn billing_passes(aggregator: Aggregator, config_dir: PathBuf, statuses: Arc<statuses::LocalStatuses>) {
     loop {
         tokio::time::sleep(BILLING_INTERVAL).await;
-        let _ = aggregator.pull_all().await;
         let Ok(config) = config::load(&config_dir) else {
-            // The gateway's source logs the invalid edit; billing keeps its last view.
+            // The gateway's source logs the invalid edit; billing waits for a valid one.
             continue;
         };
+        let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
+        let _ = aggregator.pull_all(&KnownTenants::listed_now(&tenants)).await;
         match publish_from(&aggregator, &statuses, config).await {
             Ok(published) => statuses.publish(published),
             Err(error) => tracing::warn!(%error, "local billing pass failed; retrying next pass"),

@@ -7,5 +7,6 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod meter_tokens;
+pub mod served_names;
 
 pub use ids::{child_name, object_id};

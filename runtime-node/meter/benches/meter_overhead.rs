@@ -141,6 +141,7 @@ async fn main() {
         started_at_ms: 0,
         finished_at_ms: 0,
         gpu_milliseconds: 0,
+        rejected: None,
     };
     let start = Instant::now();
     for i in 0..500 {

@@ -46,6 +46,7 @@ impl GpuClock {
             started_at_ms: start_ms,
             finished_at_ms: end_ms,
             gpu_milliseconds: u64::from(self.gpus) * end_ms.saturating_sub(start_ms),
+            rejected: None,
         }
     }
 

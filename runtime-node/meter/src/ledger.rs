@@ -107,7 +107,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
 }
 
 /// Reads whole frames from `reader`; returns the records and the offset after the last good one.
-fn read_frames(reader: &mut impl Read) -> (Vec<Sequenced>, u64) {
+pub fn read_frames(reader: &mut impl Read) -> (Vec<Sequenced>, u64) {
     let mut records = Vec::new();
     let mut good = 0u64;
     loop {
@@ -463,6 +463,7 @@ mod tests {
             started_at_ms: 1,
             finished_at_ms: 2,
             gpu_milliseconds: 0,
+            rejected: None,
         }
     }
 

@@ -255,6 +255,7 @@ impl MeteredBody {
             started_at_ms: pending.started_at_ms,
             finished_at_ms: now_ms(),
             gpu_milliseconds: 0,
+            rejected: None,
         })
     }
 

@@ -20,11 +20,14 @@ use self::status::{Outcome, Shortfall};
 use crate::context::Context;
 use hearth_kube::error::{Error, Result};
 use hearth_kube::now;
+use hearth_tenancy::served_names::{Holder, holders};
 
 /// Controller name used in metrics and logs.
 pub const CONTROLLER: &str = "inferencemodel";
 /// Periodic resync of a healthy model (reads only unless something drifted).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a model refused its served name looks again (the holder may have gone).
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
 /// Reconciles one InferenceModel.
 #[instrument(skip(guarded, ctx), fields(name = guarded.0.as_ref().ok().and_then(|m| m.metadata.name.clone())))]
@@ -57,6 +60,14 @@ async fn reconcile_model(model: &InferenceModel, ctx: &Context) -> Result<Action
             return Err(Error::InvalidSpec(errors));
         }
     };
+    if let Some(holder) = served_name_holder_elsewhere(model, ctx) {
+        info!(holder = %holder.model, "servedName held in another namespace; nothing deployed");
+        let status = status::compute_status(model, Outcome::ServedNameConflict(&holder), now());
+        if status::write_status(&ctx.client, model, status).await? {
+            ctx.metrics.write_issued(CONTROLLER, "InferenceModelStatus");
+        }
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
     if !validated.fit.allows_deployment() {
         info!("model does not fit its GPU; nothing deployed");
         let status = status::compute_status(model, Outcome::DoesNotFit(&validated.fit), now());
@@ -96,6 +107,20 @@ async fn reconcile_model(model: &InferenceModel, ctx: &Context) -> Result<Action
         ctx.metrics.write_issued(CONTROLLER, "InferenceModelStatus");
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The holder of `model`'s served name when it is in another namespace (see
+/// [`hearth_tenancy::served_names`]), judged over every InferenceModel the controller sees.
+fn served_name_holder_elsewhere(model: &InferenceModel, ctx: &Context) -> Option<Holder> {
+    let watched = ctx.models.as_ref()?.state();
+    let same_name = watched
+        .iter()
+        .filter_map(|guarded| guarded.0.as_ref().ok())
+        .filter(|other| {
+            other.spec.served_name == model.spec.served_name && other.metadata.uid != model.metadata.uid
+        });
+    let holder = holders(same_name.chain([model])).remove(&model.spec.served_name)?;
+    (!holder.admits(model)).then_some(holder)
 }
 
 /// Says on the model which write failed and why, when its status can still be written; the

@@ -12,6 +12,7 @@ use kube::Client;
 use super::build::endpoint_url;
 use super::validate::Fit;
 use hearth_kube::error::{Error, Result};
+use hearth_tenancy::served_names::Holder;
 
 /// What the reconcile learned, for the status computation.
 pub enum Outcome<'a> {
@@ -19,6 +20,8 @@ pub enum Outcome<'a> {
     InvalidSpec(&'a [SpecError]),
     /// The plan says the model does not fit; nothing was deployed.
     DoesNotFit(&'a Fit),
+    /// Another namespace holds the served name; nothing was deployed.
+    ServedNameConflict(&'a Holder),
     /// Children are applied, or some of them (see `shortfall`).
     Deployed {
         /// The memory plan outcome.
@@ -175,6 +178,14 @@ pub fn compute_status(model: &InferenceModel, outcome: Outcome<'_>, now: Time) -
                 .collect::<Vec<_>>()
                 .join("; ");
             status.conditions = vec![condition(READY, false, reason::INVALID_SPEC, message)];
+            status.endpoint = None;
+        }
+        Outcome::ServedNameConflict(holder) => {
+            let message = format!(
+                "servedName {:?} is held by {} (the oldest InferenceModel asking for it) and only its namespace {:?} may serve it; this model is not served: choose another servedName",
+                model.spec.served_name, holder.model, holder.namespace
+            );
+            status.conditions = vec![condition(READY, false, reason::SERVED_NAME_CONFLICT, message)];
             status.endpoint = None;
         }
         Outcome::DoesNotFit(fit) => {
