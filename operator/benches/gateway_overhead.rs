@@ -97,6 +97,7 @@ async fn gateway(dir: &std::path::Path, engine: SocketAddr, redis: Option<&str>)
         keys_dir: Some(dir.join("keys")),
         backends: BTreeMap::from([("m".to_string(), vec![format!("http://{engine}")])]),
         statuses: None,
+        down: None,
     };
     let handle = ConfigHandle::new(source.load().expect("config loads"));
     let state = match redis {

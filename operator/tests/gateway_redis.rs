@@ -82,6 +82,7 @@ async fn two_gateways(url: &str, test: &str, limits: &str, backend: FakeBackend)
         keys_dir: Some(dir.path().join("keys")),
         backends: BTreeMap::from([("m".to_string(), vec![backend.url()])]),
         statuses: None,
+        down: None,
     };
     let shared = options(url, test);
     let gateway = || {

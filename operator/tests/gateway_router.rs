@@ -43,6 +43,7 @@ async fn setup(documents: &[String], tenants: &[&str], backend: FakeBackend) -> 
         keys_dir: Some(dir.path().join("keys")),
         backends,
         statuses: None,
+        down: None,
     };
     let config = source.load().expect("config loads");
     let state = GatewayState::new(config, GatewayOptions::default());
@@ -470,6 +471,7 @@ async fn spread_under(router: &str) -> (usize, usize) {
         keys_dir: Some(dir.path().join("keys")),
         backends: BTreeMap::from([("m".to_string(), vec![a.url(), b.url()])]),
         statuses: None,
+        down: None,
     };
     let options = GatewayOptions {
         router: hearth_gateway::router::router_named(router).expect("a registered router"),
@@ -659,5 +661,68 @@ async fn each_request_carries_its_models_meter_token_and_never_the_clients() {
             .headers
             .get("x-hearth-gateway-token")
             .is_none()
+    );
+}
+
+/// A replica that answers every request 503 and notes each `x-hearth-request-id` it got.
+async fn failing_replica() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = ids.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let noted = noted.clone();
+        async move {
+            let id = headers.get("x-hearth-request-id").and_then(|v| v.to_str().ok());
+            noted
+                .lock()
+                .expect("lock")
+                .push(id.unwrap_or_default().to_string());
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, ids)
+}
+
+#[tokio::test]
+async fn a_retry_on_another_replica_carries_its_own_attempt_id() {
+    let (failing, failed_ids) = failing_replica().await;
+    let mut setup = setup(&basic(""), &["acme"], FakeBackend::start("a").await).await;
+    setup
+        .source
+        .backends
+        .insert("m".into(), vec![failing, setup.backend.url()]);
+    setup.state = GatewayState::new(setup.source.load().expect("config"), GatewayOptions::default());
+    // Distinct prompts, so prefix affinity does not keep every request on one replica.
+    for i in 0..16 {
+        let mut body = chat_body("m", Some(3), false);
+        body["messages"][0]["content"] = json!(format!("Say hi, {i}"));
+        let response = send(&setup, "key-acme", body).await;
+        assert_eq!(response.status(), StatusCode::OK, "the retry answers");
+        if !failed_ids.lock().expect("lock").is_empty() {
+            break;
+        }
+    }
+    let failed = failed_ids.lock().expect("lock").clone();
+    let [first] = failed.as_slice() else {
+        panic!("one request should have tried the failing replica first: {failed:?}");
+    };
+    let answered: Vec<String> = setup
+        .backend
+        .seen()
+        .iter()
+        .filter_map(|seen| {
+            seen.headers
+                .get("x-hearth-request-id")?
+                .to_str()
+                .ok()
+                .map(String::from)
+        })
+        .collect();
+    assert!(!first.is_empty() && !first.contains('.'), "{first}");
+    assert!(
+        answered.contains(&format!("{first}.1")),
+        "the retry of {first} must be billed apart from the failed attempt: {answered:?}"
     );
 }

@@ -1,5 +1,7 @@
 //! The meter binary records the GPU time its pod holds: one record per interval while it
-//! runs, and the interval in progress when it is stopped (SIGTERM), with no gap between them.
+//! runs, and the interval in progress when it is stopped (SIGTERM), with no gap between them;
+//! after SIGTERM it keeps serving `/usage` until billing has acknowledged every record (its
+//! ledger goes with the pod), then exits.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,18 +16,34 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn usage(port: u16) -> Option<serde_json::Value> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+/// One HTTP/1.1 exchange with the meter; the response body.
+fn exchange(port: u16, request: &str) -> Option<String> {
     use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /usage?after=0 HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn usage(port: u16) -> Option<serde_json::Value> {
+    let body = exchange(
+        port,
+        "GET /usage?after=0 HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )?;
+    serde_json::from_str(&body).ok()
+}
+
+fn ack(port: u16, cursor: u64) {
+    let body = format!("{{\"cursor\":{cursor}}}");
+    exchange(
+        port,
+        &format!(
+            "POST /usage/ack HTTP/1.1\r\nHost: m\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .expect("the ack is answered");
 }
 
 #[test]
@@ -79,12 +97,29 @@ fn gpu_time_is_recorded_per_interval_and_on_stop() {
         .status()
         .expect("kill runs");
     assert!(status.success());
+    // Stopping, it records the interval in progress and keeps serving it to billing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(meter.try_wait().expect("waits").is_none(), "it waits for billing");
+    let pulled = usage(port).expect("usage served after SIGTERM")["records"]
+        .as_array()
+        .cloned()
+        .expect("records");
+    let last = pulled.last().expect("records")["sequence"]
+        .as_u64()
+        .expect("sequence");
+    let started = Instant::now();
+    ack(port, last);
     assert!(meter.wait().expect("meter exits").success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it stops once all is acknowledged"
+    );
 
-    let records = Ledger::open(&dir, 1 << 20)
-        .and_then(|ledger| ledger.read_after(0, 1_000))
-        .expect("ledger reads");
+    let records: Vec<hearth_crds::usage::Sequenced> =
+        serde_json::from_value(serde_json::Value::Array(pulled)).expect("records");
     assert!(records.len() >= 2, "the stop records the interval in progress");
+    let ledger = Ledger::open(&dir, 1 << 20).expect("ledger opens");
+    assert_eq!(ledger.acked_sequence(), last, "billing has everything");
     for pair in records.windows(2) {
         assert_eq!(
             pair[0].record.finished_at_ms, pair[1].record.started_at_ms,

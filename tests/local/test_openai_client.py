@@ -203,3 +203,58 @@ def test_crossing_the_budget_blocks_the_next_request(local_mode):
             model="smollm2-135m", messages=[{"role": "user", "content": "Again."}], max_tokens=4,
         )
     assert client(local_mode).models.list().data, "other tenants are not affected"
+
+
+def pid_listening_as(role: str, port: int) -> int:
+    """The pid of local mode's `runtime-node <role>` process on 127.0.0.1:`port`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        text = [a.decode(errors="replace") for a in argv]
+        if len(text) > 1 and text[0].endswith("runtime-node") and text[1] == role and (
+                f"127.0.0.1:{port}" in text or str(port) in text):
+            return int(entry.name)
+    raise AssertionError(f"no runtime-node {role} on port {port}")
+
+
+def demo_requests() -> int:
+    with urllib.request.urlopen("http://127.0.0.1:18090/billing/invoices/default/demo") as response:
+        return json.load(response).get("requests", 0)
+
+
+def until(what: str, predicate, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = predicate()
+        except (openai.APIError, urllib.error.URLError):
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_processes_are_restarted_and_usage_is_billed_exactly_once(local_mode):
+    """As a kubelet would: a meter or engine killed with SIGKILL is started again, the gateway
+    answers meanwhile (an error, not a hang), and the usage recorded before the kill is billed
+    once."""
+    ask = lambda: client(local_mode).chat.completions.create(  # noqa: E731
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=2)
+    until("billing to settle", lambda: demo_requests() >= 1)
+    time.sleep(6)  # one more billing pass: everything so far is pulled
+    before = demo_requests()
+    ask()
+    # The meter dies before billing pulls that call (the pass is every 5 s).
+    os.kill(pid_listening_as("meter", 18101), signal.SIGKILL)
+    with pytest.raises(openai.APIStatusError) as down:
+        ask()
+    assert down.value.status_code in (502, 503), down.value
+    until("the meter back", ask)
+    os.kill(pid_listening_as("serve", 18100), signal.SIGKILL)
+    until("the engine back", ask, timeout=120)
+    until("the three calls billed", lambda: demo_requests() >= before + 3)
+    time.sleep(11)  # two more billing passes: nothing counted twice
+    assert demo_requests() == before + 3

@@ -1,7 +1,7 @@
 //! One aggregation pass: pull every meter, then refresh prices and `Tenant.status.usage`
 //! for the current period.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use tracing::warn;
 
 use super::discovery::{Meter, metered_pods};
-use super::pricing::{Prices, period_of};
+use super::pricing::{Prices, months_before, period_of};
 use super::pull::Puller;
 use super::sanity::KnownTenants;
 use super::store::{UsageStore, blocking};
@@ -54,7 +54,11 @@ pub struct Aggregator {
     pub client: Option<Client>,
     /// Prices per tenant, shared with the invoice endpoint.
     pub prices: Arc<RwLock<BTreeMap<String, Prices>>>,
+    /// Months of raw records kept, the current one included; `None` keeps them all.
+    pub raw_retention_months: Option<u32>,
     puller: Puller,
+    /// The last pass's cluster meters by id: they stay trusted while their pods exist.
+    verified: Arc<std::sync::Mutex<HashMap<String, Meter>>>,
 }
 
 fn now_ms() -> u64 {
@@ -73,6 +77,35 @@ impl Aggregator {
             meters,
             client,
             prices: Arc::default(),
+            raw_retention_months: None,
+            verified: Arc::default(),
+        }
+    }
+
+    /// The same aggregator, compacting raw records older than `months` (the current month
+    /// included) into their totals.
+    pub fn keeping_raw_months(self, months: u32) -> Self {
+        Self {
+            raw_retention_months: Some(months),
+            ..self
+        }
+    }
+
+    /// Deletes the raw records of months before the retention window (their totals stay).
+    pub async fn compact(&self) {
+        let Some(months) = self.raw_retention_months else {
+            return;
+        };
+        let Ok(oldest_kept) = months_before(&period_of(now_ms()), months.saturating_sub(1)) else {
+            return;
+        };
+        let before = oldest_kept.clone();
+        match blocking(&self.store, move |store| store.compact_before(&before)).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, %oldest_kept, "compacted raw usage records of older months into their totals")
+            }
+            Err(error) => warn!(%error, "compacting the billing store failed; retrying next pass"),
         }
     }
 
@@ -80,7 +113,13 @@ impl Aggregator {
     /// failing meter is logged and retried next pass.
     pub async fn pull_all(&self, tenants: &KnownTenants) -> kube::Result<()> {
         let meters = match &self.meters {
-            MeterSource::Cluster { client, usage_key } => metered_pods(client, usage_key.as_ref()).await?,
+            MeterSource::Cluster { client, usage_key } => {
+                let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let meters = metered_pods(client, usage_key.as_ref(), &verified).await?;
+                let by_id = meters.iter().map(|m| (m.id.clone(), m.clone())).collect();
+                *self.verified.lock().unwrap_or_else(|p| p.into_inner()) = by_id;
+                meters
+            }
             MeterSource::Static(meters) => meters.clone(),
         };
         futures::stream::iter(meters)
@@ -152,6 +191,7 @@ impl Aggregator {
             .await?
             .items;
         self.pull_all(&KnownTenants::listed_now(&tenants)).await?;
+        self.compact().await;
         let tiers = Api::<Tier>::all(client.clone())
             .list(&ListParams::default())
             .await?

@@ -1,7 +1,8 @@
 //! Finding meters: running pods of InferenceModels with metering on. The label only narrows
 //! the search: a pod counts only if its owners lead, through its ReplicaSet and Deployment, to
 //! an InferenceModel, so a pod anyone labels can neither inject usage nor receive billing's
-//! token.
+//! token. A pod verified so once stays a meter while it exists (by uid), after its owners are
+//! deleted: a model's pods outlive it while their meters hand over their last usage.
 
 use std::collections::HashMap;
 
@@ -30,9 +31,14 @@ pub struct Meter {
     pub bounds: Option<RecordBounds>,
 }
 
-/// Meters of running, metered pods that InferenceModels own, each with billing's token for
-/// its model when `usage_key` is set.
-pub async fn metered_pods(client: &Client, usage_key: Option<&MeterRootKey>) -> kube::Result<Vec<Meter>> {
+/// Meters of running, metered pods that InferenceModels own, or that were among `verified`
+/// (an earlier pass's meters, by id) and still exist; each with billing's token for its model
+/// when `usage_key` is set.
+pub async fn metered_pods(
+    client: &Client,
+    usage_key: Option<&MeterRootKey>,
+    verified: &HashMap<String, Meter>,
+) -> kube::Result<Vec<Meter>> {
     let metered = ListParams::default().labels(&format!("{LABEL_METERED}=true"));
     let pods = Api::<Pod>::all(client.clone()).list(&metered).await?.items;
     let models = Api::<InferenceModel>::all(client.clone())
@@ -61,16 +67,40 @@ pub async fn metered_pods(client: &Client, usage_key: Option<&MeterRootKey>) -> 
         )),
         models: by_uid(models.into_iter().map(|model| model.metadata)),
     };
-    Ok(pods
-        .iter()
-        .filter_map(|pod| {
-            let model = owners.model_of(&pod.metadata)?;
-            let mut meter = meter_of(pod)?;
-            meter.token = usage_key.map(|key| key.token_for(&model));
-            meter.bounds = bounds.get(&model).copied();
-            Some(meter)
-        })
-        .collect())
+    let trusted = Trusted {
+        owners: &owners,
+        bounds: &bounds,
+        usage_key,
+        verified,
+    };
+    Ok(pods.iter().filter_map(|pod| trusted.meter(pod)).collect())
+}
+
+/// What makes a pod's meter trusted: its owners, or an earlier pass's verdict.
+struct Trusted<'a> {
+    owners: &'a Owners,
+    bounds: &'a HashMap<String, RecordBounds>,
+    usage_key: Option<&'a MeterRootKey>,
+    verified: &'a HashMap<String, Meter>,
+}
+
+impl Trusted<'_> {
+    /// The meter of `pod`, if an InferenceModel owns it or an earlier pass verified it.
+    fn meter(&self, pod: &Pod) -> Option<Meter> {
+        let mut meter = meter_of(pod)?;
+        match self.owners.model_of(&pod.metadata) {
+            Some(model) => {
+                meter.token = self.usage_key.map(|key| key.token_for(&model));
+                meter.bounds = self.bounds.get(&model).copied();
+            }
+            None => {
+                let earlier = self.verified.get(&meter.id)?;
+                meter.token = earlier.token.clone();
+                meter.bounds = earlier.bounds;
+            }
+        }
+        Some(meter)
+    }
 }
 
 fn metadata_of<K: Clone>(list: ObjectList<PartialObjectMeta<K>>) -> impl Iterator<Item = ObjectMeta> {
@@ -207,6 +237,42 @@ mod tests {
             .values_mut()
             .for_each(|d| d.owner_references = None);
         assert_eq!(orphan.model_of(&pod), None);
+    }
+
+    #[test]
+    fn a_verified_meter_stays_trusted_after_its_owners_are_deleted_and_no_other_pod_is() {
+        let orphaned = Owners {
+            replica_sets: HashMap::new(),
+            deployments: HashMap::new(),
+            models: HashMap::new(),
+        };
+        let pod = |uid: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "llama-abc-1", "namespace": "ml", "uid": uid,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "llama-abc", "uid": "rs-1", "controller": true}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.7"}
+            }))
+            .expect("pod")
+        };
+        let earlier = Meter {
+            id: "ml/llama-abc-1/p1".into(),
+            url: "http://10.0.0.7:8001".into(),
+            token: Some("usage-token".into()),
+            bounds: None,
+        };
+        let verified = HashMap::from([(earlier.id.clone(), earlier.clone())]);
+        let trusted = Trusted {
+            owners: &orphaned,
+            bounds: &HashMap::new(),
+            usage_key: None,
+            verified: &verified,
+        };
+        assert_eq!(trusted.meter(&pod("p1")), Some(earlier));
+        assert_eq!(
+            trusted.meter(&pod("p2")),
+            None,
+            "a new pod claiming the same owners"
+        );
     }
 
     #[test]

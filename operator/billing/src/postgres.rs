@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS hearth_usage_totals (
 );
 -- Added with GPU-time records; stores created before them gain the column.
 ALTER TABLE hearth_usage_totals ADD COLUMN IF NOT EXISTS gpu_milliseconds BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS hearth_usage_records_period ON hearth_usage_records (period);
 CREATE TABLE IF NOT EXISTS hearth_meter_cursors (meter TEXT PRIMARY KEY, cursor BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS hearth_usage_outbox (key BIGSERIAL PRIMARY KEY, record TEXT NOT NULL);
 ";
@@ -187,6 +188,12 @@ impl UsageStore for PostgresStore {
             .execute("DELETE FROM hearth_usage_outbox WHERE key = ANY($1)", &[&keys])
             .map_err(database)?;
         Ok(())
+    }
+
+    fn compact_before(&self, period: &str) -> Result<u64, StoreError> {
+        self.client()?
+            .execute("DELETE FROM hearth_usage_records WHERE period < $1", &[&period])
+            .map_err(database)
     }
 }
 

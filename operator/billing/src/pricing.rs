@@ -112,6 +112,17 @@ pub fn period_of(unix_ms: u64) -> String {
     format!("{:04}-{:02}", instant.year(), instant.month())
 }
 
+/// The period `months` before `period` (both `YYYY-MM`).
+pub fn months_before(period: &str, months: u32) -> Result<String, PricingError> {
+    let (year, month) = parse_period(period)?;
+    let index = i64::from(year) * 12 + i64::from(month - 1) - i64::from(months);
+    Ok(format!(
+        "{:04}-{:02}",
+        index.div_euclid(12),
+        index.rem_euclid(12) + 1
+    ))
+}
+
 /// Checks a `YYYY-MM` period string.
 pub fn parse_period(period: &str) -> Result<(i32, u32), PricingError> {
     let bad = || PricingError::BadPeriod(period.to_string());

@@ -1,5 +1,5 @@
-//! What billing accepts from a meter. A record is billed to its tenant only when the tenant
-//! exists and its numbers fit the model that served it; any other record is still stored, with
+//! What billing accepts from a meter. A record is billed to its tenant only when the engine
+//! answered it with success, the tenant exists and its numbers fit the model that served it; any other record is still stored, with
 //! the reason, and counted under [`REJECTED`](hearth_crds::usage::REJECTED) so that nothing is
 //! lost and no one is billed for it.
 
@@ -98,6 +98,12 @@ impl RecordChecks<'_> {
     fn rejection(&self, record: &UsageRecord) -> Option<String> {
         if record.finished_at_ms < record.started_at_ms {
             return Some("finishedAtMs is before startedAtMs".into());
+        }
+        if !(200..300).contains(&record.status) {
+            return Some(format!(
+                "the engine answered {}: a failed request is not billed",
+                record.status
+            ));
         }
         if !self.known(&record.tenant) {
             return Some(format!("tenant {} does not exist", record.tenant));
@@ -202,6 +208,9 @@ mod tests {
         let mut backwards = record("ml/acme", 1, 1);
         backwards.started_at_ms = 3_000;
         assert!(verdict(backwards).contains("finishedAtMs"));
+        let mut failed = record("ml/acme", 12, 0);
+        failed.status = 503;
+        assert!(verdict(failed).contains("the engine answered 503"));
         let mut smuggled = record("ml/acme", 1, 1);
         smuggled.gpu_milliseconds = 5;
         assert!(verdict(smuggled).contains("gpuMilliseconds on a record"));

@@ -2,12 +2,13 @@
 //! period, tenant and model, and each meter's cursor — all updated in one transaction, so a
 //! crash between storing and acknowledging a batch can only cause a re-delivery, which the
 //! request-id key turns into a no-op. The embedded implementation uses redb (ACID, fsync on
-//! commit) on the operator's volume.
+//! commit) on the operator's volume. Raw records of old periods are compacted away (their
+//! totals stay), so the store grows with the retention window, not forever.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::gpu_share::{Totals, tenant_totals};
 use super::pricing::period_of;
@@ -16,6 +17,8 @@ use hearth_crds::usage::{GPU_TIME, REJECTED};
 use hearth_crds::usage::{Sequenced, UsageRecord};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Each record's request id under its period (`period\0request_id`), for compaction by period.
+const RECORD_PERIODS: TableDefinition<&str, ()> = TableDefinition::new("record_periods");
 const TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("totals");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// Records waiting to be exported (CloudEvents), keyed by insertion number.
@@ -75,6 +78,11 @@ pub trait UsageStore: Send + Sync {
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, UsageRecord)>, StoreError>;
     /// Removes exported records from the outbox.
     fn remove_from_outbox(&self, keys: &[u64]) -> Result<(), StoreError>;
+    /// Deletes the raw records of periods before `period` (`YYYY-MM`), keeping every total
+    /// and cursor; returns how many went. A record delivered again after its period was
+    /// compacted would count twice, so the retention must outlast any re-delivery (meters
+    /// re-deliver only what they hold unacknowledged, minutes at most).
+    fn compact_before(&self, period: &str) -> Result<u64, StoreError>;
 }
 
 /// Runs a store call on the blocking pool: both stores block (fsync, network round trips), and
@@ -95,6 +103,26 @@ fn totals_key(period: &str, tenant: &str, model: &str) -> String {
     format!("{period}\0{tenant}\0{model}")
 }
 
+/// Fills the period index from the records when it is empty and they are not (a store made
+/// before the index existed).
+fn index_record_periods(transaction: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let records = transaction.open_table(RECORDS)?;
+    let mut periods = transaction.open_table(RECORD_PERIODS)?;
+    if !periods.is_empty()? {
+        return Ok(());
+    }
+    for entry in records.iter()? {
+        let (_, bytes) = entry?;
+        let record: UsageRecord = serde_json::from_slice(bytes.value())?;
+        periods.insert(period_key(&record).as_str(), ())?;
+    }
+    Ok(())
+}
+
+fn period_key(record: &UsageRecord) -> String {
+    format!("{}\0{}", period_of(record.finished_at_ms), record.request_id)
+}
+
 /// The embedded store.
 pub struct EmbeddedStore {
     database: Database,
@@ -112,6 +140,7 @@ impl EmbeddedStore {
         let database = Database::create(path)?;
         let transaction = database.begin_write()?;
         transaction.open_table(RECORDS)?;
+        index_record_periods(&transaction)?;
         transaction.open_table(TOTALS)?;
         transaction.open_table(CURSORS)?;
         transaction.open_table(OUTBOX)?;
@@ -126,6 +155,7 @@ impl UsageStore for EmbeddedStore {
         let mut stored = Stored::default();
         {
             let mut by_id = transaction.open_table(RECORDS)?;
+            let mut periods = transaction.open_table(RECORD_PERIODS)?;
             let mut totals = transaction.open_table(TOTALS)?;
             let mut cursors = transaction.open_table(CURSORS)?;
             let mut outbox = transaction.open_table(OUTBOX)?;
@@ -136,6 +166,7 @@ impl UsageStore for EmbeddedStore {
                     continue;
                 }
                 by_id.insert(record.request_id.as_str(), serde_json::to_vec(record)?.as_slice())?;
+                periods.insert(period_key(record).as_str(), ())?;
                 let key = totals_key(
                     &period_of(record.finished_at_ms),
                     record.billed_tenant(),
@@ -207,6 +238,24 @@ impl UsageStore for EmbeddedStore {
         }
         transaction.commit()?;
         Ok(())
+    }
+    fn compact_before(&self, period: &str) -> Result<u64, StoreError> {
+        let transaction = self.database.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut by_id = transaction.open_table(RECORDS)?;
+            let mut periods = transaction.open_table(RECORD_PERIODS)?;
+            let end = format!("{period}\0");
+            for entry in periods.extract_from_if(..end.as_str(), |_, _| true)? {
+                let (key, _) = entry?;
+                if let Some((_, request_id)) = key.value().split_once('\0') {
+                    by_id.remove(request_id)?;
+                    removed += 1;
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(removed)
     }
 }
 
@@ -336,6 +385,20 @@ pub(crate) mod tests {
             store.totals("ns/beta", "2026-11").expect("totals")["llama"].gpu_milliseconds,
             1_000_000
         );
+
+        // Compaction drops November's six raw records; its totals and December's records stay.
+        let november = store.period_totals("2026-11").expect("totals");
+        assert_eq!(store.compact_before("2026-12").expect("compacts"), 6);
+        assert_eq!(store.compact_before("2026-12").expect("compacts"), 0);
+        assert_eq!(store.period_totals("2026-11").expect("totals"), november);
+        assert_eq!(
+            store
+                .store_batch("meter-1", &batch[3..], 4)
+                .expect("stores")
+                .duplicates,
+            1,
+            "December's record is still known"
+        );
     }
 
     #[test]
@@ -348,6 +411,25 @@ pub(crate) mod tests {
             reopened.totals("ns/acme", "2026-11").expect("totals")["llama"].requests,
             2
         );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_store_made_before_the_period_index_is_indexed_when_opened() {
+        let path = fresh_store_path("billing-unindexed");
+        {
+            let database = Database::create(&path).expect("creates");
+            let transaction = database.begin_write().expect("writes");
+            let old = record("old", "ns/acme", "llama", 1, 1, 1_795_000_000_000).record;
+            transaction
+                .open_table(RECORDS)
+                .expect("table")
+                .insert("old", serde_json::to_vec(&old).expect("json").as_slice())
+                .expect("inserts");
+            transaction.commit().expect("commits");
+        }
+        let store = EmbeddedStore::open(&path).expect("opens");
+        assert_eq!(store.compact_before("2026-12").expect("compacts"), 1);
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -61,6 +61,10 @@ pub struct ControllerArgs {
     /// Seconds between billing passes (pull meters, publish usage).
     #[arg(long, default_value_t = 30)]
     pub billing_interval_seconds: u64,
+    /// Months of raw usage records kept, the current one included; older ones are compacted
+    /// into their monthly totals.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub billing_raw_retention_months: u32,
     /// PostgreSQL connection string for the billing store (instead of the embedded file), e.g.
     /// `host=db port=5432 user=hearth password=… dbname=billing`.
     #[arg(long, env = "HEARTH_BILLING_POSTGRES_URL")]

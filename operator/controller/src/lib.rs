@@ -272,7 +272,8 @@ async fn start_billing(
             usage_key,
         },
         Some(client.clone()),
-    );
+    )
+    .keeping_raw_months(args.billing_raw_retention_months);
     let api = billing::http::app(BillingState {
         store,
         prices: aggregator.prices.clone(),

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use super::error::GatewayError;
 use super::request::Endpoint;
 use super::router::{InFlight, Replica, RouteRequest, Router, pick};
+use hearth_crds::constants::HEADER_REQUEST_ID;
 
 /// The pooled HTTP/1 client toward engines.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -153,7 +154,7 @@ pub async fn forward(
 ) -> Result<Answer, GatewayError> {
     let mut tried: Option<String> = None;
     let mut last_error = String::from("no replica");
-    for _attempt in 0..2 {
+    for attempt in 0..2 {
         let now = Instant::now();
         let Some(replica) = pick(upstream.router, replicas, &outgoing.route, tried.as_deref(), now) else {
             break;
@@ -169,7 +170,7 @@ pub async fn forward(
             upstream.client,
             &replica,
             endpoint,
-            headers,
+            &attempt_headers(headers, attempt),
             body,
             upstream.timeout,
         )
@@ -189,6 +190,25 @@ pub async fn forward(
         }
     }
     Err(GatewayError::Upstream(last_error))
+}
+
+/// `headers` for attempt `attempt` (from 0). A retry carries its own request id,
+/// `<request id>.<attempt>`, so the meter records each attempt apart: a failed attempt cannot
+/// take the answered one's place when billing deduplicates by request id.
+fn attempt_headers(headers: &HeaderMap, attempt: u32) -> std::borrow::Cow<'_, HeaderMap> {
+    let retried = headers
+        .get(HEADER_REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .filter(|_| attempt > 0)
+        .and_then(|id| HeaderValue::from_str(&format!("{id}.{attempt}")).ok());
+    match retried {
+        None => std::borrow::Cow::Borrowed(headers),
+        Some(id) => {
+            let mut owned = headers.clone();
+            owned.insert(HEADER_REQUEST_ID, id);
+            std::borrow::Cow::Owned(owned)
+        }
+    }
 }
 
 #[cfg(test)]

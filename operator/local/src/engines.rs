@@ -119,6 +119,8 @@ pub fn start_meter(
         ])
         .arg("--ledger-dir")
         .arg(ledger)
+        // The ledger stays on disk for the next run's billing: no need to wait for a pull.
+        .args(["--drain-seconds", "0"])
         .env("HEARTH_METER_PROXY_TOKEN", &tokens.proxy)
         .env("HEARTH_METER_USAGE_TOKEN", &tokens.usage)
         .kill_on_drop(true)

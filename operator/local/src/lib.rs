@@ -9,6 +9,7 @@ pub mod engines;
 pub mod keys;
 pub mod source;
 pub mod statuses;
+pub mod supervise;
 
 pub use args::LocalArgs;
 
@@ -27,9 +28,12 @@ use hearth_shutdown::Shutdown;
 use hearth_tenancy::meter_tokens::MeterKeys;
 
 use source::LocalSource;
+use supervise::{DownModels, Restart, supervise};
 
 /// How often local billing pulls the meters.
 const BILLING_INTERVAL: Duration = Duration::from_secs(5);
+/// Months of raw usage records local billing keeps (the current one included).
+const RAW_RETENTION_MONTHS: u32 = 3;
 
 /// A model served locally: its engine, the meter in front, and where clients reach it.
 pub struct LocalModel {
@@ -39,6 +43,10 @@ pub struct LocalModel {
     pub engine: engines::Engine,
     /// The meter process.
     pub meter: engines::Engine,
+    /// How to start the engine again.
+    pub restart_engine: Restart,
+    /// How to start the meter again.
+    pub restart_meter: Restart,
 }
 
 /// `hearth-operator gateway --source local`: the gateway alone, serving a polled folder of CR
@@ -49,6 +57,7 @@ pub async fn run_gateway(args: GatewayArgs, shutdown: Shutdown) -> anyhow::Resul
         keys_dir: args.keys_dir.clone(),
         backends: hearth_gateway::backends::group_backends(&args.backends),
         statuses: None,
+        down: None,
     };
     let config = source.load()?;
     for name in source
@@ -99,17 +108,43 @@ pub async fn run(args: LocalArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     };
 
     let statuses = start_billing(&args, &models, &config, &keys).await?;
-    let (gateway, stop_gateway) = start_gateway(&args, &models, &config, &all_keys, statuses, &keys).await?;
+    let down = Arc::new(DownModels::default());
+    let gateway_parts = GatewayParts {
+        statuses,
+        meter_keys: &keys,
+        down: down.clone(),
+    };
+    let (gateway, stop_gateway) = start_gateway(&args, &models, &config, &all_keys, gateway_parts).await?;
     print_usage(&args, &models, &all_keys);
+    let (stop_processes, processes_stopped) = tokio::sync::oneshot::channel::<()>();
+    let processes_stop = Shutdown::when(async move {
+        let _ = processes_stopped.await;
+    });
+    let supervisors: Vec<_> = models
+        .into_iter()
+        .flat_map(|m| {
+            [
+                tokio::spawn(supervise(
+                    m.engine,
+                    m.restart_engine,
+                    down.clone(),
+                    processes_stop.clone(),
+                )),
+                tokio::spawn(supervise(
+                    m.meter,
+                    m.restart_meter,
+                    down.clone(),
+                    processes_stop.clone(),
+                )),
+            ]
+        })
+        .collect();
     shutdown.wait().await;
     // Stop taking requests, let in-flight ones finish, then stop the engines and meters.
     let _ = stop_gateway.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), gateway).await;
-    for LocalModel { engine, meter, .. } in models {
-        // The engine drains first, then its meter records the last responses.
-        stop(engine).await;
-        stop(meter).await;
-    }
+    let _ = stop_processes.send(());
+    futures::future::join_all(supervisors).await;
     println!("stopped");
     Ok(())
 }
@@ -138,7 +173,8 @@ async fn start_billing(
                 .map(|(_, model)| RecordBounds::of(model)),
         })
         .collect();
-    let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None);
+    let aggregator = Aggregator::new(store.clone(), MeterSource::Static(meters), None)
+        .keeping_raw_months(RAW_RETENTION_MONTHS);
     let statuses = Arc::new(statuses::LocalStatuses::default());
     statuses.publish(publish_from(&aggregator, &statuses, config.clone()).await?);
     let billing_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.billing_port))
@@ -158,6 +194,16 @@ async fn start_billing(
     Ok(statuses)
 }
 
+/// What the local gateway shares with the rest of local mode.
+struct GatewayParts<'a> {
+    /// Usage and budget conditions from local billing.
+    statuses: Arc<statuses::LocalStatuses>,
+    /// Root keys of the meters' tokens.
+    meter_keys: &'a MeterKeys,
+    /// Models with a process down, routed nothing until it is back.
+    down: Arc<DownModels>,
+}
+
 /// The gateway in front of the meters: tenant keys, tier limits and priority; edits to the YAML
 /// folder (a Tier's limits, a new key) are picked up while it runs. Returns its task and the
 /// sender that stops it.
@@ -166,8 +212,7 @@ async fn start_gateway(
     models: &[LocalModel],
     config: &config::LocalConfig,
     all_keys: &[keys::LocalKey],
-    statuses: Arc<statuses::LocalStatuses>,
-    meter_keys: &MeterKeys,
+    parts: GatewayParts<'_>,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<std::io::Result<()>>,
     tokio::sync::oneshot::Sender<()>,
@@ -182,11 +227,11 @@ async fn start_gateway(
         })
         .collect();
     let mut gateway_config = config.clone();
-    statuses.apply(&mut gateway_config);
+    parts.statuses.apply(&mut gateway_config);
     let state = GatewayState::new(
         source::gateway_config(&gateway_config, all_keys, &backends),
         GatewayOptions {
-            meter_key: Some(meter_keys.proxy.clone()),
+            meter_key: Some(parts.meter_keys.proxy.clone()),
             ..GatewayOptions::default()
         },
     );
@@ -202,7 +247,8 @@ async fn start_gateway(
         config_dir: args.config.clone(),
         keys_dir: Some(args.state_dir.join("keys")),
         backends,
-        statuses: Some(statuses),
+        statuses: Some(parts.statuses),
+        down: Some(parts.down),
     };
     tokio::spawn(source.watch(state.clone(), Duration::from_secs(1)));
     let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -250,30 +296,57 @@ async fn start_models(
         let offset = u16::try_from(index).unwrap_or(u16::MAX);
         let engine_port = args.base_port.saturating_add(2 * offset);
         let meter_port = engine_port.saturating_add(1);
-        let mut engine = engines::start_engine(binary, model, engine_port)?;
-        engines::wait_ready(&mut engine, "/ready", Duration::from_secs(300)).await?;
+        let served_name = model.spec.served_name.clone();
+        let restart_engine = Restart {
+            what: format!("engine of {served_name}"),
+            served_name: served_name.clone(),
+            start: {
+                let (binary, model) = (binary.to_path_buf(), model.clone());
+                Box::new(move || engines::start_engine(&binary, &model, engine_port))
+            },
+            ready_path: "/ready",
+            ready_timeout: Duration::from_secs(300),
+        };
+        let mut engine = (restart_engine.start)()?;
+        engines::wait_ready(
+            &mut engine,
+            restart_engine.ready_path,
+            restart_engine.ready_timeout,
+        )
+        .await?;
         let ledger = args
             .state_dir
             .join("ledger")
             .join(model.metadata.name.as_deref().unwrap_or("model"));
         let id = hearth_tenancy::object_id(&model.metadata);
-        let tokens = keys.tokens_for(&id);
-        let mut meter = engines::start_meter(
-            binary,
-            &engines::MeterPorts {
-                served_name: &engine.served_name,
-                port: meter_port,
-                engine_port,
+        let restart_meter = Restart {
+            what: format!("meter of {served_name}"),
+            served_name: served_name.clone(),
+            start: {
+                let (binary, name, tokens) =
+                    (binary.to_path_buf(), served_name.clone(), keys.tokens_for(&id));
+                Box::new(move || {
+                    let ports = engines::MeterPorts {
+                        served_name: &name,
+                        port: meter_port,
+                        engine_port,
+                    };
+                    engines::start_meter(&binary, &ports, &ledger, &tokens)
+                })
             },
-            &ledger,
-            &tokens,
-        )?;
-        engines::wait_ready(&mut meter, "/meter/health", Duration::from_secs(30)).await?;
-        println!(
-            "model {} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}",
-            engine.served_name
-        );
-        models.push(LocalModel { id, engine, meter });
+            ready_path: "/meter/health",
+            ready_timeout: Duration::from_secs(30),
+        };
+        let mut meter = (restart_meter.start)()?;
+        engines::wait_ready(&mut meter, restart_meter.ready_path, restart_meter.ready_timeout).await?;
+        println!("model {served_name} ready: engine 127.0.0.1:{engine_port}, meter 127.0.0.1:{meter_port}");
+        models.push(LocalModel {
+            id,
+            engine,
+            meter,
+            restart_engine,
+            restart_meter,
+        });
     }
     Ok(models)
 }
@@ -304,26 +377,11 @@ async fn billing_passes(aggregator: Aggregator, config_dir: PathBuf, statuses: A
         };
         let tenants: Vec<_> = config.tenants.iter().map(|(_, t)| t.clone()).collect();
         let _ = aggregator.pull_all(&KnownTenants::listed_now(&tenants)).await;
+        aggregator.compact().await;
         match publish_from(&aggregator, &statuses, config).await {
             Ok(published) => statuses.publish(published),
             Err(error) => tracing::warn!(%error, "local billing pass failed; retrying next pass"),
         }
-    }
-}
-
-/// SIGTERM (so the process drains), then SIGKILL after a grace period.
-async fn stop(mut process: engines::Engine) {
-    if let Some(pid) = process.child.id() {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-    }
-    if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = process.child.kill().await;
     }
 }
 

@@ -15,6 +15,7 @@ use hearth_gateway::{Config, GatewayState};
 use crate::config::{ConfigError, LocalConfig, load};
 use crate::keys::LocalKey;
 use crate::statuses::LocalStatuses;
+use crate::supervise::DownModels;
 
 /// A failure to build a Config from local files.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub struct LocalSource {
     pub backends: BTreeMap<String, Vec<String>>,
     /// Usage and budget conditions from local billing, laid over the tenants when present.
     pub statuses: Option<Arc<LocalStatuses>>,
+    /// Models with a process down (local mode's supervisor): their backends are left out.
+    pub down: Option<Arc<DownModels>>,
 }
 
 type Stamp = Vec<(PathBuf, Option<SystemTime>, u64)>;
@@ -107,7 +110,14 @@ impl LocalSource {
             Some(dir) => read_key_files(dir, &local)?,
             None => Vec::new(),
         };
-        Ok(gateway_config(&local, &keys, &self.backends))
+        let up = |name: &String| self.down.as_ref().is_none_or(|down| !down.contains(name));
+        let backends: BTreeMap<String, Vec<String>> = self
+            .backends
+            .iter()
+            .filter(|(name, _)| up(name))
+            .map(|(name, urls)| (name.clone(), urls.clone()))
+            .collect();
+        Ok(gateway_config(&local, &keys, &backends))
     }
 
     /// Names, modification times and sizes of every file the Config is built from.
@@ -119,6 +129,9 @@ impl LocalSource {
         }
         if let Some(statuses) = &self.statuses {
             stamp.push((PathBuf::from("<billing statuses>"), None, statuses.version()));
+        }
+        if let Some(down) = &self.down {
+            stamp.push((PathBuf::from("<processes down>"), None, down.version()));
         }
         stamp
     }

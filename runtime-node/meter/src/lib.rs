@@ -68,6 +68,10 @@ pub struct MeterArgs {
     /// Serve without tokens, for a meter that only trusted callers can reach.
     #[arg(long)]
     pub unauthenticated: bool,
+    /// After SIGTERM, the longest the meter keeps serving `/usage` so billing can pull what it
+    /// has not acknowledged (its ledger goes with the pod); it stops as soon as all is acked.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_seconds: u64,
 }
 
 impl MeterArgs {
@@ -261,8 +265,15 @@ pub fn run(args: MeterArgs) -> anyhow::Result<()> {
         .block_on(serve(args))
 }
 
-/// Runs the meter until SIGTERM/Ctrl-C, then drains in-flight responses.
+/// Runs the meter until SIGTERM/Ctrl-C, then drains (see [`serve_until`]).
 pub async fn serve(args: MeterArgs) -> anyhow::Result<()> {
+    serve_until(args, Shutdown::on_signals()).await
+}
+
+/// Runs the meter until `shutdown`; then it records the GPU interval in progress, keeps
+/// serving until billing has acknowledged every record or `--drain-seconds` pass, and drains
+/// in-flight responses.
+pub async fn serve_until(args: MeterArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     if args.gpus > 0 && args.served_name.is_empty() {
         anyhow::bail!(
             "--served-name (HEARTH_SERVED_NAME) is required when --gpus is above 0: GPU time is billed to it"
@@ -292,12 +303,35 @@ pub async fn serve(args: MeterArgs) -> anyhow::Result<()> {
     let clock = tokio::spawn(clock.run(state.ledger.clone(), async move {
         let _ = clock_stopped.await;
     }));
-    let shutdown = Shutdown::on_signals();
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await;
-    // The GPUs are held until the pod stops: record the interval in progress.
-    let _ = stop_clock.send(());
-    let _ = clock.await;
-    Ok(served?)
+    let ledger = state.ledger.clone();
+    let drain = std::time::Duration::from_secs(args.drain_seconds);
+    let drained = async move {
+        shutdown.wait().await;
+        // The GPUs are held until the pod stops: record the interval in progress.
+        let _ = stop_clock.send(());
+        let _ = clock.await;
+        wait_until_acked(&ledger, drain).await;
+    };
+    Ok(axum::serve(listener, app(state))
+        .with_graceful_shutdown(drained)
+        .await?)
+}
+
+/// Returns once billing has acknowledged every durable record, or after `bound`.
+async fn wait_until_acked(ledger: &Ledger, bound: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let unacked = ledger.durable_sequence().saturating_sub(ledger.acked_sequence());
+        if unacked == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                unacked,
+                "stopping with usage records billing has not acknowledged"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -102,7 +102,7 @@ fn build_pod_spec(model: &InferenceModel, settings: &Settings) -> PodSpec {
     PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        termination_grace_period_seconds: Some(120),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUNTIME_UID),
@@ -124,6 +124,11 @@ fn build_pod_spec(model: &InferenceModel, settings: &Settings) -> PodSpec {
         ..PodSpec::default()
     }
 }
+
+/// How long a runtime pod may take to stop: the engine's 10 s preStop sleep and its drain of
+/// in-flight responses, then the meter keeping its ledger served until billing has pulled it
+/// (at most 60 s, the meter's `--drain-seconds`).
+const TERMINATION_GRACE_SECONDS: i64 = 180;
 
 fn build_engine_container(
     model: &InferenceModel,
