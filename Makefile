@@ -22,7 +22,7 @@ help:
 	@echo "make cluster   a real Kubernetes control plane on loopback (kwok nodes, pods as local processes) to explore"
 	@echo "make cluster-test  the cluster test: Helm installs Hearth on that plane, the README quickstart, the scenarios"
 	@echo "make e2e       end-to-end tests on a kind cluster (needs Docker and kind)"
-	@echo "make fuzz-smoke  each model-file parser fuzz target for FUZZ_SECONDS (libFuzzer)"
+	@echo "make fuzz-smoke  each fuzz target briefly under libFuzzer (model files, API bodies, templates, tokenizers, SSE, ledger, local YAML)"
 
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
@@ -115,23 +115,31 @@ local-test: python-deps
 	$(TEST_BINARIES)
 	HEARTH_SMOLLM2_GGUF="$(SMOLLM2_GGUF)" $(VPY) -m pytest -q tests/local
 
-# The GGUF and safetensors parsers under libFuzzer, briefly (runtime-node/fuzz; longer runs:
-# `cd runtime-node/fuzz && cargo +nightly fuzz run gguf_header`). New inputs go to a scratch
-# folder, so the checked-in seed corpus stays as it is; a crash leaves its input in
+# Every fuzz target under libFuzzer, briefly (runtime-node/fuzz; longer runs:
+# `cd runtime-node/fuzz && cargo +nightly fuzz run gguf_header`): the GGUF and safetensors
+# parsers for FUZZ_SECONDS each, the targets with small text inputs (API bodies, chat messages,
+# tokenizer text, stop strings, SSE, the ledger, local YAML) for a third of that, as their coverage
+# levels off within seconds. All targets are built in one cargo run first. New inputs go to a
+# scratch folder, so the checked-in seed corpus stays as it is; a crash leaves its input in
 # runtime-node/fuzz/artifacts/. Nightly when rustup has it, else stable with RUSTC_BOOTSTRAP.
 CARGO_FUZZ_VERSION := 0.13.1
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := gguf_header safetensors_header
+FUZZ_INPUT_SECONDS ?= $(shell expr \( $(FUZZ_SECONDS) + 2 \) / 3)
+FUZZ_MODEL_TARGETS := gguf_header safetensors_header
+FUZZ_TARGETS := $(FUZZ_MODEL_TARGETS) openai_request chat_template tokenizer stop_matcher meter_sse \
+  gateway_sse ledger_replay local_config
 FUZZ_TARGET_DIR ?= target
 fuzz-smoke: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 	@if rustup toolchain list | grep -q '^nightly'; then fuzz="$(CARGO) +nightly fuzz"; flags=""; \
 	else fuzz="env RUSTC_BOOTSTRAP=1 $(CARGO) fuzz"; flags="--sanitizer none"; fi; \
 	cd runtime-node/fuzz; \
+	$$fuzz build $$flags --debug-assertions --target-dir "$(FUZZ_TARGET_DIR)"; \
 	for t in $(FUZZ_TARGETS); do \
+	  case " $(FUZZ_MODEL_TARGETS) " in *" $$t "*) seconds=$(FUZZ_SECONDS);; *) seconds=$(FUZZ_INPUT_SECONDS);; esac; \
 	  scratch=$$(mktemp -d); \
 	  $$fuzz run $$flags --debug-assertions --target-dir "$(FUZZ_TARGET_DIR)" $$t "$$scratch" corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -runs=10000000 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	    -max_total_time=$$seconds -runs=10000000 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
 	  rm -rf "$$scratch"; \
 	done
 

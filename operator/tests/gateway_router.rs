@@ -725,4 +725,16 @@ async fn a_retry_on_another_replica_carries_its_own_attempt_id() {
         answered.contains(&format!("{first}.1")),
         "the retry of {first} must be billed apart from the failed attempt: {answered:?}"
     );
+    // With no replica left to answer, the client learns nothing of the replicas' addresses.
+    let (only_failing, _) = failing_replica().await;
+    setup
+        .source
+        .backends
+        .insert("m".into(), vec![only_failing.clone()]);
+    setup.state = GatewayState::new(setup.source.load().expect("config"), GatewayOptions::default());
+    let response = send(&setup, "key-acme", chat_body("m", Some(3), false)).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = text(response).await;
+    let port = only_failing.rsplit(':').next().expect("port");
+    assert!(!body.contains(port) && !body.contains("503"), "{body}");
 }

@@ -5,6 +5,7 @@ gateway-mode model woken from zero by a request, and deletion collecting every c
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -111,6 +112,8 @@ def test_gateway_mode_model_at_zero_is_woken_by_a_request(cluster, installed):
 
 
 def test_deleting_a_model_collects_its_children(cluster, installed):
+    # One billing pass (every 30 s) sees the woken pod while its model still owns it.
+    time.sleep(32)
     cluster.kubectl("delete", "inferencemodel", "smollm2-wake", "-n", NAMESPACE, "--wait=true")
 
     def gone():
@@ -118,9 +121,9 @@ def test_deleting_a_model_collects_its_children(cluster, installed):
                                "-l", "hearth.dev/model=smollm2-wake", "-o", "name")
         return left.strip() == "" or None
 
-    # The pods outlive the model while their meters hand over their last usage: billing still
-    # pulls a meter it verified before the owners went, so a pod ends after its 10 s preStop and
-    # one 30 s billing pass, well before the meter's 60 s drain bound.
+    # The pod outlives the model while its meter hands over its last usage: billing still pulls
+    # a meter it verified before the owners went, so the pod ends after its 10 s preStop and at
+    # most one 30 s billing pass, before the meter's 60 s drain bound.
     cluster.wait_for("every child of smollm2-wake to be collected", gone, timeout=55)
     assert endpoint_ips(cluster, NAMESPACE, "smollm2-wake") == []
     with pytest.raises(openai.NotFoundError):

@@ -130,8 +130,9 @@ pub enum GatewayError {
         /// Suggested wait.
         retry_after: Duration,
     },
-    /// Every replica tried failed before answering.
-    #[error("The model's replicas failed to answer: {0}")]
+    /// Every replica tried failed before answering; the detail (addresses, socket errors) is
+    /// logged, never sent to the client.
+    #[error("The model's replicas failed to answer; retry shortly.")]
     Upstream(String),
     /// The shared limiter (Redis) could not be asked in time; the gateway fails closed.
     #[error("Rate limiting is temporarily unavailable; retry shortly.")]
@@ -220,7 +221,9 @@ impl GatewayError {
             | Self::QuotaExhausted { retry_after }
             | Self::Overloaded { retry_after, .. }
             | Self::Starting { retry_after, .. } => Some(*retry_after),
-            Self::NoReplicas(_) | Self::LimiterUnavailable => Some(Duration::from_secs(1)),
+            Self::NoReplicas(_) | Self::Upstream(_) | Self::LimiterUnavailable => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
