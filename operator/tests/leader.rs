@@ -41,6 +41,11 @@ fn lock(client: kube::Client) -> LeaseLock {
     LeaseLock::new(client, "hearth-system", "leader", "me", Duration::from_secs(15))
 }
 
+/// A lock on a 3 s lease: renewals every second, stepping down 2 s after the last success.
+fn three_second_lock(client: kube::Client) -> LeaseLock {
+    LeaseLock::new(client, "hearth-system", "leader", "me", Duration::from_secs(3))
+}
+
 /// One attempt per entry of `seconds` by one lock, against `expectations`.
 async fn attempts(expectations: Vec<Expect>, seconds: &[u64]) -> (Vec<bool>, Vec<support::Seen>) {
     let (ctx, script) = scripted(expectations);
@@ -150,14 +155,7 @@ async fn a_leader_whose_renewals_fail_steps_down_within_the_renew_deadline() {
         StatusCode::INTERNAL_SERVER_ERROR,
         failure,
     )]);
-    // A 3 s lease: renew every second, step down 2 s after the last success.
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        "hearth-system",
-        "leader",
-        "me",
-        Duration::from_secs(3),
-    );
+    let lock = three_second_lock(ctx.client.clone());
     let acquired = tokio::time::Instant::now();
     let lost = tokio::time::timeout(Duration::from_secs(5), lock.keep_renewing(acquired))
         .await
@@ -182,13 +180,7 @@ async fn a_leader_whose_lease_was_taken_stops_at_the_next_renewal() {
         LEASE,
         lease("other", "2026-11-25T10:00:00.000000Z"),
     )]);
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        "hearth-system",
-        "leader",
-        "me",
-        Duration::from_secs(3),
-    );
+    let lock = three_second_lock(ctx.client.clone());
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
         lock.keep_renewing(tokio::time::Instant::now()),
