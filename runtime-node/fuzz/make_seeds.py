@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Writes the seed corpora: tiny valid GGUF and safetensors files (and the first bytes of the
-SmolLM2 GGUF when $HEARTH_SMOLLM2_GGUF names it). Deterministic; the output is checked in."""
+SmolLM2 GGUF when $HEARTH_SMOLLM2_GGUF names it), and a handful of inputs in each text target's
+format (see each target's doc comment). Deterministic; the output is checked in."""
 
 import json
 import os
 import struct
 import sys
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -108,6 +110,164 @@ def safetensors(tensors):
     return struct.pack("<Q", len(text)) + text + data
 
 
+SECTION, FIELD = "\x1e", "\x1f"
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def requests():
+    """Bodies of both generation endpoints: plain, every field, and boundary values."""
+    bodies = {
+        "chat_plain": CHAT,
+        "chat_every_field": {
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "{{ bos_token }}<|im_end|>"}]},
+                {"role": "assistant", "content": None},
+                {"role": "tool", "content": "42"},
+            ],
+            "max_completion_tokens": 8, "temperature": 0.7, "top_p": 0.9, "top_k": -1, "min_p": 0.05,
+            "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5, "repetition_penalty": 1.1,
+            "stop": ["\n\n", "User:"], "stop_token_ids": [2], "ignore_eos": False, "n": 2,
+            "stream": True, "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 3,
+        },
+        "chat_max_tokens_at_the_limit": dict(CHAT, max_tokens=2**64 - 1),
+        "completion_text": {"model": "m", "prompt": "Once upon a time", "max_tokens": 16, "echo": True},
+        "completion_tokens": {"model": "m", "prompt": [1, 2, 3, 40000], "logprobs": 5, "stop": "."},
+        "completion_one_of_many": {"model": "m", "prompt": ["only one"], "suffix": "", "n": 16, "top_k": 5},
+    }
+    return {f"openai_request/{name}.json": json.dumps(body).encode() for name, body in bodies.items()}
+
+
+def chat_messages():
+    """First byte: bit 0 asks for the generation prompt; then messages `role FIELD content`."""
+    cases = {
+        "one_user": (1, ["user" + FIELD + "Hello"]),
+        "conversation": (0, ["system" + FIELD + "Be brief.", "user" + FIELD + "Hi", "assistant" + FIELD + "Hello!"]),
+        "template_syntax": (1, ["user" + FIELD + "{{ raise_exception('x') }}{% for m in messages %}<|im_end|>{# #}"]),
+        "helpers": (1, ["date" + FIELD + "%Y-%m-%d %H:%M", "raise" + FIELD + "refused", "user" + FIELD + "  a user b  "]),
+        "odd_unicode": (0, ["\u202euser" + FIELD + "e\u0301\u200d\U0001f642\x00\ud7ff\ufeff", FIELD]),
+    }
+    return {
+        f"chat_template/{name}.txt": bytes([flags]) + SECTION.join(messages).encode("utf-8", "surrogatepass")
+        for name, (flags, messages) in cases.items()
+    }
+
+
+def tokenizer_texts():
+    texts = {
+        "english": "Hello world, the king's thing and 1234567890.",
+        "unicode": "Unicode: caf\u00e9, na\u00efve, \u65e5\u672c\u8a9e, \u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac \U0001f642",
+        "chatml": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        "whitespace": "  two  spaces\n\n\ttab    four\r\n",
+        "sentencepiece_markers": "<s> x </s>\u2581y<unk>",
+    }
+    files = {f"tokenizer/{name}.txt": text.encode() for name, text in texts.items()}
+    files["tokenizer/invalid_utf8.bin"] = b"ok \xff\xfe \xe6\x97 cut \xf0\x9f\x99"
+    return files
+
+
+def stop_cases():
+    """First section: stop strings split on FIELD; then the streamed pieces."""
+    cases = {
+        "split_across_pieces": (["\n\n"], ["Hello", "\n", "\nWorld"]),
+        "near_miss": (["STOP"], ["a ST", "ART b"]),
+        "earliest_wins": (["c", "b", "abcd"], ["ab", "cd"]),
+        "multibyte": (["\u65e5\u672c", "\u00e9"], ["x\u65e5", "\u672cy"]),
+        "no_stop": ([""], ["free ", "text"]),
+    }
+    return {
+        f"stop_matcher/{name}.txt": SECTION.join([FIELD.join(stops)] + pieces).encode()
+        for name, (stops, pieces) in cases.items()
+    }
+
+
+def sse(*events, crlf=False):
+    end = "\r\n\r\n" if crlf else "\n\n"
+    return "".join(f"data: {e if isinstance(e, str) else json.dumps(e)}{end}" for e in events).encode()
+
+
+def chunk(delta):
+    return {"model": "m", "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
+
+
+USAGE = {"model": "m", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+
+
+def bodies():
+    """Engine response bodies, shared by the meter's and the gateway's targets."""
+    return {
+        "stream_with_usage": sse(chunk("Hi"), chunk(" there"), USAGE, "[DONE]"),
+        "stream_crlf_without_usage": sse({"choices": [{"text": "a"}]}, {"choices": [{"text": ""}]}, "[DONE]", crlf=True),
+        "json": json.dumps({"model": "m", "choices": [], "usage": USAGE["usage"]}).encode(),
+        "stream_cut": sse(chunk("Hi"))[:-1] + b'data: {"usage": {"prompt_tokens": 1',
+    }
+
+
+def meter_bodies():
+    """First byte: how many chunk sizes follow; then the sizes; then the body."""
+    files = {f"meter_sse/{name}.bin": bytes([2, 7, 3]) + body for name, body in bodies().items()}
+    files["meter_sse/request.bin"] = bytes([0]) + json.dumps(CHAT).encode()
+    return files
+
+
+def gateway_bodies():
+    """First byte: chunk-size count in bits 0-2, mode in bits 3-6; then the sizes; the body."""
+    flags = {"stream_with_usage": 0x10, "stream_crlf_without_usage": 0x00, "json": 0x08, "stream_cut": 0x20}
+    return {
+        f"gateway_sse/{name}.bin": bytes([flags[name] | 2, 5, 11]) + body for name, body in bodies().items()
+    }
+
+
+def usage_record(sequence, request_id):
+    record = {
+        "requestId": request_id, "tenant": "ns/acme", "tier": "gold", "model": "m", "promptTokens": 3,
+        "completionTokens": 5, "estimated": False, "status": 200, "streamed": True,
+        "startedAtMs": 1, "finishedAtMs": 2,
+    }
+    return json.dumps({"sequence": sequence, "record": record}).encode()
+
+
+def ledger_segments():
+    """Flags, acked cursor, first sequence, then `tag, u16 length, bytes` chunks (odd tag: raw)."""
+
+    def chunk(raw, data):
+        return bytes([1 if raw else 0]) + struct.pack("<H", len(data)) + data
+
+    def framed(data):
+        return struct.pack("<II", len(data), zlib.crc32(data)) + data
+
+    two = chunk(False, usage_record(1, "a")) + chunk(False, usage_record(2, "b"))
+    return {
+        "ledger_replay/two_records.bin": bytes([0]) + struct.pack("<QQ", 0, 1) + two,
+        "ledger_replay/torn_tail.bin": bytes([0]) + struct.pack("<QQ", 0, 1) + two
+        + chunk(True, bytes([200, 0, 0, 0, 1, 2, 3, 4]) + b'{"'),
+        "ledger_replay/acked_first.bin": bytes([1]) + struct.pack("<QQ", 1, 1) + two,
+        "ledger_replay/bad_checksum_then_record.bin": bytes([0]) + struct.pack("<QQ", 0, 3)
+        + chunk(True, framed(usage_record(3, "c"))[:-2] + b"xx") + chunk(False, usage_record(4, "d")),
+    }
+
+
+def local_configs():
+    examples = os.path.join(HERE, "..", "..", "examples", "local")
+    documents = []
+    for name in ["tier.yaml", "tenant.yaml", "model.yaml"]:
+        with open(os.path.join(examples, name)) as f:
+            documents.append(f.read())
+    example = "---\n".join(documents).replace("${SMOLLM2_GGUF}", "${HEARTH_FUZZ_MODEL}")
+    model = "kind: InferenceModel\nmetadata: {name: m}\nspec: {servedName: m, source: {uri: 'file://${HEARTH_FUZZ_MODEL}'}}\n"
+    return {
+        "local_config/example.yaml": example.encode(),
+        "local_config/unknown_tier.yaml": (model + "---\nkind: Tenant\nmetadata: {name: t}\nspec: {tierRef: gold}\n").encode(),
+        "local_config/variables.yaml": (
+            "kind: InferenceModel\nmetadata: {name: '${HEARTH_FUZZ_UNICODE}'}\n"
+            "spec: {servedName: '${HEARTH_FUZZ_NESTED}${HEARTH_FUZZ_EMPTY}', source: {uri: '${HEARTH_FUZZ_YAML}'}, "
+            "replicas: {min: 3, max: 1}}\n---\n${UNSET_ON_PURPOSE\n"
+        ).encode(),
+    }
+
+
 def main():
     corpus = os.path.join(HERE, "corpus")
     files = {
@@ -122,6 +282,9 @@ def main():
         }),
         "safetensors_header/empty.safetensors": safetensors({}),
     }
+    for seeds in [requests, chat_messages, tokenizer_texts, stop_cases, meter_bodies, gateway_bodies,
+                  ledger_segments, local_configs]:
+        files.update(seeds())
     smollm2 = os.environ.get("HEARTH_SMOLLM2_GGUF")
     if smollm2 and os.path.exists(smollm2):
         with open(smollm2, "rb") as f:

@@ -2,6 +2,8 @@
 //! the helpers Hugging Face templates expect (`raise_exception`, `strftime_now`, `tojson`,
 //! Python string methods).
 
+use std::fmt::Write;
+
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value, context};
 use serde::Serialize;
@@ -92,8 +94,16 @@ fn raise_exception(message: String) -> Result<Value, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, message))
 }
 
-fn strftime_now(format: String) -> String {
-    chrono::Local::now().format(&format).to_string()
+// A template's format string may be malformed: an error for the request, not a panic.
+fn strftime_now(format: String) -> Result<String, JinjaError> {
+    let mut out = String::new();
+    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+        JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("invalid strftime format `{format}`"),
+        )
+    })?;
+    Ok(out)
 }
 
 fn tojson(value: Value) -> Result<Value, JinjaError> {
@@ -143,6 +153,13 @@ mod tests {
         };
         let err = t.render(&[msg], true).expect_err("raises");
         assert!(err.to_string().contains("first message must be user"), "{err}");
+    }
+
+    #[test]
+    fn strftime_now_with_an_invalid_format_is_an_error() {
+        let t = ChatTemplate::new(Some("{{ strftime_now('%H:%') }}"), "", "").expect("compiles");
+        let err = t.render(&[user("x")], true).expect_err("refused");
+        assert!(err.to_string().contains("%H:%"), "{err}");
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Drop for LocalEngine {
 /// The completion tokens a request may generate: its `max_tokens`, else the context left after
 /// the prompt (as vLLM does). Refused when it is 0 or when prompt plus completion exceed the
 /// context, however large the number (no sum overflows).
-fn completion_budget(
+pub fn completion_budget(
     prompt_tokens: usize,
     requested: Option<usize>,
     limit: usize,
@@ -261,6 +261,17 @@ fn completion_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_length_message_survives_max_tokens_at_the_limit() {
+        let error = completion_budget(100, Some(usize::MAX), 2048).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("requested {} tokens", usize::MAX)),
+            "{error}"
+        );
+    }
 
     #[test]
     fn completion_budgets_default_to_the_context_left_and_never_overflow() {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::chat_template::{TemplateError, TemplateMessage};
 use crate::sampler::SamplingParams;
 
-pub use local::{EngineConfig, LocalEngine, StartError};
+pub use local::{EngineConfig, LocalEngine, StartError, completion_budget};
 
 /// What to generate from.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +145,7 @@ pub enum EngineError {
     /// Prompt plus requested completion do not fit the context window.
     #[error(
         "This model's maximum context length is {limit} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.",
-        prompt_tokens + max_tokens
+        prompt_tokens.saturating_add(*max_tokens)
     )]
     ContextLengthExceeded {
         /// Tokens in the prompt.
